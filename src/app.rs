@@ -1,0 +1,243 @@
+//! The application: shared state, the router with its middleware, the HTTP server and the
+//! job workers, and the graceful shutdown that stops them in order.
+//!
+//! `Application::build` does everything that can fail at start (database, migrations, port),
+//! so `run_until_stopped` only serves. Tests call the same two functions on a random port.
+
+use std::{any::Any, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
+};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_scalar::{Scalar, Servable};
+
+use crate::{
+    clients::mail::{Mailer, OutboxMailer, ResendMailer},
+    config::Config,
+    db,
+    error::{AppError, problem_response},
+    http::{self, openapi::ApiDoc},
+    kv::Redis,
+    queue::Queues,
+    telemetry, workers,
+};
+
+/// Largest JSON body any route accepts. Poster uploads raise it on their own route.
+pub const JSON_BODY_LIMIT: usize = 64 * 1024;
+
+/// Everything a handler or job needs, cheap to clone (Arcs and pools inside).
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: PgPool,
+    pub redis: Redis,
+    pub queues: Queues,
+    pub mailer: Arc<dyn Mailer>,
+    pub http_client: reqwest::Client,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db =
+            db::connect_and_migrate(config.database_url(), config.database_max_connections).await?;
+        let redis = Redis::connect_lazy(
+            secrecy::ExposeSecret::expose_secret(&config.redis_url),
+            &config.redis_prefix,
+        )?;
+        // One HTTP client for every provider: connection pooling, rustls, our timeouts.
+        let http_client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("ticketing/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        let mailer: Arc<dyn Mailer> = match &config.resend {
+            Some(resend) => Arc::new(ResendMailer::new(
+                resend,
+                config.mail_from.clone(),
+                http_client.clone(),
+            )?),
+            None => Arc::new(OutboxMailer::new(redis.clone())),
+        };
+        let queues = Queues::new(&redis);
+        Ok(Self {
+            config: Arc::new(config),
+            db,
+            redis,
+            queues,
+            mailer,
+            http_client,
+            metrics: telemetry::prometheus(),
+        })
+    }
+}
+
+pub struct Application {
+    listener: Option<TcpListener>,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to everything and binds the port (0 picks a free one). Nothing is served yet.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = if config.run_mode.runs_http() {
+            let addr = SocketAddr::new(config.bind_address, config.port);
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr}"))?,
+            )
+        } else {
+            None
+        };
+        let state = AppState::build(config).await?;
+        Ok(Self { listener, state })
+    }
+
+    /// The bound port, when this process serves HTTP.
+    pub fn port(&self) -> Option<u16> {
+        self.listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting connections, lets in-flight
+    /// requests and the workers' current jobs finish (up to `SHUTDOWN_GRACE_SECONDS`), and
+    /// returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let state = self.state;
+        let grace = state.config.shutdown_grace;
+        let workers = if state.config.run_mode.runs_workers() {
+            Some(workers::start(state.clone(), shutdown.clone()))
+        } else {
+            None
+        };
+        let server = self.listener.map(|listener| {
+            let app = router(state.clone());
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+            })
+        });
+        tracing::info!(mode = ?state.config.run_mode, "started");
+
+        shutdown.cancelled().await;
+        tracing::info!(grace_seconds = grace.as_secs(), "shutting down");
+        let drain = async {
+            if let Some(server) = server {
+                match server.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
+                    Err(e) => tracing::error!(error = %e, "HTTP server task panicked"),
+                }
+            }
+            if let Some(workers) = workers
+                && let Err(e) = workers.await
+            {
+                tracing::error!(error = %e, "workers task failed");
+            }
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!("grace period over; exiting with work still in flight");
+        }
+        state.db.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The whole HTTP surface: API routes, documentation, and the middleware every route shares.
+pub fn router(state: AppState) -> Router {
+    let (api_router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(http::ops::router())
+        .split_for_parts();
+    let openapi_json = Arc::new(openapi.to_json().unwrap_or_default());
+
+    let request_timeout = state.config.request_timeout;
+    let middleware = ServiceBuilder::new()
+        .layer(middleware::from_fn(telemetry::sanitize_request_id))
+        .layer(SetRequestIdLayer::x_request_id(telemetry::MakeRequestId))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(middleware::from_fn(telemetry::track_http))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn_with_state(request_timeout, timeout))
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
+
+    api_router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let json = openapi_json.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        json.as_str().to_owned(),
+                    )
+                }
+            }),
+        )
+        // Scalar's page inlines the document; its viewer script loads from a CDN in the
+        // browser, nothing is downloaded at build time.
+        .merge(Scalar::with_url("/docs", openapi).title("Ticketing API"))
+        .route("/dev/outbox", get(http::ops::dev_outbox))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware)
+        .with_state(state)
+}
+
+async fn not_found() -> AppError {
+    AppError::not_found("This route")
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+/// Abandons a request that runs longer than `REQUEST_TIMEOUT_SECONDS` with a 503 problem.
+async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => AppError::Timeout.into_response(),
+    }
+}
+
+/// A panic in a handler becomes a logged 500 problem; the connection stays usable.
+fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
+    let message = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = message, "handler panicked");
+    let error = AppError::Internal(anyhow::anyhow!("panic: {message}"));
+    problem_response(StatusCode::INTERNAL_SERVER_ERROR, &error.to_problem())
+}

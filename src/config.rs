@@ -1,0 +1,385 @@
+//! Typed configuration read from the environment (and `.env` when present).
+//!
+//! Every variable of API.md's configuration table lives here, with the development default
+//! that lets `cargo run` work with no file at all. `APP_ENV=production` refuses the
+//! development stand-ins and secrets, naming the first variable that is missing.
+
+use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::fees::FeeSchedule;
+
+/// The signing key used when `JWT_SECRET` is unset. Only acceptable in development.
+const DEV_JWT_SECRET: &str = "development-only-jwt-secret-change-me-in-production";
+/// 32 bytes (hex) used to encrypt TOTP secrets at rest in development.
+const DEV_TOTP_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration variable {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            var,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+/// Which halves of the process run: the HTTP server, the job workers, or both (default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    All,
+    Http,
+    Worker,
+}
+
+impl RunMode {
+    pub fn runs_http(self) -> bool {
+        matches!(self, RunMode::All | RunMode::Http)
+    }
+    pub fn runs_workers(self) -> bool {
+        matches!(self, RunMode::All | RunMode::Worker)
+    }
+}
+
+impl FromStr for RunMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "all" | "both" => Ok(RunMode::All),
+            "http" | "api" | "server" => Ok(RunMode::Http),
+            "worker" | "workers" => Ok(RunMode::Worker),
+            other => Err(format!("expected all, http or worker, got {other:?}")),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ResendConfig {
+    pub api_key: SecretString,
+    pub base_url: String,
+}
+
+#[derive(Clone)]
+pub struct PaystackConfig {
+    pub secret_key: SecretString,
+    pub base_url: String,
+}
+
+#[derive(Clone)]
+pub struct CloudinaryConfig {
+    pub cloud_name: String,
+    pub api_key: String,
+    pub api_secret: SecretString,
+    pub base_url: String,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub app_env: AppEnv,
+    pub run_mode: RunMode,
+    pub bind_address: IpAddr,
+    pub port: u16,
+    /// Public origin of this service (links in mails, sandbox checkout, local posters).
+    pub public_base_url: String,
+    pub database_url: SecretString,
+    pub database_max_connections: u32,
+    pub redis_url: SecretString,
+    /// Every Redis key and queue name starts with this, so tests (or tenants) never collide.
+    pub redis_prefix: String,
+    pub jwt_secret: SecretString,
+    pub access_token_ttl: Duration,
+    pub totp_encryption_key: [u8; 32],
+    /// `None`: the built-in sandbox gateway.
+    pub paystack: Option<PaystackConfig>,
+    /// Base URL of Paystack used by the real client (kept even when the sandbox is in use).
+    pub paystack_base_url: String,
+    pub platform_fee_schedule: FeeSchedule,
+    pub payout_delay: Duration,
+    pub sweep_interval: Duration,
+    pub hold_ttl: Duration,
+    pub auth_rate_limit_per_minute: u32,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    /// `None`: mail goes to the log and the development outbox.
+    pub resend: Option<ResendConfig>,
+    pub mail_from: String,
+    /// `None`: posters go to `upload_dir` and are served by the app.
+    pub cloudinary: Option<CloudinaryConfig>,
+    pub upload_dir: PathBuf,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub job_poll_interval: Duration,
+    pub job_retry_base: Duration,
+    pub job_max_attempts: usize,
+    pub log_json: bool,
+}
+
+impl fmt::Debug for Config {
+    // Secrets stay out of logs: only non-secret fields are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("app_env", &self.app_env)
+            .field("run_mode", &self.run_mode)
+            .field("port", &self.port)
+            .field("redis_prefix", &self.redis_prefix)
+            .field("paystack", &self.paystack.as_ref().map(|p| &p.base_url))
+            .field("resend", &self.resend.as_ref().map(|r| &r.base_url))
+            .field("cloudinary", &self.cloudinary.as_ref().map(|c| &c.base_url))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads `.env` (when present) and then the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is reported by the variables it breaks.
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds the configuration from explicit values (tests pass a map, never the process env).
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let app_env = match get("APP_ENV").as_deref().map(str::trim) {
+            None | Some("development") | Some("dev") | Some("test") => AppEnv::Development,
+            Some("production") | Some("prod") => AppEnv::Production,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "APP_ENV",
+                    format!("expected development or production, got {other:?}"),
+                ));
+            }
+        };
+        let production = app_env == AppEnv::Production;
+        // In production a secret must be given; in development its default is used.
+        let required = |var: &'static str| -> Result<Option<String>, ConfigError> {
+            match get(var) {
+                Some(v) => Ok(Some(v)),
+                None if production => {
+                    Err(ConfigError::new(var, "is required when APP_ENV=production"))
+                }
+                None => Ok(None),
+            }
+        };
+
+        let port: u16 = parse_or(&get, "PORT", 3000)?;
+        let jwt_secret = required("JWT_SECRET")?.unwrap_or_else(|| DEV_JWT_SECRET.to_owned());
+        if jwt_secret.len() < 32 {
+            return Err(ConfigError::new(
+                "JWT_SECRET",
+                "must be at least 32 characters",
+            ));
+        }
+        if production && jwt_secret == DEV_JWT_SECRET {
+            return Err(ConfigError::new(
+                "JWT_SECRET",
+                "is the development value; set a real secret",
+            ));
+        }
+        let totp_hex = required("TOTP_ENCRYPTION_KEY")?.unwrap_or_else(|| DEV_TOTP_KEY.to_owned());
+        let totp_encryption_key = parse_key32(&totp_hex)
+            .ok_or_else(|| ConfigError::new("TOTP_ENCRYPTION_KEY", "must be 64 hex characters"))?;
+
+        let paystack_base_url = get("PAYSTACK_BASE_URL")
+            .unwrap_or_else(|| "https://api.paystack.co".to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        let paystack = required("PAYSTACK_SECRET_KEY")?.map(|key| PaystackConfig {
+            secret_key: key.into(),
+            base_url: paystack_base_url.clone(),
+        });
+
+        let resend = required("RESEND_API_KEY")?.map(|key| ResendConfig {
+            api_key: key.into(),
+            base_url: get("RESEND_BASE_URL")
+                .unwrap_or_else(|| "https://api.resend.com".to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
+        });
+        let mail_from =
+            required("MAIL_FROM")?.unwrap_or_else(|| "Tickets <tickets@localhost>".to_owned());
+
+        let cloud_name = required("CLOUDINARY_CLOUD_NAME")?;
+        let cloudinary = match cloud_name {
+            Some(cloud_name) => Some(CloudinaryConfig {
+                cloud_name,
+                api_key: get("CLOUDINARY_API_KEY").ok_or_else(|| {
+                    ConfigError::new(
+                        "CLOUDINARY_API_KEY",
+                        "is required with CLOUDINARY_CLOUD_NAME",
+                    )
+                })?,
+                api_secret: get("CLOUDINARY_API_SECRET")
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "CLOUDINARY_API_SECRET",
+                            "is required with CLOUDINARY_CLOUD_NAME",
+                        )
+                    })?
+                    .into(),
+                base_url: get("CLOUDINARY_BASE_URL")
+                    .unwrap_or_else(|| "https://api.cloudinary.com".to_owned())
+                    .trim_end_matches('/')
+                    .to_owned(),
+            }),
+            None => None,
+        };
+
+        let platform_fee_schedule = get("PLATFORM_FEE_SCHEDULE")
+            .unwrap_or_else(|| "2000000:750,10000000:500,*:250".to_owned())
+            .parse::<FeeSchedule>()
+            .map_err(|e| ConfigError::new("PLATFORM_FEE_SCHEDULE", e))?;
+
+        let run_mode = get("RUN_MODE")
+            .map(|v| v.parse::<RunMode>())
+            .transpose()
+            .map_err(|e| ConfigError::new("RUN_MODE", e))?
+            .unwrap_or(RunMode::All);
+
+        Ok(Config {
+            app_env,
+            run_mode,
+            bind_address: parse_or(&get, "BIND_ADDRESS", IpAddr::from([0, 0, 0, 0]))?,
+            port,
+            public_base_url: get("PUBLIC_BASE_URL")
+                .unwrap_or_else(|| format!("http://localhost:{port}"))
+                .trim_end_matches('/')
+                .to_owned(),
+            database_url: get("DATABASE_URL")
+                .unwrap_or_else(|| "postgres://postgres@localhost:5432/ticketing".to_owned())
+                .into(),
+            database_max_connections: parse_or(&get, "DATABASE_MAX_CONNECTIONS", 10)?,
+            redis_url: get("REDIS_URL")
+                .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned())
+                .into(),
+            redis_prefix: get("REDIS_PREFIX").unwrap_or_else(|| "ticketing".to_owned()),
+            jwt_secret: jwt_secret.into(),
+            access_token_ttl: seconds(&get, "ACCESS_TOKEN_TTL_SECONDS", 3600)?,
+            totp_encryption_key,
+            paystack,
+            paystack_base_url,
+            platform_fee_schedule,
+            payout_delay: seconds(&get, "PAYOUT_DELAY_SECONDS", 172_800)?,
+            sweep_interval: seconds(&get, "SWEEP_INTERVAL_SECONDS", 30)?,
+            hold_ttl: seconds(&get, "HOLD_TTL_SECONDS", 900)?,
+            auth_rate_limit_per_minute: parse_or(&get, "AUTH_RATE_LIMIT_PER_MINUTE", 30)?,
+            trust_forwarded_for: parse_or(&get, "TRUST_FORWARDED_FOR", false)?,
+            resend,
+            mail_from,
+            cloudinary,
+            upload_dir: get("UPLOAD_DIR")
+                .unwrap_or_else(|| "./uploads".to_owned())
+                .into(),
+            request_timeout: seconds(&get, "REQUEST_TIMEOUT_SECONDS", 30)?,
+            shutdown_grace: seconds(&get, "SHUTDOWN_GRACE_SECONDS", 30)?,
+            job_poll_interval: millis(&get, "JOB_POLL_INTERVAL_MILLIS", 200)?,
+            job_retry_base: millis(&get, "JOB_RETRY_BASE_MILLIS", 1000)?,
+            job_max_attempts: parse_or(&get, "JOB_MAX_ATTEMPTS", 8)?,
+            log_json: parse_or(&get, "LOG_JSON", production)?,
+        })
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.app_env == AppEnv::Production
+    }
+
+    pub fn database_url(&self) -> &str {
+        self.database_url.expose_secret()
+    }
+}
+
+fn parse_or<T: FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    match get(var) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e| ConfigError::new(var, format!("cannot parse {raw:?}: {e}"))),
+    }
+}
+
+fn seconds(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    parse_or(get, var, default).map(Duration::from_secs)
+}
+
+fn millis(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    parse_or(get, var, default).map(Duration::from_millis)
+}
+
+fn parse_key32(hex_key: &str) -> Option<[u8; 32]> {
+    let bytes = hex::decode(hex_key.trim()).ok()?;
+    bytes.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn development_needs_no_variables() {
+        let config = Config::from_map(&HashMap::new()).unwrap();
+        assert_eq!(config.port, 3000);
+        assert!(config.paystack.is_none());
+        assert!(config.resend.is_none());
+        assert_eq!(config.run_mode, RunMode::All);
+    }
+
+    #[test]
+    fn production_names_the_missing_secret() {
+        let err = Config::from_map(&vars(&[("APP_ENV", "production")])).unwrap_err();
+        assert_eq!(err.var, "JWT_SECRET");
+        let err = Config::from_map(&vars(&[
+            ("APP_ENV", "production"),
+            ("JWT_SECRET", "a-real-secret-that-is-long-enough-0123456789"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "TOTP_ENCRYPTION_KEY");
+    }
+
+    #[test]
+    fn bad_numbers_name_their_variable() {
+        let err = Config::from_map(&vars(&[("PORT", "eighty")])).unwrap_err();
+        assert_eq!(err.var, "PORT");
+        let err = Config::from_map(&vars(&[("RUN_MODE", "sideways")])).unwrap_err();
+        assert_eq!(err.var, "RUN_MODE");
+    }
+}

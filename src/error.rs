@@ -1,0 +1,283 @@
+//! `AppError`: every failure a handler can return, rendered as RFC 9457
+//! `application/problem+json` with the stable `code` of API.md.
+//!
+//! Internal causes (database, Redis, providers) are logged with the request id and never sent
+//! to the client; the client gets a generic 500/502/503 problem.
+
+use std::time::Duration;
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub type AppResult<T> = Result<T, AppError>;
+
+/// One invalid field of a 422 answer.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The body of every error answer (RFC 9457).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the problem type: `/problems/<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable, lower snake case code a client can switch on.
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+    /// Only for `ticket_already_used`: when the ticket was first scanned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checked_in_at: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("bad request ({code}): {detail}")]
+    BadRequest { code: &'static str, detail: String },
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("unauthorized ({code})")]
+    Unauthorized { code: &'static str, detail: String },
+    #[error("forbidden ({code})")]
+    Forbidden { code: &'static str, detail: String },
+    #[error("not found")]
+    NotFound { detail: String },
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("conflict ({code}): {detail}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("rate limited ({code})")]
+    RateLimited {
+        code: &'static str,
+        retry_after: Duration,
+    },
+    #[error("timed out")]
+    Timeout,
+    /// An upstream provider failed or answered something we cannot use.
+    #[error("upstream {provider} failed: {cause}")]
+    Upstream {
+        provider: &'static str,
+        cause: String,
+    },
+    /// A dependency we need (database, Redis) is not answering.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AppError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AppError::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        AppError::NotFound {
+            detail: format!("{} was not found", what.into()),
+        }
+    }
+
+    pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
+        AppError::Unauthorized {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn forbidden(code: &'static str, detail: impl Into<String>) -> Self {
+        AppError::Forbidden {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        AppError::Conflict {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        AppError::BadRequest {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::MalformedJson(_) | AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            AppError::NotFound { .. } => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::Conflict { .. } => StatusCode::CONFLICT,
+            AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Timeout | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::MalformedJson(_) => "malformed_json",
+            AppError::Validation(_) => "validation_failed",
+            AppError::BadRequest { code, .. }
+            | AppError::Unauthorized { code, .. }
+            | AppError::Forbidden { code, .. }
+            | AppError::Conflict { code, .. }
+            | AppError::RateLimited { code, .. } => code,
+            AppError::NotFound { .. } => "not_found",
+            AppError::MethodNotAllowed => "method_not_allowed",
+            AppError::PayloadTooLarge => "payload_too_large",
+            AppError::UnsupportedMediaType(_) => "unsupported_media_type",
+            AppError::Timeout => "timeout",
+            AppError::Upstream { .. } => "upstream_unavailable",
+            AppError::Unavailable(_) => "service_unavailable",
+            AppError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            AppError::MalformedJson(msg) => format!("The request body is not valid JSON: {msg}"),
+            AppError::Validation(_) => "One or more fields are invalid.".into(),
+            AppError::BadRequest { detail, .. }
+            | AppError::Unauthorized { detail, .. }
+            | AppError::Forbidden { detail, .. }
+            | AppError::NotFound { detail }
+            | AppError::Conflict { detail, .. } => detail.clone(),
+            AppError::MethodNotAllowed => "This method is not allowed on this path.".into(),
+            AppError::PayloadTooLarge => "The request body is too large.".into(),
+            AppError::UnsupportedMediaType(msg) => msg.clone(),
+            AppError::RateLimited { retry_after, .. } => format!(
+                "Too many requests; retry in {} seconds.",
+                retry_after_secs(*retry_after)
+            ),
+            AppError::Timeout => "The request took too long and was abandoned.".into(),
+            AppError::Upstream { provider, .. } => {
+                format!("The {provider} service did not answer usefully; try again shortly.")
+            }
+            AppError::Unavailable(_) => "A dependency of this service is unavailable.".into(),
+            AppError::Internal(_) => "An unexpected error occurred.".into(),
+        }
+    }
+
+    pub fn to_problem(&self) -> Problem {
+        let status = self.status();
+        Problem {
+            kind: format!("/problems/{}", self.code()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            code: self.code().to_owned(),
+            errors: match self {
+                AppError::Validation(errors) => Some(errors.clone()),
+                _ => None,
+            },
+            checked_in_at: None,
+        }
+    }
+}
+
+fn retry_after_secs(d: Duration) -> u64 {
+    // Never tell a client to retry "in 0 seconds".
+    d.as_secs() + u64::from(d.subsec_nanos() > 0).max(u64::from(d.as_secs() == 0))
+}
+
+/// Renders a problem with the right content type; used by `AppError` and by the few
+/// places (panic handler) that build a problem without an `AppError`.
+pub fn problem_response(status: StatusCode, problem: &Problem) -> Response {
+    let body = serde_json::to_vec(problem).unwrap_or_default();
+    let mut res = (status, body).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    res
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            AppError::Internal(e) => tracing::error!(error = ?e, "internal error"),
+            AppError::Upstream { provider, cause } => {
+                tracing::warn!(provider, cause, "upstream failure")
+            }
+            AppError::Unavailable(cause) => tracing::warn!(cause, "dependency unavailable"),
+            _ => tracing::debug!(code = self.code(), "client error"),
+        }
+        let mut res = problem_response(status, &self.to_problem());
+        if let AppError::RateLimited { retry_after, .. } = &self {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, retry_after_secs(*retry_after).into());
+        }
+        res
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut => AppError::Unavailable("database pool timed out".into()),
+            other => AppError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<redis::RedisError> for AppError {
+    fn from(e: redis::RedisError) -> Self {
+        AppError::Unavailable(format!("redis: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_never_zero_and_rounds_up() {
+        assert_eq!(retry_after_secs(Duration::from_millis(10)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(60)), 60);
+        assert_eq!(retry_after_secs(Duration::from_millis(59_100)), 60);
+    }
+
+    #[test]
+    fn validation_problem_lists_fields() {
+        let p = AppError::validation("email", "is not an email address").to_problem();
+        assert_eq!(p.status, 422);
+        assert_eq!(p.code, "validation_failed");
+        assert_eq!(p.errors.unwrap()[0].field, "email");
+    }
+}

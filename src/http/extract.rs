@@ -1,0 +1,198 @@
+//! Extractors shared by every handler: validated JSON bodies (our problem shape on every
+//! rejection), and later authentication and idempotency keys.
+
+use axum::{
+    extract::{FromRequest, Request, rejection::BytesRejection},
+    http::header,
+};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::error::{AppError, FieldError};
+
+/// Request bodies check their own values after serde has checked their shape.
+pub trait Validate {
+    fn validate(&self) -> Result<(), Vec<FieldError>>;
+}
+
+/// Collects field errors for a `Validate` impl.
+#[derive(Default)]
+pub struct Checks(Vec<FieldError>);
+
+impl Checks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn check(&mut self, ok: bool, field: &str, message: &str) -> &mut Self {
+        if !ok {
+            self.0.push(FieldError::new(field, message));
+        }
+        self
+    }
+
+    pub fn finish(&mut self) -> Result<(), Vec<FieldError>> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(std::mem::take(&mut self.0))
+        }
+    }
+}
+
+/// A JSON body that is well-formed (else 400 `malformed_json`), has exactly the expected
+/// fields with the expected types (else 422 naming the field) and passes `Validate` (else 422).
+pub struct ValidatedJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ValidatedJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Validate,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<mime_like::Essence>().ok())
+            .is_some_and(|m| m.is_json());
+        if !is_json {
+            return Err(AppError::UnsupportedMediaType(
+                "Send the body as JSON with `Content-Type: application/json`.".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        let value = parse_json::<T>(&bytes)?;
+        value.validate().map_err(AppError::Validation)?;
+        Ok(ValidatedJson(value))
+    }
+}
+
+/// Parses JSON the way every body is parsed: syntax errors are 400, shape errors are 422.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        json_error(path, inner)
+    })?;
+    de.end().map_err(|e| json_error(String::new(), e))?;
+    Ok(value)
+}
+
+fn json_error(path: String, err: serde_json::Error) -> AppError {
+    use serde_json::error::Category;
+    match err.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            AppError::MalformedJson(format!("line {} column {}", err.line(), err.column()))
+        }
+        Category::Data => {
+            let message = strip_position(&err.to_string());
+            // serde names the offending key in the message for unknown/missing fields.
+            let field = if path == "." || path.is_empty() {
+                field_from_message(&message).unwrap_or_else(|| "body".to_owned())
+            } else {
+                path
+            };
+            AppError::Validation(vec![FieldError::new(field, message)])
+        }
+    }
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+fn field_from_message(msg: &str) -> Option<String> {
+    let start = msg.find('`')? + 1;
+    let end = start + msg[start..].find('`')?;
+    Some(msg[start..end].to_owned())
+}
+
+pub fn body_rejection(rejection: BytesRejection) -> AppError {
+    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::PayloadTooLarge
+    } else {
+        AppError::bad_request("unreadable_body", rejection.body_text())
+    }
+}
+
+/// Just enough media-type parsing to accept `application/json; charset=utf-8` and
+/// `application/problem+json` without pulling in a crate.
+mod mime_like {
+    pub struct Essence(String);
+
+    impl std::str::FromStr for Essence {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let essence = s
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if essence.is_empty() {
+                Err(())
+            } else {
+                Ok(Essence(essence))
+            }
+        }
+    }
+
+    impl Essence {
+        pub fn is_json(&self) -> bool {
+            self.0 == "application/json"
+                || (self.0.starts_with("application/") && self.0.ends_with("+json"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        count: u8,
+    }
+
+    #[test]
+    fn syntax_errors_are_malformed_json() {
+        let err = parse_json::<Body>(b"{\"name\": ").unwrap_err();
+        assert_eq!(err.code(), "malformed_json");
+        let err = parse_json::<Body>(b"{} trailing").unwrap_err();
+        assert_eq!(err.code(), "malformed_json");
+    }
+
+    #[test]
+    fn shape_errors_name_the_field() {
+        let err = parse_json::<Body>(br#"{"name":"a","count":"x"}"#).unwrap_err();
+        let AppError::Validation(errors) = err else {
+            panic!("expected validation")
+        };
+        assert_eq!(errors[0].field, "count");
+
+        let err = parse_json::<Body>(br#"{"name":"a","count":1,"extra":true}"#).unwrap_err();
+        let AppError::Validation(errors) = err else {
+            panic!("expected validation")
+        };
+        assert_eq!(errors[0].field, "extra");
+
+        let err = parse_json::<Body>(br#"{"name":"a"}"#).unwrap_err();
+        let AppError::Validation(errors) = err else {
+            panic!("expected validation")
+        };
+        assert_eq!(errors[0].field, "count");
+    }
+}

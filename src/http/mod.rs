@@ -1,0 +1,6 @@
+//! HTTP: one module per API area. Request/response types and handlers only; rules live in
+//! `service/`, SQL in `repo/`.
+
+pub mod extract;
+pub mod openapi;
+pub mod ops;

@@ -1,0 +1,112 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics and the development outbox.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    app::AppState,
+    clients::mail::OutboxMailer,
+    error::{AppError, AppResult},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(live))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `unavailable`.
+    pub status: &'static str,
+    /// Each dependency: `ok`, or what went wrong.
+    pub checks: HealthChecks,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthChecks {
+    pub postgres: String,
+    pub redis: String,
+}
+
+/// 200 while the process runs.
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "The process is running")))]
+async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+/// 200 when PostgreSQL and Redis answer; 503 naming what is down.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Every dependency answers", body = Health),
+        (status = 503, description = "A dependency is down; `checks` says which", body = Health),
+    ))]
+async fn ready(State(state): State<AppState>) -> Response {
+    const BUDGET: Duration = Duration::from_secs(2);
+    let pg = async {
+        match tokio::time::timeout(
+            BUDGET,
+            sqlx::query_scalar!("SELECT 1 AS one").fetch_one(&state.db),
+        )
+        .await
+        {
+            Ok(Ok(_)) => "ok".to_owned(),
+            Ok(Err(e)) => format!("error: {e}"),
+            Err(_) => "timeout".to_owned(),
+        }
+    };
+    let redis = async {
+        match tokio::time::timeout(BUDGET, state.redis.ping()).await {
+            Ok(Ok(())) => "ok".to_owned(),
+            Ok(Err(e)) => format!("error: {e}"),
+            Err(_) => "timeout".to_owned(),
+        }
+    };
+    let (postgres, redis) = tokio::join!(pg, redis);
+    let healthy = postgres == "ok" && redis == "ok";
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        tracing::warn!(%postgres, %redis, "not ready");
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Health {
+        status: if healthy { "ok" } else { "unavailable" },
+        checks: HealthChecks { postgres, redis },
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Prometheus text exposition of every `ticketing_*` series.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Development only: the last 100 mails the outbox stand-in "sent", newest first.
+pub async fn dev_outbox(State(state): State<AppState>) -> AppResult<Response> {
+    if state.config.is_production() || state.config.resend.is_some() {
+        return Err(AppError::not_found("This route"));
+    }
+    let entries = OutboxMailer::list(&state.redis).await?;
+    Ok(Json(serde_json::json!({ "items": entries })).into_response())
+}

@@ -1,0 +1,14 @@
+//! The ticketing service as a library, so the binary, the integration tests and the
+//! benchmark all drive the same application.
+
+pub mod app;
+pub mod clients;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod kv;
+pub mod queue;
+pub mod telemetry;
+pub mod workers;

@@ -1,0 +1,107 @@
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+
+use ticketing::{
+    app::Application,
+    config::{Config, RunMode},
+    db, telemetry,
+};
+
+const USAGE: &str = "usage: ticketing [serve|migrate] [--mode all|http|worker]
+
+  serve    run the HTTP server and/or the job workers (default)
+  migrate  create the database if needed, apply migrations, and exit
+  --mode   what `serve` runs (overrides RUN_MODE; default all)";
+
+fn main() -> ExitCode {
+    let mut config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ticketing: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut command = "serve".to_owned();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "serve" | "migrate" => command = arg,
+            "--mode" => match args.next().map(|m| m.parse::<RunMode>()) {
+                Some(Ok(mode)) => config.run_mode = mode,
+                _ => {
+                    eprintln!("{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            _ => {
+                eprintln!("unknown argument {arg:?}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    telemetry::init_tracing(config.log_json);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ticketing: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command.as_str() {
+            "migrate" => db::connect_and_migrate(config.database_url(), 1)
+                .await
+                .map(|_| tracing::info!("migrations applied")),
+            _ => {
+                let app = Application::build(config).await?;
+                if let Some(port) = app.port() {
+                    tracing::info!(port, "listening");
+                }
+                let token = CancellationToken::new();
+                tokio::spawn(shutdown_on_signal(token.clone()));
+                app.run_until_stopped(token).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "fatal");
+            eprintln!("ticketing: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Cancels `token` on SIGINT (Ctrl-C) or SIGTERM (container stop).
+async fn shutdown_on_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("signal received");
+    token.cancel();
+}

@@ -1,0 +1,47 @@
+//! Job payloads and the handle services use to enqueue them. No logic: workers in
+//! `workers/` consume these queues and call services.
+//!
+//! Queues live in Redis (apalis), named `<REDIS_PREFIX>:<queue>`, so deployments and parallel
+//! tests never share a queue.
+
+use apalis::prelude::TaskSink;
+use apalis_redis::{Config as QueueConfig, RedisStorage};
+use serde::{Deserialize, Serialize};
+
+use crate::{clients::mail::Email, kv::Redis};
+
+/// Send one rendered message (idempotent by `email.idempotency_key`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MailJob {
+    pub email: Email,
+}
+
+#[derive(Clone)]
+pub struct Queues {
+    mail: RedisStorage<MailJob>,
+}
+
+impl Queues {
+    pub fn new(redis: &Redis) -> Self {
+        Self {
+            mail: storage(redis, "mail"),
+        }
+    }
+
+    pub fn mail(&self) -> RedisStorage<MailJob> {
+        self.mail.clone()
+    }
+
+    /// Queues a message for the mail worker. Fails (and the caller answers 503) only when
+    /// Redis cannot take the job.
+    pub async fn send_mail(&self, email: Email) -> anyhow::Result<()> {
+        let mut sink = self.mail.clone();
+        sink.push(MailJob { email })
+            .await
+            .map_err(|e| anyhow::anyhow!("enqueueing mail: {e}"))
+    }
+}
+
+fn storage<T>(redis: &Redis, queue: &str) -> RedisStorage<T> {
+    RedisStorage::new(redis.conn()).with_config(QueueConfig::default().queue(redis.key(queue)))
+}

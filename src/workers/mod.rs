@@ -1,0 +1,93 @@
+//! Job workers (apalis on Redis), run in the same process as the HTTP server unless
+//! `RUN_MODE` says otherwise. Handlers are thin: they call services and decide only whether a
+//! failure is worth retrying.
+//!
+//! Retries: a failed job is retried in place with exponential backoff from
+//! `JOB_RETRY_BASE_MILLIS`; after `JOB_MAX_ATTEMPTS` it is aborted (apalis moves it to the
+//! dead set) so that apalis-redis's own rescheduling, which ignores our policy, stops too.
+
+pub mod mail;
+
+use std::time::Duration;
+
+use apalis::{
+    layers::retry::{
+        HasherRng, RetryPolicy,
+        backoff::{ExponentialBackoffMaker, MakeBackoff},
+    },
+    prelude::*,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppState;
+
+/// Starts every worker; the returned task ends once `shutdown` is cancelled and the jobs in
+/// flight have finished.
+pub fn start(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
+    // Worker names are leases in Redis: unique per process start, so a restart never waits
+    // for its previous lease to lapse.
+    let instance = uuid::Uuid::now_v7().simple().to_string();
+    let grace = state.config.shutdown_grace;
+    let poll = state.config.job_poll_interval;
+    let concurrency = 8;
+
+    let mail_state = state.clone();
+    let mail_name = format!("{}:mail:{instance}", state.redis.prefix());
+    let monitor = Monitor::new().register(move |_run| {
+        WorkerBuilder::new(mail_name.clone())
+            .backend(mail_state.queues.mail().poll_with_interval(poll))
+            .data(mail_state.clone())
+            .retry(retry_policy(&mail_state))
+            .concurrency(concurrency)
+            .build(mail::send_mail)
+    });
+
+    tokio::spawn(async move {
+        let signal = async move {
+            shutdown.cancelled().await;
+            Ok::<(), std::io::Error>(())
+        };
+        if let Err(e) = monitor
+            .shutdown_timeout(grace)
+            .run_with_signal(signal)
+            .await
+        {
+            tracing::error!(error = %e, "job workers stopped with an error");
+        } else {
+            tracing::info!("job workers stopped");
+        }
+    })
+}
+
+fn retry_policy(
+    state: &AppState,
+) -> apalis::layers::retry::BackoffRetryPolicy<apalis::layers::retry::backoff::ExponentialBackoff> {
+    let base = state.config.job_retry_base.max(Duration::from_millis(1));
+    let backoff = ExponentialBackoffMaker::new(base, base * 64, 0.25, HasherRng::default())
+        .unwrap_or_else(|_| {
+            ExponentialBackoffMaker::new(
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+                0.25,
+                HasherRng::default(),
+            )
+            .expect("constant backoff parameters are valid")
+        })
+        .make_backoff();
+    RetryPolicy::retries(state.config.job_max_attempts.saturating_sub(1)).with_backoff(backoff)
+}
+
+/// Turns a handler failure into what apalis needs: retry, or abort once attempts are spent.
+pub(crate) fn job_error(
+    err: impl Into<BoxDynError>,
+    permanent: bool,
+    attempt: &Attempt,
+    max_attempts: usize,
+) -> BoxDynError {
+    if permanent || attempt.current() >= max_attempts {
+        AbortError::new(err).into()
+    } else {
+        err.into()
+    }
+}
