@@ -181,17 +181,7 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     let openapi_json = Arc::new(openapi.to_json().unwrap_or_default());
 
-    let request_timeout = state.config.request_timeout;
-    let middleware = ServiceBuilder::new()
-        .layer(middleware::from_fn(telemetry::sanitize_request_id))
-        .layer(SetRequestIdLayer::x_request_id(telemetry::MakeRequestId))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(middleware::from_fn(telemetry::track_http))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn_with_state(request_timeout, timeout))
-        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
-
-    api_router
+    let router = api_router
         .route(
             "/openapi.json",
             get(move || {
@@ -209,9 +199,28 @@ pub fn router(state: AppState) -> Router {
         .merge(Scalar::with_url("/docs", openapi).title("Ticketing API"))
         .route("/dev/outbox", get(http::ops::dev_outbox))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware)
-        .with_state(state)
+        .method_not_allowed_fallback(method_not_allowed);
+    let timeout = state.config.request_timeout;
+    with_middleware(router, timeout).with_state(state)
+}
+
+/// The middleware every route shares, outermost first: request id (kept when the client
+/// sent a sane one), HTTP metrics and the request's span, panic → 500 problem, the request
+/// timeout, and the body size limit. Public so tests can wrap their own routes with it.
+pub fn with_middleware<S>(router: Router<S>, request_timeout: Duration) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router.layer(
+        ServiceBuilder::new()
+            .layer(middleware::from_fn(telemetry::sanitize_request_id))
+            .layer(SetRequestIdLayer::x_request_id(telemetry::MakeRequestId))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(middleware::from_fn(telemetry::track_http))
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(middleware::from_fn_with_state(request_timeout, timeout))
+            .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT)),
+    )
 }
 
 async fn not_found() -> AppError {

@@ -1,0 +1,35 @@
+//! Local stand-ins for Paystack, Resend and Cloudinary that follow
+//! `shared/contracts/external-apis.md`: same paths, envelopes, errors and idempotency rules,
+//! plus test-only inspection and fault injection. Each listens on a random port; the app
+//! reaches it through its `*_BASE_URL` variable.
+
+pub mod cloudinary;
+pub mod paystack;
+pub mod resend;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+
+/// Serves `router` on a random local port and returns its base URL.
+pub async fn serve(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.ok();
+    });
+    format!("http://{addr}")
+}
+
+/// A fault the next call(s) to a fake will suffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// 500 with the provider's JSON error body; nothing happens.
+    ServerError,
+    /// The provider did the work, then the answer was lost as a 500.
+    ServerErrorAfterAccept,
+    /// 503 with an HTML gateway page; nothing happens.
+    HtmlUnavailable,
+    /// No answer for this long.
+    Hang(std::time::Duration),
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real app over HTTP, one fresh database and Redis prefix per test,
+//! fakes for every outbound API. Tests run in parallel.
+
+#[allow(dead_code)]
+mod fakes;
+mod foundation;
+#[allow(dead_code)]
+mod helpers;
