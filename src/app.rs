@@ -36,6 +36,7 @@ use crate::{
     http::{self, openapi::ApiDoc},
     kv::Redis,
     queue::Queues,
+    security::jwt::JwtKeys,
     telemetry, workers,
 };
 
@@ -52,6 +53,7 @@ pub struct AppState {
     pub mailer: Arc<dyn Mailer>,
     pub http_client: reqwest::Client,
     pub metrics: PrometheusHandle,
+    pub jwt: JwtKeys,
 }
 
 impl AppState {
@@ -78,7 +80,12 @@ impl AppState {
             None => Arc::new(OutboxMailer::new(redis.clone())),
         };
         let queues = Queues::new(&redis);
+        let jwt = JwtKeys::new(
+            secrecy::ExposeSecret::expose_secret(&config.jwt_secret).as_bytes(),
+            config.access_token_ttl,
+        );
         Ok(Self {
+            jwt,
             config: Arc::new(config),
             db,
             redis,
@@ -178,6 +185,8 @@ impl Application {
 pub fn router(state: AppState) -> Router {
     let (api_router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(http::ops::router())
+        .merge(http::auth::router(state.clone()))
+        .merge(http::users::router())
         .split_for_parts();
     let openapi_json = Arc::new(openapi.to_json().unwrap_or_default());
 

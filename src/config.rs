@@ -111,6 +111,8 @@ pub struct Config {
     pub sweep_interval: Duration,
     pub hold_ttl: Duration,
     pub auth_rate_limit_per_minute: u32,
+    /// The window of that limit (60 s; shorter only in tests).
+    pub auth_rate_limit_window: Duration,
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
     /// `None`: mail goes to the log and the development outbox.
@@ -280,6 +282,7 @@ impl Config {
             sweep_interval: seconds(&get, "SWEEP_INTERVAL_SECONDS", 30)?,
             hold_ttl: seconds(&get, "HOLD_TTL_SECONDS", 900)?,
             auth_rate_limit_per_minute: parse_or(&get, "AUTH_RATE_LIMIT_PER_MINUTE", 30)?,
+            auth_rate_limit_window: seconds(&get, "AUTH_RATE_LIMIT_WINDOW_SECONDS", 60)?,
             trust_forwarded_for: parse_or(&get, "TRUST_FORWARDED_FOR", false)?,
             resend,
             mail_from,

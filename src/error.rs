@@ -57,6 +57,9 @@ pub enum AppError {
     BadRequest { code: &'static str, detail: String },
     #[error("validation failed")]
     Validation(Vec<FieldError>),
+    /// Well-formed and valid in shape, but refused (422) with its own code, e.g. `invalid_code`.
+    #[error("unprocessable ({code}): {detail}")]
+    Unprocessable { code: &'static str, detail: String },
     #[error("unauthorized ({code})")]
     Unauthorized { code: &'static str, detail: String },
     #[error("forbidden ({code})")]
@@ -123,6 +126,13 @@ impl AppError {
         }
     }
 
+    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
+        AppError::Unprocessable {
+            code,
+            detail: detail.into(),
+        }
+    }
+
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
         AppError::BadRequest {
             code,
@@ -133,7 +143,9 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::MalformedJson(_) | AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Validation(_) | AppError::Unprocessable { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             AppError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
             AppError::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -156,6 +168,7 @@ impl AppError {
             | AppError::Unauthorized { code, .. }
             | AppError::Forbidden { code, .. }
             | AppError::Conflict { code, .. }
+            | AppError::Unprocessable { code, .. }
             | AppError::RateLimited { code, .. } => code,
             AppError::NotFound { .. } => "not_found",
             AppError::MethodNotAllowed => "method_not_allowed",
@@ -176,7 +189,8 @@ impl AppError {
             | AppError::Unauthorized { detail, .. }
             | AppError::Forbidden { detail, .. }
             | AppError::NotFound { detail }
-            | AppError::Conflict { detail, .. } => detail.clone(),
+            | AppError::Conflict { detail, .. }
+            | AppError::Unprocessable { detail, .. } => detail.clone(),
             AppError::MethodNotAllowed => "This method is not allowed on this path.".into(),
             AppError::PayloadTooLarge => "The request body is too large.".into(),
             AppError::UnsupportedMediaType(msg) => msg.clone(),

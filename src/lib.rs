@@ -10,5 +10,8 @@ pub mod error;
 pub mod http;
 pub mod kv;
 pub mod queue;
+pub mod repo;
+pub mod security;
+pub mod service;
 pub mod telemetry;
 pub mod workers;

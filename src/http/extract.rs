@@ -171,7 +171,7 @@ mod tests {
     fn syntax_errors_are_malformed_json() {
         let err = parse_json::<Body>(b"{\"name\": ").unwrap_err();
         assert_eq!(err.code(), "malformed_json");
-        let err = parse_json::<Body>(b"{} trailing").unwrap_err();
+        let err = parse_json::<Body>(br#"{"name":"a","count":1} trailing"#).unwrap_err();
         assert_eq!(err.code(), "malformed_json");
     }
 
@@ -195,4 +195,78 @@ mod tests {
         };
         assert_eq!(errors[0].field, "count");
     }
+}
+
+/// The authenticated caller: a valid, unrevoked, current bearer token of a live user.
+pub struct AuthUser {
+    pub id: uuid::Uuid,
+    pub claims: crate::security::jwt::Claims,
+}
+
+fn bearer(parts: &axum::http::request::Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl axum::extract::FromRequestParts<crate::app::AppState> for AuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &crate::app::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(|| {
+            AppError::unauthorized("unauthorized", "A bearer access token is required.")
+        })?;
+        let claims = crate::service::auth::authenticate(state, token).await?;
+        Ok(AuthUser {
+            id: claims.sub,
+            claims,
+        })
+    }
+}
+
+/// The caller when a token is sent, `None` when no `Authorization` header is; a bad token is
+/// still 401.
+pub struct MaybeAuthUser(pub Option<AuthUser>);
+
+impl axum::extract::FromRequestParts<crate::app::AppState> for MaybeAuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &crate::app::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            Ok(MaybeAuthUser(Some(
+                AuthUser::from_request_parts(parts, state).await?,
+            )))
+        } else {
+            Ok(MaybeAuthUser(None))
+        }
+    }
+}
+
+/// The client's address: the socket peer, or — only with `TRUST_FORWARDED_FOR=true`, behind a
+/// proxy we run — the last address in `X-Forwarded-For` (the one our proxy appended; earlier
+/// entries are whatever the client claimed).
+pub fn client_ip(
+    headers: &axum::http::HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+    trust_forwarded_for: bool,
+) -> Option<std::net::IpAddr> {
+    if trust_forwarded_for {
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse().ok())
+            .last();
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    peer.map(|p| p.ip())
 }

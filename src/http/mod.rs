@@ -1,6 +1,8 @@
 //! HTTP: one module per API area. Request/response types and handlers only; rules live in
 //! `service/`, SQL in `repo/`.
 
+pub mod auth;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod users;

@@ -18,6 +18,8 @@ use crate::error::{FieldError, Problem};
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
     tags(
+        (name = "auth", description = "Signup, login, two-factor, password reset"),
+        (name = "users", description = "The caller's profile, tickets and organizer account"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -205,3 +205,158 @@ async fn a_request_over_the_time_limit_is_a_503_problem() {
     let res = reqwest::get(format!("{base}/slow")).await.unwrap();
     problem(res, StatusCode::SERVICE_UNAVAILABLE, "timeout").await;
 }
+
+#[tokio::test]
+async fn malformed_json_is_a_400_problem() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .client
+        .post(app.url("/auth/signup"))
+        .header("content-type", "application/json")
+        .body(r#"{"email": "a@b.co", "#)
+        .send()
+        .await
+        .unwrap();
+    problem(res, StatusCode::BAD_REQUEST, "malformed_json").await;
+}
+
+#[tokio::test]
+async fn unknown_fields_and_wrong_types_are_422_problems_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .post_json(
+            "/auth/login",
+            &serde_json::json!({ "email": "a@b.co", "password": "x", "admin": true }),
+        )
+        .await;
+    let body = problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "admin");
+
+    let res = app
+        .post_json(
+            "/auth/login",
+            &serde_json::json!({ "email": "a@b.co", "password": 12345678 }),
+        )
+        .await;
+    let body = problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "password");
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_problems() {
+    let app = TestApp::spawn().await;
+    let huge = "x".repeat(ticketing::app::JSON_BODY_LIMIT + 1);
+    let res = app
+        .post_json(
+            "/auth/login",
+            &serde_json::json!({ "email": "a@b.co", "password": huge }),
+        )
+        .await;
+    problem(res, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_415() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .client
+        .post(app.url("/auth/login"))
+        .header("content-type", "text/plain")
+        .body("email=a")
+        .send()
+        .await
+        .unwrap();
+    problem(
+        res,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+}
+
+/// A stand-in Redis that answers every command with +OK, except PING, which it holds until
+/// released — so a readiness check is deterministically in flight while the test acts.
+async fn held_ping_redis() -> (
+    u16,
+    std::sync::Arc<tokio::sync::Notify>,
+    std::sync::Arc<tokio::sync::Notify>,
+) {
+    use std::sync::Arc;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ping_seen = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (seen, rel) = (ping_seen.clone(), release.clone());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (seen, rel) = (seen.clone(), rel.clone());
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut reader = BufReader::new(read);
+                loop {
+                    // One RESP array: *N, then N bulk strings ($len, bytes).
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let n: usize = line.trim_start_matches('*').trim().parse().unwrap_or(0);
+                    let mut args = Vec::new();
+                    for _ in 0..n {
+                        line.clear();
+                        reader.read_line(&mut line).await.unwrap();
+                        let len: usize = line.trim_start_matches('$').trim().parse().unwrap();
+                        let mut buf = vec![0; len + 2];
+                        reader.read_exact(&mut buf).await.unwrap();
+                        args.push(String::from_utf8_lossy(&buf[..len]).to_uppercase());
+                    }
+                    let reply: &[u8] = if args.first().map(String::as_str) == Some("PING") {
+                        seen.notify_one();
+                        rel.notified().await;
+                        b"+PONG\r\n"
+                    } else {
+                        b"+OK\r\n"
+                    };
+                    if write.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, ping_seen, release)
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_an_in_flight_request() {
+    let (redis_port, ping_seen, release) = held_ping_redis().await;
+    let mut app = TestApp::builder()
+        .env("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"))
+        .env("RUN_MODE", "http")
+        .spawn()
+        .await;
+    let in_flight = {
+        let (client, url) = (app.client.clone(), app.url("/health/ready"));
+        tokio::spawn(async move { client.get(url).send().await })
+    };
+    // The readiness handler is now waiting on Redis: the request is in flight.
+    ping_seen.notified().await;
+    app.begin_shutdown();
+    // The listener closes: new connections are refused…
+    eventually(Duration::from_secs(5), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", app.port()))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    // …while the request in flight still gets its full answer.
+    release.notify_one();
+    let res = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["checks"]["redis"], "ok");
+    app.wait_stopped().await;
+}

@@ -1,0 +1,195 @@
+//! Users, their two-factor state and recovery codes.
+
+use sqlx::PgExecutor;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub token_version: i32,
+    pub totp_secret: Option<Vec<u8>>,
+    pub two_factor_enabled: bool,
+    pub is_organizer: bool,
+    pub created_at: OffsetDateTime,
+}
+
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    email: &str,
+    password_hash: &str,
+    first_name: &str,
+    last_name: &str,
+) -> sqlx::Result<OffsetDateTime> {
+    sqlx::query_scalar!(
+        r#"INSERT INTO users (id, email, password_hash, first_name, last_name)
+           VALUES ($1, $2, $3, $4, $5)
+           RETURNING created_at"#,
+        id,
+        email as _,
+        password_hash,
+        first_name,
+        last_name
+    )
+    .fetch_one(db)
+    .await
+}
+
+pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as!(
+        UserRow,
+        r#"SELECT u.id, u.email AS "email!: String", u.password_hash, u.first_name, u.last_name,
+                  u.token_version, u.totp_secret, u.two_factor_enabled, u.created_at,
+                  false AS "is_organizer!"
+           FROM users u
+           WHERE u.email = $1 AND u.deleted_at IS NULL"#,
+        email as _
+    )
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as!(
+        UserRow,
+        r#"SELECT u.id, u.email AS "email!: String", u.password_hash, u.first_name, u.last_name,
+                  u.token_version, u.totp_secret, u.two_factor_enabled, u.created_at,
+                  false AS "is_organizer!"
+           FROM users u
+           WHERE u.id = $1 AND u.deleted_at IS NULL"#,
+        id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The token version of a live (not deleted) user: what every authenticated request checks.
+pub async fn token_version(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<i32>> {
+    sqlx::query_scalar!(
+        "SELECT token_version FROM users WHERE id = $1 AND deleted_at IS NULL",
+        id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Sets a new password and bumps the token version, so every older token stops working.
+pub async fn set_password(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    password_hash: &str,
+) -> sqlx::Result<bool> {
+    let res = sqlx::query!(
+        r#"UPDATE users SET password_hash = $2, token_version = token_version + 1, updated_at = now()
+           WHERE id = $1 AND deleted_at IS NULL"#,
+        id,
+        password_hash
+    )
+    .execute(db)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// Stores a fresh (not yet confirmed) TOTP secret; refused while 2FA is on.
+pub async fn set_pending_totp(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    sealed_secret: &[u8],
+) -> sqlx::Result<bool> {
+    let res = sqlx::query!(
+        r#"UPDATE users SET totp_secret = $2, totp_last_step = NULL, updated_at = now()
+           WHERE id = $1 AND NOT two_factor_enabled AND deleted_at IS NULL"#,
+        id,
+        sealed_secret
+    )
+    .execute(db)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// Records that a TOTP code of `step` was used, only if no code of this or a later step was
+/// used before: the guard is what makes a code single-use, even under concurrent requests.
+pub async fn accept_totp_step(db: impl PgExecutor<'_>, id: Uuid, step: i64) -> sqlx::Result<bool> {
+    let res = sqlx::query!(
+        r#"UPDATE users SET totp_last_step = $2
+           WHERE id = $1 AND totp_secret IS NOT NULL
+             AND (totp_last_step IS NULL OR totp_last_step < $2)"#,
+        id,
+        step
+    )
+    .execute(db)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+pub async fn set_two_factor(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    enabled: bool,
+) -> sqlx::Result<bool> {
+    let res = sqlx::query!(
+        r#"UPDATE users
+           SET two_factor_enabled = $2,
+               totp_secret = CASE WHEN $2 THEN totp_secret ELSE NULL END,
+               totp_last_step = CASE WHEN $2 THEN totp_last_step ELSE NULL END,
+               updated_at = now()
+           WHERE id = $1 AND two_factor_enabled <> $2 AND deleted_at IS NULL"#,
+        id,
+        enabled
+    )
+    .execute(db)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+pub async fn count_two_factor_enabled(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM users WHERE two_factor_enabled AND deleted_at IS NULL"#
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Replaces the user's recovery codes with new ones (hashes).
+pub async fn replace_recovery_codes(
+    tx: &mut sqlx::PgConnection,
+    user_id: Uuid,
+    hashes: &[String],
+) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM recovery_codes WHERE user_id = $1", user_id)
+        .execute(&mut *tx)
+        .await?;
+    let ids: Vec<Uuid> = hashes.iter().map(|_| Uuid::now_v7()).collect();
+    sqlx::query!(
+        r#"INSERT INTO recovery_codes (id, user_id, code_hash)
+           SELECT id, $2, code_hash FROM UNNEST($1::uuid[], $3::text[]) AS t(id, code_hash)"#,
+        &ids,
+        user_id,
+        hashes
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Uses a recovery code once; false when unknown or already used.
+pub async fn use_recovery_code(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    code_hash: &str,
+) -> sqlx::Result<bool> {
+    let res = sqlx::query!(
+        r#"UPDATE recovery_codes SET used_at = now()
+           WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL"#,
+        user_id,
+        code_hash
+    )
+    .execute(db)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}

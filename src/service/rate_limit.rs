@@ -1,0 +1,118 @@
+//! Limits kept in Redis, so they hold across every instance: fixed-window request counters,
+//! the account lock after repeated failed logins, and the one-mail-per-minute OTP rule.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::{error::AppError, kv::Redis};
+
+/// Failed logins (per email) that lock the account.
+pub const LOCK_AFTER_FAILURES: i64 = 10;
+pub const LOCK_DURATION: Duration = Duration::from_secs(15 * 60);
+
+/// Counts one hit in the current window of `window`; over `limit` it is refused with the
+/// time left in the window.
+pub async fn hit(redis: &Redis, name: &str, limit: u32, window: Duration) -> Result<(), AppError> {
+    let window_secs = window.as_secs().max(1);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let index = now.as_secs() / window_secs;
+    let key = redis.key(format!("rl:{name}:{index}"));
+    let mut conn = redis.conn();
+    let (count,): (u64,) = redis::pipe()
+        .atomic()
+        .incr(&key, 1u64)
+        .expire(&key, window_secs as i64 + 1)
+        .ignore()
+        .query_async(&mut conn)
+        .await?;
+    if count > u64::from(limit) {
+        let window_end = Duration::from_secs((index + 1) * window_secs);
+        return Err(AppError::RateLimited {
+            code: "rate_limited",
+            retry_after: window_end.saturating_sub(now),
+        });
+    }
+    Ok(())
+}
+
+fn lock_key(redis: &Redis, email: &str) -> String {
+    redis.key(format!("login:lock:{email}"))
+}
+
+fn failures_key(redis: &Redis, email: &str) -> String {
+    redis.key(format!("login:failures:{email}"))
+}
+
+/// Refuses a login while the account is locked. Keyed by the normalised email, whether or not
+/// an account exists, so the lock reveals nothing about which emails are registered.
+pub async fn check_account_lock(redis: &Redis, email: &str) -> Result<(), AppError> {
+    let mut conn = redis.conn();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(lock_key(redis, email))
+        .query_async(&mut conn)
+        .await?;
+    if ttl > 0 {
+        return Err(AppError::RateLimited {
+            code: "account_locked",
+            retry_after: Duration::from_millis(ttl as u64),
+        });
+    }
+    Ok(())
+}
+
+/// Counts a failed login; the tenth within the lock duration locks the account.
+pub async fn record_login_failure(redis: &Redis, email: &str) -> Result<(), AppError> {
+    let key = failures_key(redis, email);
+    let mut conn = redis.conn();
+    let (count,): (i64,) = redis::pipe()
+        .atomic()
+        .incr(&key, 1i64)
+        .expire(&key, LOCK_DURATION.as_secs() as i64)
+        .ignore()
+        .query_async(&mut conn)
+        .await?;
+    if count >= LOCK_AFTER_FAILURES {
+        redis::pipe()
+            .atomic()
+            .set_ex(lock_key(redis, email), 1, LOCK_DURATION.as_secs())
+            .del(&key)
+            .query_async::<()>(&mut conn)
+            .await?;
+        tracing::warn!("account locked after repeated failed logins");
+    }
+    Ok(())
+}
+
+pub async fn clear_login_failures(redis: &Redis, email: &str) -> Result<(), AppError> {
+    let mut conn = redis.conn();
+    redis::cmd("DEL")
+        .arg(failures_key(redis, email))
+        .query_async::<()>(&mut conn)
+        .await?;
+    Ok(())
+}
+
+/// Claims the right to mail an OTP to `email` for the next `gap`: `None` when claimed, else
+/// how long to wait. Applied whether or not the email has an account.
+pub async fn claim_otp_mail(
+    redis: &Redis,
+    email: &str,
+    gap: Duration,
+) -> Result<Option<Duration>, AppError> {
+    let key = redis.key(format!("otp-mail:{email}"));
+    let mut conn = redis.conn();
+    let claimed: Option<String> = redis::cmd("SET")
+        .arg(&key)
+        .arg(1)
+        .arg("NX")
+        .arg("PX")
+        .arg(gap.as_millis() as u64)
+        .query_async(&mut conn)
+        .await?;
+    if claimed.is_some() {
+        return Ok(None);
+    }
+    let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await?;
+    Ok(Some(Duration::from_millis(ttl.max(1) as u64)))
+}
