@@ -154,49 +154,6 @@ mod mime_like {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde::Deserialize;
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Body {
-        name: String,
-        count: u8,
-    }
-
-    #[test]
-    fn syntax_errors_are_malformed_json() {
-        let err = parse_json::<Body>(b"{\"name\": ").unwrap_err();
-        assert_eq!(err.code(), "malformed_json");
-        let err = parse_json::<Body>(br#"{"name":"a","count":1} trailing"#).unwrap_err();
-        assert_eq!(err.code(), "malformed_json");
-    }
-
-    #[test]
-    fn shape_errors_name_the_field() {
-        let err = parse_json::<Body>(br#"{"name":"a","count":"x"}"#).unwrap_err();
-        let AppError::Validation(errors) = err else {
-            panic!("expected validation")
-        };
-        assert_eq!(errors[0].field, "count");
-
-        let err = parse_json::<Body>(br#"{"name":"a","count":1,"extra":true}"#).unwrap_err();
-        let AppError::Validation(errors) = err else {
-            panic!("expected validation")
-        };
-        assert_eq!(errors[0].field, "extra");
-
-        let err = parse_json::<Body>(br#"{"name":"a"}"#).unwrap_err();
-        let AppError::Validation(errors) = err else {
-            panic!("expected validation")
-        };
-        assert_eq!(errors[0].field, "count");
-    }
-}
-
 /// The authenticated caller: a valid, unrevoked, current bearer token of a live user.
 pub struct AuthUser {
     pub id: uuid::Uuid,
@@ -260,13 +217,56 @@ pub fn client_ip(
         let forwarded = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse().ok())
-            .last();
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|s| s.trim().parse().ok());
         if forwarded.is_some() {
             return forwarded;
         }
     }
     peer.map(|p| p.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        count: u8,
+    }
+
+    #[test]
+    fn syntax_errors_are_malformed_json() {
+        let err = parse_json::<Body>(b"{\"name\": ").unwrap_err();
+        assert_eq!(err.code(), "malformed_json");
+        let err = parse_json::<Body>(br#"{"name":"a","count":1} trailing"#).unwrap_err();
+        assert_eq!(err.code(), "malformed_json");
+    }
+
+    #[test]
+    fn shape_errors_name_the_field() {
+        let err = parse_json::<Body>(br#"{"name":"a","count":"x"}"#).unwrap_err();
+        let AppError::Validation(errors) = err else {
+            panic!("expected validation")
+        };
+        assert_eq!(errors[0].field, "count");
+
+        let err = parse_json::<Body>(br#"{"name":"a","count":1,"extra":true}"#).unwrap_err();
+        let AppError::Validation(errors) = err else {
+            panic!("expected validation")
+        };
+        assert_eq!(errors[0].field, "extra");
+
+        let err = parse_json::<Body>(br#"{"name":"a"}"#).unwrap_err();
+        let AppError::Validation(errors) = err else {
+            panic!("expected validation")
+        };
+        assert_eq!(errors[0].field, "count");
+    }
 }
