@@ -29,7 +29,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_scalar::{Scalar, Servable};
 
 use crate::{
-    clients::mail::{Mailer, OutboxMailer, ResendMailer},
+    clients::{
+        mail::{Mailer, OutboxMailer, ResendMailer},
+        media::{CloudinaryStore, LocalStore, MediaStore},
+        paystack::{PaymentGateway, PaystackClient, SandboxGateway},
+    },
     config::Config,
     db,
     error::{AppError, problem_response},
@@ -54,6 +58,8 @@ pub struct AppState {
     pub http_client: reqwest::Client,
     pub metrics: PrometheusHandle,
     pub jwt: JwtKeys,
+    pub gateway: Arc<dyn PaymentGateway>,
+    pub media: Arc<dyn MediaStore>,
 }
 
 impl AppState {
@@ -84,7 +90,24 @@ impl AppState {
             secrecy::ExposeSecret::expose_secret(&config.jwt_secret).as_bytes(),
             config.access_token_ttl,
         );
+        let gateway: Arc<dyn PaymentGateway> = match &config.paystack {
+            Some(p) => Arc::new(PaystackClient::new(
+                http_client.clone(),
+                &p.base_url,
+                p.secret_key.clone(),
+            )),
+            None => Arc::new(SandboxGateway),
+        };
+        let media: Arc<dyn MediaStore> = match &config.cloudinary {
+            Some(c) => Arc::new(CloudinaryStore::new(http_client.clone(), c.clone())),
+            None => Arc::new(LocalStore::new(
+                config.upload_dir.clone(),
+                config.public_base_url.clone(),
+            )),
+        };
         Ok(Self {
+            gateway,
+            media,
             jwt,
             config: Arc::new(config),
             db,
@@ -187,6 +210,8 @@ pub fn router(state: AppState) -> Router {
         .merge(http::ops::router())
         .merge(http::auth::router(state.clone()))
         .merge(http::users::router())
+        .merge(http::events::router())
+        .merge(http::payments::router())
         .split_for_parts();
     let openapi_json = Arc::new(openapi.to_json().unwrap_or_default());
 
@@ -207,6 +232,11 @@ pub fn router(state: AppState) -> Router {
         // browser, nothing is downloaded at build time.
         .merge(Scalar::with_url("/docs", openapi).title("Ticketing API"))
         .route("/dev/outbox", get(http::ops::dev_outbox))
+        // Posters stored on local disk (no Cloudinary configured) are served from here.
+        .nest_service(
+            "/uploads",
+            tower_http::services::ServeDir::new(&state.config.upload_dir),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     let timeout = state.config.request_timeout;

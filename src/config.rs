@@ -110,6 +110,8 @@ pub struct Config {
     pub payout_delay: Duration,
     pub sweep_interval: Duration,
     pub hold_ttl: Duration,
+    /// Age at which the cached Paystack bank list is refreshed in the background.
+    pub banks_refresh_after: Duration,
     pub auth_rate_limit_per_minute: u32,
     /// The window of that limit (60 s; shorter only in tests).
     pub auth_rate_limit_window: Duration,
@@ -281,6 +283,7 @@ impl Config {
             payout_delay: seconds(&get, "PAYOUT_DELAY_SECONDS", 172_800)?,
             sweep_interval: seconds(&get, "SWEEP_INTERVAL_SECONDS", 30)?,
             hold_ttl: seconds(&get, "HOLD_TTL_SECONDS", 900)?,
+            banks_refresh_after: seconds(&get, "BANKS_REFRESH_SECONDS", 6 * 3600)?,
             auth_rate_limit_per_minute: parse_or(&get, "AUTH_RATE_LIMIT_PER_MINUTE", 30)?,
             auth_rate_limit_window: seconds(&get, "AUTH_RATE_LIMIT_WINDOW_SECONDS", 60)?,
             trust_forwarded_for: parse_or(&get, "TRUST_FORWARDED_FOR", false)?,

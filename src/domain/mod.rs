@@ -1,4 +1,5 @@
 //! Pure types and rules, no I/O.
 
+pub mod cursor;
 pub mod email;
 pub mod fees;

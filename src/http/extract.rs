@@ -205,6 +205,35 @@ impl axum::extract::FromRequestParts<crate::app::AppState> for MaybeAuthUser {
     }
 }
 
+/// An authenticated caller who has an organizer profile; anyone else gets 403 `not_organizer`.
+pub struct Organizer {
+    pub user_id: uuid::Uuid,
+    pub organizer_id: uuid::Uuid,
+}
+
+impl axum::extract::FromRequestParts<crate::app::AppState> for Organizer {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &crate::app::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        let organizer_id = crate::repo::organizers::id_for_user(&state.db, user.id)
+            .await?
+            .ok_or_else(|| {
+                AppError::forbidden(
+                    "not_organizer",
+                    "Only organizers may do this; create an organizer profile first.",
+                )
+            })?;
+        Ok(Organizer {
+            user_id: user.id,
+            organizer_id,
+        })
+    }
+}
+
 /// The client's address: the socket peer, or — only with `TRUST_FORWARDED_FOR=true`, behind a
 /// proxy we run — the last address in `X-Forwarded-For` (the one our proxy appended; earlier
 /// entries are whatever the client claimed).

@@ -2,7 +2,9 @@
 //! `service/`, SQL in `repo/`.
 
 pub mod auth;
+pub mod events;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod payments;
 pub mod users;

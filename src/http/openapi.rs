@@ -20,6 +20,8 @@ use crate::error::{FieldError, Problem};
     tags(
         (name = "auth", description = "Signup, login, two-factor, password reset"),
         (name = "users", description = "The caller's profile, tickets and organizer account"),
+        (name = "events", description = "Events: create, browse, nearby, change, cancel"),
+        (name = "payments", description = "Banks, Paystack webhooks, order lookups"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

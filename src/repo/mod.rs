@@ -1,6 +1,8 @@
 //! All SQL. Functions take any executor (`impl PgExecutor`), so a service can run several
 //! of them in one transaction. State changes are guarded statements, never read-then-write.
 
+pub mod events;
+pub mod organizers;
 pub mod password_resets;
 pub mod users;
 

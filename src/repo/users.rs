@@ -45,7 +45,7 @@ pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> sqlx::Result
         UserRow,
         r#"SELECT u.id, u.email AS "email!: String", u.password_hash, u.first_name, u.last_name,
                   u.token_version, u.totp_secret, u.two_factor_enabled, u.created_at,
-                  false AS "is_organizer!"
+                  EXISTS (SELECT 1 FROM organizers o WHERE o.user_id = u.id) AS "is_organizer!"
            FROM users u
            WHERE u.email = $1 AND u.deleted_at IS NULL"#,
         email as _
@@ -59,7 +59,7 @@ pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Optio
         UserRow,
         r#"SELECT u.id, u.email AS "email!: String", u.password_hash, u.first_name, u.last_name,
                   u.token_version, u.totp_secret, u.two_factor_enabled, u.created_at,
-                  false AS "is_organizer!"
+                  EXISTS (SELECT 1 FROM organizers o WHERE o.user_id = u.id) AS "is_organizer!"
            FROM users u
            WHERE u.id = $1 AND u.deleted_at IS NULL"#,
         id
@@ -190,6 +190,53 @@ pub async fn use_recovery_code(
         code_hash
     )
     .execute(db)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+pub async fn update_names(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    first_name: Option<&str>,
+    last_name: Option<&str>,
+) -> sqlx::Result<bool> {
+    let res = sqlx::query!(
+        r#"UPDATE users SET first_name = COALESCE($2, first_name),
+               last_name = COALESCE($3, last_name), updated_at = now()
+           WHERE id = $1 AND deleted_at IS NULL"#,
+        id,
+        first_name,
+        last_name
+    )
+    .execute(db)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// Erases a user's personal data and marks the account deleted. The row stays, because
+/// orders and tickets (money records) point at it; the email is freed for a new signup.
+pub async fn erase(db: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Result<bool> {
+    let res = sqlx::query!(
+        r#"UPDATE users SET email = 'deleted-' || id::text || '@deleted.invalid',
+               password_hash = '!', first_name = '', last_name = '', totp_secret = NULL,
+               two_factor_enabled = false, totp_last_step = NULL,
+               token_version = token_version + 1, deleted_at = now(), updated_at = now()
+           WHERE id = $1 AND deleted_at IS NULL"#,
+        id
+    )
+    .execute(&mut *db)
+    .await?;
+    sqlx::query!("DELETE FROM recovery_codes WHERE user_id = $1", id)
+        .execute(&mut *db)
+        .await?;
+    // An organizer profile keeps its name (past events show it) but loses contact and bank data.
+    sqlx::query!(
+        r#"UPDATE organizers SET email = '', phone = '', account_number = '', account_name = '',
+               recipient_code = '', description = NULL, website = NULL, updated_at = now()
+           WHERE user_id = $1"#,
+        id
+    )
+    .execute(&mut *db)
     .await?;
     Ok(res.rows_affected() == 1)
 }

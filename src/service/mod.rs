@@ -2,5 +2,9 @@
 //! these call `repo/`, `clients/`, `queue/` and `security/`.
 
 pub mod auth;
+pub mod banks;
+pub mod events;
 pub mod notifications;
+pub mod organizers;
 pub mod rate_limit;
+pub mod users;

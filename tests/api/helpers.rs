@@ -40,12 +40,19 @@ pub struct TestApp {
 
 pub struct TestAppBuilder {
     env: HashMap<String, String>,
+    without: Vec<String>,
 }
 
 impl TestAppBuilder {
     /// Overrides one configuration variable.
     pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
         self.env.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Leaves a variable unset (e.g. `CLOUDINARY_CLOUD_NAME` for local poster storage).
+    pub fn without(mut self, key: &str) -> Self {
+        self.without.push(key.to_owned());
         self
     }
 
@@ -84,6 +91,9 @@ impl TestAppBuilder {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         env.extend(self.env);
+        for key in &self.without {
+            env.remove(key);
+        }
         TestApp::start(env, resend, paystack, cloudinary).await
     }
 }
@@ -92,6 +102,7 @@ impl TestApp {
     pub fn builder() -> TestAppBuilder {
         TestAppBuilder {
             env: HashMap::new(),
+            without: Vec::new(),
         }
     }
 
@@ -252,4 +263,67 @@ where
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+// ---- common calls ----
+
+pub const PASSWORD: &str = "a good password";
+
+/// Signs up `email` and returns its access token.
+pub async fn signup(app: &TestApp, email: &str) -> String {
+    let res = app
+        .post_json(
+            "/auth/signup",
+            &serde_json::json!({ "email": email, "password": PASSWORD, "first_name": "Test", "last_name": "User" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED, "signup {email}");
+    let body: Value = res.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Signs up `email` and makes it an organizer with a bank account the fake Paystack knows.
+pub async fn organizer(app: &TestApp, email: &str) -> String {
+    let token = signup(app, email).await;
+    let res = app
+        .post_json_auth(
+            "/users/organizer",
+            &token,
+            &serde_json::json!({ "name": format!("Org {email}"), "email": email, "phone": "+2348012345678",
+                                 "bank_code": "058", "account_number": "0123456789" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED, "organizer {email}");
+    token
+}
+
+/// An `event input` starting `days` from now, lasting 4 hours.
+pub fn event_body(title: &str, latitude: f64, longitude: f64, days: i64) -> Value {
+    let starts = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+    let ends = starts + time::Duration::hours(4);
+    let fmt = &time::format_description::well_known::Rfc3339;
+    serde_json::json!({
+        "title": title, "description": "A night to remember", "category": "music",
+        "venue": "Eko Hotel", "address": "Adetokunbo Ademola St", "city": "Lagos", "country": "NG",
+        "latitude": latitude, "longitude": longitude,
+        "starts_at": starts.format(fmt).unwrap(), "ends_at": ends.format(fmt).unwrap(),
+    })
+}
+
+pub async fn create_event(app: &TestApp, token: &str, body: &Value) -> Value {
+    let res = app.post_json_auth("/events/create", token, body).await;
+    assert_eq!(res.status(), StatusCode::CREATED, "create event");
+    res.json().await.unwrap()
+}
+
+/// Moves an event into the past. The API refuses past dates by design, so this fixture
+/// writes the database directly; assertions still go through the API.
+pub async fn end_event(app: &TestApp, event_id: &str) {
+    sqlx::query(
+        "UPDATE events SET starts_at = now() - interval '2 days', ends_at = now() - interval '1 day' WHERE id = $1::uuid",
+    )
+    .bind(event_id)
+    .execute(&app.state.db)
+    .await
+    .unwrap();
 }

@@ -2,8 +2,10 @@
 //! fakes for every outbound API. Tests run in parallel.
 
 mod auth;
+mod events;
 #[allow(dead_code)]
 mod fakes;
 mod foundation;
 #[allow(dead_code)]
 mod helpers;
+mod organizers;

@@ -13,12 +13,22 @@ use axum::Router;
 
 /// Serves `router` on a random local port and returns its base URL.
 pub async fn serve(router: Router) -> String {
+    let (listener, base_url) = listen().await;
+    serve_on(listener, router);
+    base_url
+}
+
+/// Binds a random local port first, for fakes that must know their own URL.
+pub async fn listen() -> (tokio::net::TcpListener, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
+    (listener, format!("http://{addr}"))
+}
+
+pub fn serve_on(listener: tokio::net::TcpListener, router: Router) {
     tokio::spawn(async move {
         axum::serve(listener, router).await.ok();
     });
-    format!("http://{addr}")
 }
 
 /// A fault the next call(s) to a fake will suffer.

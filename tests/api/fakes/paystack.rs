@@ -13,7 +13,11 @@ use axum::{
     middleware::{self, Next},
     response::{Html, IntoResponse, Response},
 };
-use serde_json::json;
+use std::collections::HashMap;
+
+use axum::extract::Query;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
 
 use super::{Fault, serve};
 
@@ -23,7 +27,47 @@ pub const SECRET_KEY: &str = "sk_test_fake_paystack_secret";
 struct Inner {
     faults: VecDeque<Fault>,
     requests: Vec<String>,
+    /// account_number → recipient code, so a second create returns the same recipient.
+    recipients: HashMap<String, Value>,
 }
+
+/// Bank list served by the fake: real names and string codes, one inactive, one deleted and
+/// one duplicate, so the client's filtering shows.
+pub fn banks() -> Vec<Value> {
+    let rows = [
+        ("Access Bank", "044", true, false),
+        ("Citibank Nigeria", "023", true, false),
+        ("Ecobank Nigeria", "050", true, false),
+        ("Fidelity Bank", "070", true, false),
+        ("First Bank of Nigeria", "011", true, false),
+        ("Guaranty Trust Bank", "058", true, false),
+        ("Kuda Bank", "50211", true, false),
+        ("Old Defunct Bank", "999", false, false),
+        ("Deleted Bank", "998", true, true),
+        ("United Bank For Africa", "033", true, false),
+        ("Zenith Bank", "057", true, false),
+        ("Guaranty Trust Bank", "058", true, false),
+    ];
+    rows.iter()
+        .enumerate()
+        .map(|(i, (name, code, active, deleted))| {
+            json!({ "id": i + 1, "name": name, "code": code,
+                    "slug": name.to_lowercase().replace(' ', "-"), "longcode": "", "gateway": null,
+                    "pay_with_bank": false, "active": active, "is_deleted": deleted,
+                    "country": "Nigeria", "currency": "NGN", "type": "nuban" })
+        })
+        .collect()
+}
+
+/// Accounts the fake can resolve: (account_number, bank_code, account_name).
+pub const KNOWN_ACCOUNTS: [(&str, &str, &str); 3] = [
+    ("0123456789", "058", "LAGOS LIVE LTD"),
+    ("0987654321", "044", "IBADAN SHOWS ENTERPRISES"),
+    ("1122334455", "057", "ABUJA ARENA LTD"),
+];
+
+/// Page size of the fake's bank list, small so that clients must follow the cursor.
+const BANK_PAGE: usize = 4;
 
 #[derive(Clone, Default)]
 pub struct FakePaystack {
@@ -35,6 +79,9 @@ impl FakePaystack {
     pub async fn spawn() -> Self {
         let mut fake = FakePaystack::default();
         let router = Router::new()
+            .route("/bank", get(list_banks))
+            .route("/bank/resolve", get(resolve))
+            .route("/transferrecipient", post(create_recipient))
             .fallback(|| async {
                 error(StatusCode::NOT_FOUND, "Route not found", "api_error", None)
             })
@@ -46,6 +93,11 @@ impl FakePaystack {
 
     pub fn fail_next(&self, faults: &[Fault]) {
         self.inner.lock().unwrap().faults.extend(faults);
+    }
+
+    /// How many calls for `METHOD path` arrived.
+    pub fn count(&self, call: &str) -> usize {
+        self.requests().iter().filter(|r| *r == call).count()
     }
 
     /// `METHOD path` of every call received, in order.
@@ -109,4 +161,79 @@ async fn gate(State(fake): State<FakePaystack>, req: Request, next: Next) -> Res
         );
     }
     res
+}
+
+fn ok(message: &str, data: Value) -> Response {
+    Json(json!({ "status": true, "message": message, "data": data })).into_response()
+}
+
+async fn list_banks(Query(q): Query<HashMap<String, String>>) -> Response {
+    let all = banks();
+    let start: usize = q
+        .get("next")
+        .and_then(|c| c.strip_prefix("cursor:"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let per_page = q
+        .get("perPage")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(50)
+        .clamp(1, 100)
+        .min(BANK_PAGE);
+    let end = (start + per_page).min(all.len());
+    let next = (end < all.len()).then(|| format!("cursor:{end}"));
+    Json(json!({
+        "status": true, "message": "Banks retrieved",
+        "data": all[start..end],
+        "meta": { "next": next, "previous": null, "perPage": per_page }
+    }))
+    .into_response()
+}
+
+async fn resolve(Query(q): Query<HashMap<String, String>>) -> Response {
+    let account = q.get("account_number").map(String::as_str).unwrap_or("");
+    let bank = q.get("bank_code").map(String::as_str).unwrap_or("");
+    match KNOWN_ACCOUNTS
+        .iter()
+        .find(|(a, b, _)| *a == account && *b == bank)
+    {
+        Some((a, _, name)) => ok(
+            "Account number resolved",
+            json!({ "account_number": a, "account_name": name, "bank_id": 9 }),
+        ),
+        None => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Could not resolve account name. Check parameters or try again.",
+            "validation_error",
+            None,
+        ),
+    }
+}
+
+async fn create_recipient(State(fake): State<FakePaystack>, Json(body): Json<Value>) -> Response {
+    let account = body["account_number"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let bank = body["bank_code"].as_str().unwrap_or_default().to_owned();
+    if body["type"] != "nuban" || account.is_empty() || bank.is_empty() || body["name"].is_null() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Invalid recipient details",
+            "validation_error",
+            None,
+        );
+    }
+    let mut inner = fake.inner.lock().unwrap();
+    let n = inner.recipients.len();
+    let recipient = inner
+        .recipients
+        .entry(format!("{bank}/{account}"))
+        .or_insert_with(|| {
+            json!({ "recipient_code": format!("RCP_fake{n:06}"), "type": "nuban",
+                    "name": body["name"], "currency": "NGN",
+                    "details": { "account_number": account, "bank_code": bank } })
+        })
+        .clone();
+    ok("Transfer recipient created successfully", recipient)
 }

@@ -1,0 +1,329 @@
+//! Paystack: the `PaymentGateway` trait, the real HTTP client and the built-in sandbox used
+//! when no `PAYSTACK_SECRET_KEY` is set.
+//!
+//! Contract: `shared/contracts/external-apis.md` §1. Every call goes to
+//! `PAYSTACK_BASE_URL` with the secret key as a bearer token; answers are the
+//! `{status, message, data, meta}` envelope. The client retries once, quickly, on connection
+//! errors, 429 and 5xx of idempotent reads only; long retries belong to jobs.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bank {
+    pub name: String,
+    pub code: String,
+    pub slug: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResolvedAccount {
+    pub account_number: String,
+    pub account_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRecipient<'a> {
+    pub name: &'a str,
+    pub account_number: &'a str,
+    pub bank_code: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Paystack refused the request (4xx other than 429): retrying will not help.
+    #[error("paystack rejected the request ({status}): {message}")]
+    Rejected {
+        status: u16,
+        message: String,
+        code: Option<String>,
+    },
+    /// Not reachable, timed out, 429, 5xx, or an answer we cannot read.
+    #[error("paystack unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait PaymentGateway: Send + Sync {
+    /// Every active Nigerian bank, all cursor pages, deduplicated by code.
+    async fn list_banks(&self) -> Result<Vec<Bank>, GatewayError>;
+    /// The account holder's name as the bank knows it.
+    async fn resolve_account(
+        &self,
+        account_number: &str,
+        bank_code: &str,
+    ) -> Result<ResolvedAccount, GatewayError>;
+    /// A transfer recipient (`RCP_...`) for payouts.
+    async fn create_recipient(&self, recipient: NewRecipient<'_>) -> Result<String, GatewayError>;
+}
+
+pub struct PaystackClient {
+    http: reqwest::Client,
+    base_url: String,
+    secret_key: SecretString,
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    status: bool,
+    #[serde(default)]
+    message: String,
+    data: Option<T>,
+    #[serde(default)]
+    meta: Option<Meta>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Meta {
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawBank {
+    name: String,
+    code: String,
+    #[serde(default)]
+    slug: String,
+    #[serde(default = "yes")]
+    active: bool,
+    #[serde(default)]
+    is_deleted: Option<bool>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl PaystackClient {
+    pub fn new(http: reqwest::Client, base_url: &str, secret_key: SecretString) -> Self {
+        Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            secret_key,
+        }
+    }
+
+    /// Sends a request and opens the envelope. `idempotent` requests get one quick retry.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        idempotent: bool,
+    ) -> Result<(T, Option<Meta>), GatewayError> {
+        let attempts = if idempotent { 2 } else { 1 };
+        let mut last = GatewayError::Unavailable("not attempted".into());
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            match self.once(&build).await {
+                Err(e @ GatewayError::Unavailable(_)) => last = e,
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    async fn once<T: DeserializeOwned>(
+        &self,
+        build: &impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<(T, Option<Meta>), GatewayError> {
+        let res = build()
+            .bearer_auth(self.secret_key.expose_secret())
+            .send()
+            .await
+            .map_err(|e| GatewayError::Unavailable(format!("request failed: {e}")))?;
+        let status = res.status();
+        let request_id = res
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| GatewayError::Unavailable(format!("reading the answer: {e}")))?;
+        if status.as_u16() == 429 || status.is_server_error() {
+            tracing::warn!(
+                status = status.as_u16(),
+                ?request_id,
+                "paystack unavailable"
+            );
+            return Err(GatewayError::Unavailable(format!("HTTP {status}")));
+        }
+        let envelope: Envelope<T> = serde_json::from_slice(&bytes).map_err(|e| {
+            if status.is_success() {
+                GatewayError::Unavailable(format!("unreadable answer: {e}"))
+            } else {
+                GatewayError::Rejected {
+                    status: status.as_u16(),
+                    message: format!("unreadable error body (HTTP {status})"),
+                    code: None,
+                }
+            }
+        })?;
+        match (status.is_success() && envelope.status, envelope.data) {
+            (true, Some(data)) => Ok((data, envelope.meta)),
+            (true, None) => Err(GatewayError::Unavailable("answer without data".into())),
+            (false, _) => {
+                tracing::info!(status = status.as_u16(), ?request_id, message = %envelope.message, "paystack refused");
+                Err(GatewayError::Rejected {
+                    status: status.as_u16(),
+                    message: envelope.message,
+                    code: envelope.code,
+                })
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+}
+
+#[async_trait]
+impl PaymentGateway for PaystackClient {
+    async fn list_banks(&self) -> Result<Vec<Bank>, GatewayError> {
+        let mut banks: Vec<Bank> = Vec::new();
+        let mut next: Option<String> = None;
+        // A bound on pages, so a provider bug cannot loop us forever.
+        for _ in 0..50 {
+            let mut query = vec![
+                ("country", "nigeria".to_owned()),
+                ("currency", "NGN".to_owned()),
+                ("use_cursor", "true".to_owned()),
+                ("perPage", "100".to_owned()),
+            ];
+            if let Some(cursor) = &next {
+                query.push(("next", cursor.clone()));
+            }
+            let (page, meta): (Vec<RawBank>, _) = self
+                .call(|| self.http.get(self.url("/bank")).query(&query), true)
+                .await?;
+            for b in page {
+                if b.active
+                    && !b.is_deleted.unwrap_or(false)
+                    && !banks.iter().any(|x| x.code == b.code)
+                {
+                    banks.push(Bank {
+                        name: b.name,
+                        code: b.code,
+                        slug: b.slug,
+                    });
+                }
+            }
+            next = meta
+                .and_then(|m| m.next)
+                .filter(|n| !n.is_empty() && n != "null");
+            if next.is_none() {
+                return Ok(banks);
+            }
+        }
+        Ok(banks)
+    }
+
+    async fn resolve_account(
+        &self,
+        account_number: &str,
+        bank_code: &str,
+    ) -> Result<ResolvedAccount, GatewayError> {
+        #[derive(Deserialize)]
+        struct Resolved {
+            account_number: String,
+            account_name: String,
+        }
+        let (r, _): (Resolved, _) = self
+            .call(
+                || {
+                    self.http
+                        .get(self.url("/bank/resolve"))
+                        .query(&[("account_number", account_number), ("bank_code", bank_code)])
+                },
+                true,
+            )
+            .await?;
+        Ok(ResolvedAccount {
+            account_number: r.account_number,
+            account_name: r.account_name,
+        })
+    }
+
+    async fn create_recipient(&self, r: NewRecipient<'_>) -> Result<String, GatewayError> {
+        #[derive(Deserialize)]
+        struct Recipient {
+            recipient_code: String,
+        }
+        let body = serde_json::json!({
+            "type": "nuban",
+            "name": r.name,
+            "account_number": r.account_number,
+            "bank_code": r.bank_code,
+            "currency": "NGN",
+        });
+        // Paystack answers an existing recipient for the same account, so a retry is safe.
+        let (rec, _): (Recipient, _) = self
+            .call(
+                || self.http.post(self.url("/transferrecipient")).json(&body),
+                true,
+            )
+            .await?;
+        Ok(rec.recipient_code)
+    }
+}
+
+/// The development stand-in: a few real banks, any 10-digit account resolves, recipients are
+/// made up. Never used in production (configuration refuses it).
+pub struct SandboxGateway;
+
+pub fn sandbox_banks() -> Vec<Bank> {
+    [
+        ("Access Bank", "044", "access-bank"),
+        ("First Bank of Nigeria", "011", "first-bank-of-nigeria"),
+        ("Guaranty Trust Bank", "058", "guaranty-trust-bank"),
+        ("Kuda Bank", "50211", "kuda-bank"),
+        ("United Bank For Africa", "033", "united-bank-for-africa"),
+        ("Zenith Bank", "057", "zenith-bank"),
+    ]
+    .into_iter()
+    .map(|(name, code, slug)| Bank {
+        name: name.into(),
+        code: code.into(),
+        slug: slug.into(),
+    })
+    .collect()
+}
+
+#[async_trait]
+impl PaymentGateway for SandboxGateway {
+    async fn list_banks(&self) -> Result<Vec<Bank>, GatewayError> {
+        Ok(sandbox_banks())
+    }
+
+    async fn resolve_account(
+        &self,
+        account_number: &str,
+        bank_code: &str,
+    ) -> Result<ResolvedAccount, GatewayError> {
+        let known_bank = sandbox_banks().iter().any(|b| b.code == bank_code);
+        if !known_bank || account_number.len() != 10 {
+            return Err(GatewayError::Rejected {
+                status: 422,
+                message: "Could not resolve account name. Check parameters or try again.".into(),
+                code: None,
+            });
+        }
+        Ok(ResolvedAccount {
+            account_number: account_number.into(),
+            account_name: "SANDBOX ACCOUNT HOLDER".into(),
+        })
+    }
+
+    async fn create_recipient(&self, r: NewRecipient<'_>) -> Result<String, GatewayError> {
+        Ok(format!("RCP_sandbox_{}{}", r.bank_code, r.account_number))
+    }
+}

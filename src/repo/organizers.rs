@@ -1,0 +1,90 @@
+//! Organizer profiles.
+
+use sqlx::PgExecutor;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct OrganizerRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub email: String,
+    pub phone: String,
+    pub bank_code: String,
+    pub bank_name: String,
+    pub account_number: String,
+    pub account_name: String,
+    pub recipient_code: String,
+    pub description: Option<String>,
+    pub website: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+pub async fn find_by_user(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+) -> sqlx::Result<Option<OrganizerRow>> {
+    sqlx::query_as!(
+        OrganizerRow,
+        r#"SELECT id, user_id, name, email, phone, bank_code, bank_name, account_number,
+                  account_name, recipient_code, description, website, created_at
+           FROM organizers WHERE user_id = $1"#,
+        user_id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The organizer id of a user, if any: what organizer-only routes check.
+pub async fn id_for_user(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar!("SELECT id FROM organizers WHERE user_id = $1", user_id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn insert(db: impl PgExecutor<'_>, o: &OrganizerRow) -> sqlx::Result<OffsetDateTime> {
+    sqlx::query_scalar!(
+        r#"INSERT INTO organizers (id, user_id, name, email, phone, bank_code, bank_name,
+                                   account_number, account_name, recipient_code, description, website)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+           RETURNING created_at"#,
+        o.id,
+        o.user_id,
+        o.name,
+        o.email,
+        o.phone,
+        o.bank_code,
+        o.bank_name,
+        o.account_number,
+        o.account_name,
+        o.recipient_code,
+        o.description,
+        o.website
+    )
+    .fetch_one(db)
+    .await
+}
+
+pub async fn update(db: impl PgExecutor<'_>, o: &OrganizerRow) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE organizers SET name = $2, email = $3, phone = $4, bank_code = $5, bank_name = $6,
+               account_number = $7, account_name = $8, recipient_code = $9, description = $10,
+               website = $11, updated_at = now()
+           WHERE id = $1"#,
+        o.id,
+        o.name,
+        o.email,
+        o.phone,
+        o.bank_code,
+        o.bank_name,
+        o.account_number,
+        o.account_name,
+        o.recipient_code,
+        o.description,
+        o.website
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}

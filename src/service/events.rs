@@ -1,0 +1,276 @@
+//! Events: creation (with an optional poster), changes and cancellation by their organizer,
+//! public reads, browsing and nearby search.
+//!
+//! An event is `scheduled` until it ends (`ended`, read-only) or is `cancelled`; `ended` is
+//! derived from `ends_at`, never stored, so nothing has to flip it on time.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    clients::media::{Image, MediaError, StoredImage},
+    domain::cursor,
+    error::{AppError, AppResult},
+    repo::{
+        self,
+        events::{BrowseFilter, EventFields, EventRow, TierRow},
+    },
+};
+
+pub const CATEGORIES: [&str; 11] = [
+    "tech",
+    "health",
+    "music",
+    "comedy",
+    "nightlife",
+    "art",
+    "fashion",
+    "sports",
+    "business",
+    "conference",
+    "other",
+];
+
+pub fn status_of(event: &EventRow, now: OffsetDateTime) -> &'static str {
+    if event.status == "cancelled" {
+        "cancelled"
+    } else if event.ends_at <= now {
+        "ended"
+    } else {
+        "scheduled"
+    }
+}
+
+/// Why an event cannot be changed any more, if it cannot.
+pub fn ensure_open(event: &EventRow) -> AppResult<()> {
+    match status_of(event, OffsetDateTime::now_utc()) {
+        "cancelled" => Err(AppError::conflict(
+            "event_cancelled",
+            "The event is cancelled.",
+        )),
+        "ended" => Err(AppError::conflict("event_ended", "The event is over.")),
+        _ => Ok(()),
+    }
+}
+
+pub fn ensure_owner(event: &EventRow, user_id: Uuid) -> AppResult<()> {
+    if event.organizer_user_id == user_id {
+        Ok(())
+    } else {
+        Err(AppError::forbidden(
+            "not_event_owner",
+            "Only the event's organizer may do this.",
+        ))
+    }
+}
+
+fn media_error(e: MediaError) -> AppError {
+    match e {
+        MediaError::Unavailable(cause) => AppError::Upstream {
+            provider: "image storage",
+            cause,
+        },
+        MediaError::Rejected(cause) => AppError::Upstream {
+            provider: "image storage",
+            cause,
+        },
+    }
+}
+
+pub async fn load(state: &AppState, id: Uuid) -> AppResult<EventRow> {
+    repo::events::find(&state.db, id)
+        .await?
+        .ok_or_else(|| AppError::not_found("Event"))
+}
+
+/// Creates the event; with a poster, the poster is stored first, so a failed upload leaves
+/// no event behind (and a failed insert removes the poster again).
+pub async fn create(
+    state: &AppState,
+    organizer_id: Uuid,
+    fields: EventFields,
+    poster: Option<Image>,
+) -> AppResult<EventRow> {
+    let id = Uuid::now_v7();
+    let stored: Option<StoredImage> = match &poster {
+        Some(image) => Some(
+            state
+                .media
+                .put_poster(id, image)
+                .await
+                .map_err(media_error)?,
+        ),
+        None => None,
+    };
+    let poster_ref = stored
+        .as_ref()
+        .map(|s| (s.url.as_str(), s.public_id.as_str()));
+    if let Err(e) = repo::events::insert(&state.db, id, organizer_id, &fields, poster_ref).await {
+        if let Some(s) = &stored {
+            state.media.delete(&s.public_id).await;
+        }
+        return Err(e.into());
+    }
+    metrics::counter!("ticketing_events_created_total").increment(1);
+    tracing::info!(event_id = %id, "event created");
+    load(state, id).await
+}
+
+/// Applies a change by the owner while the event is open.
+pub async fn update(
+    state: &AppState,
+    user_id: Uuid,
+    id: Uuid,
+    apply: impl FnOnce(&mut EventFields) -> AppResult<()>,
+    poster: Option<Image>,
+) -> AppResult<EventRow> {
+    let event = load(state, id).await?;
+    ensure_owner(&event, user_id)?;
+    ensure_open(&event)?;
+    let mut fields = EventFields::from(&event);
+    apply(&mut fields)?;
+    let stored = match &poster {
+        Some(image) => Some(
+            state
+                .media
+                .put_poster(id, image)
+                .await
+                .map_err(media_error)?,
+        ),
+        None => None,
+    };
+    let poster_ref = stored
+        .as_ref()
+        .map(|s| (s.url.as_str(), s.public_id.as_str()));
+    if !repo::events::update_fields(&state.db, id, &fields, poster_ref).await? {
+        // Cancelled or ended between the read and the write.
+        ensure_open(&load(state, id).await?)?;
+    }
+    load(state, id).await
+}
+
+pub async fn cancel(
+    state: &AppState,
+    user_id: Uuid,
+    id: Uuid,
+    reason: Option<&str>,
+) -> AppResult<EventRow> {
+    let event = load(state, id).await?;
+    ensure_owner(&event, user_id)?;
+    ensure_open(&event)?;
+    if !repo::events::cancel(&state.db, id, reason).await? {
+        ensure_open(&load(state, id).await?)?;
+    }
+    metrics::counter!("ticketing_events_cancelled_total").increment(1);
+    tracing::info!(event_id = %id, "event cancelled");
+    load(state, id).await
+}
+
+pub async fn with_tiers(state: &AppState, id: Uuid) -> AppResult<(EventRow, Vec<TierRow>)> {
+    let event = load(state, id).await?;
+    let tiers = repo::events::tiers_for_events(&state.db, &[id]).await?;
+    Ok((event, tiers))
+}
+
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+fn page_of(rows: Vec<(Uuid, OffsetDateTime)>, limit: i64) -> (Vec<Uuid>, Option<String>) {
+    let more = rows.len() as i64 > limit;
+    let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
+    let next = if more {
+        rows.last().map(|(id, at)| cursor::encode(*at, *id))
+    } else {
+        None
+    };
+    (rows.into_iter().map(|(id, _)| id).collect(), next)
+}
+
+pub struct BrowseQuery {
+    pub categories: Vec<String>,
+    pub q: Option<String>,
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+    pub cursor: Option<(OffsetDateTime, Uuid)>,
+    pub limit: i64,
+}
+
+/// `%…%` with LIKE's metacharacters escaped, for a plain substring match.
+fn like_pattern(q: &str) -> String {
+    let escaped = q
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+pub async fn browse(state: &AppState, q: BrowseQuery) -> AppResult<Page<EventRow>> {
+    let pattern = q.q.as_deref().map(like_pattern);
+    let rows = repo::events::browse(
+        &state.db,
+        BrowseFilter {
+            categories: (!q.categories.is_empty()).then_some(&q.categories[..]),
+            pattern: pattern.as_deref(),
+            from: q.from,
+            to: q.to,
+            after: q.cursor,
+            // One more than asked, to know whether there is a next page.
+            limit: q.limit + 1,
+        },
+    )
+    .await?;
+    let (ids, next_cursor) = page_of(rows, q.limit);
+    Ok(Page {
+        items: repo::events::load_many(&state.db, &ids).await?,
+        next_cursor,
+    })
+}
+
+pub async fn organized_by(
+    state: &AppState,
+    organizer_id: Uuid,
+    after: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> AppResult<Page<EventRow>> {
+    let rows = repo::events::by_organizer(&state.db, organizer_id, after, limit + 1).await?;
+    let (ids, next_cursor) = page_of(rows, limit);
+    Ok(Page {
+        items: repo::events::load_many(&state.db, &ids).await?,
+        next_cursor,
+    })
+}
+
+pub async fn nearby(
+    state: &AppState,
+    latitude: f64,
+    longitude: f64,
+    radius_km: f64,
+    limit: i64,
+) -> AppResult<Vec<(EventRow, f64)>> {
+    let hits =
+        repo::events::nearby(&state.db, latitude, longitude, radius_km * 1000.0, limit).await?;
+    let ids: Vec<Uuid> = hits.iter().map(|(id, _)| *id).collect();
+    let events = repo::events::load_many(&state.db, &ids).await?;
+    Ok(events
+        .into_iter()
+        .zip(hits)
+        .map(|(e, (_, meters))| (e, meters / 1000.0))
+        .collect())
+}
+
+pub async fn attended_by(
+    state: &AppState,
+    user_id: Uuid,
+    after: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> AppResult<Page<EventRow>> {
+    let rows = repo::events::attended_by(&state.db, user_id, after, limit + 1).await?;
+    let (ids, next_cursor) = page_of(rows, limit);
+    Ok(Page {
+        items: repo::events::load_many(&state.db, &ids).await?,
+        next_cursor,
+    })
+}

@@ -1,0 +1,167 @@
+//! Organizer profiles: the bank account is resolved with Paystack (the account name is
+//! Paystack's, never the client's) and a transfer recipient is created for payouts. A changed
+//! bank or account is resolved again and gets a new recipient.
+
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    clients::paystack::{GatewayError, NewRecipient},
+    error::{AppError, AppResult, FieldError},
+    repo::{self, organizers::OrganizerRow},
+    service::banks,
+};
+
+pub struct OrganizerInput {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub bank_code: Option<String>,
+    pub account_number: Option<String>,
+    pub description: Option<Option<String>>,
+    pub website: Option<Option<String>>,
+}
+
+fn gateway_error(e: GatewayError, field: &str) -> AppError {
+    match e {
+        GatewayError::Rejected { .. } => AppError::Validation(vec![FieldError::new(
+            field,
+            "could not be resolved with the bank; check the bank and account number",
+        )]),
+        GatewayError::Unavailable(cause) => AppError::Upstream {
+            provider: "Paystack",
+            cause,
+        },
+    }
+}
+
+/// Resolves the account and creates its recipient: `(bank_name, account_name, recipient_code)`.
+async fn verify_bank_account(
+    state: &AppState,
+    name: &str,
+    bank_code: &str,
+    account_number: &str,
+) -> AppResult<(String, String, String)> {
+    let bank = banks::find(state, bank_code).await?.ok_or_else(|| {
+        AppError::validation(
+            "bank_code",
+            "is not a bank Paystack knows; see GET /payments/banks",
+        )
+    })?;
+    let resolved = state
+        .gateway
+        .resolve_account(account_number, bank_code)
+        .await
+        .map_err(|e| gateway_error(e, "account_number"))?;
+    let recipient = state
+        .gateway
+        .create_recipient(NewRecipient {
+            name: &resolved.account_name,
+            account_number,
+            bank_code,
+        })
+        .await
+        .map_err(|e| gateway_error(e, "account_number"))?;
+    tracing::info!(organizer = name, bank = %bank.name, "bank account resolved");
+    Ok((bank.name, resolved.account_name, recipient))
+}
+
+pub async fn create(
+    state: &AppState,
+    user_id: Uuid,
+    input: OrganizerInput,
+) -> AppResult<OrganizerRow> {
+    if repo::organizers::id_for_user(&state.db, user_id)
+        .await?
+        .is_some()
+    {
+        return Err(AppError::conflict(
+            "organizer_exists",
+            "You already have an organizer profile; update it instead.",
+        ));
+    }
+    let required = |v: Option<String>, field: &str| {
+        v.ok_or_else(|| AppError::validation(field, "is required"))
+    };
+    let name = required(input.name, "name")?;
+    let bank_code = required(input.bank_code, "bank_code")?;
+    let account_number = required(input.account_number, "account_number")?;
+    let email = required(input.email, "email")?;
+    let phone = required(input.phone, "phone")?;
+    let (bank_name, account_name, recipient_code) =
+        verify_bank_account(state, &name, &bank_code, &account_number).await?;
+    let mut row = OrganizerRow {
+        id: Uuid::now_v7(),
+        user_id,
+        name,
+        email,
+        phone,
+        bank_code,
+        bank_name,
+        account_number,
+        account_name,
+        recipient_code,
+        description: input.description.flatten(),
+        website: input.website.flatten(),
+        created_at: time::OffsetDateTime::now_utc(),
+    };
+    match repo::organizers::insert(&state.db, &row).await {
+        Ok(created_at) => row.created_at = created_at,
+        Err(e) if repo::is_unique_violation(&e, "organizers_user_id_key") => {
+            return Err(AppError::conflict(
+                "organizer_exists",
+                "You already have an organizer profile; update it instead.",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(row)
+}
+
+pub async fn update(
+    state: &AppState,
+    user_id: Uuid,
+    input: OrganizerInput,
+) -> AppResult<OrganizerRow> {
+    let mut row = repo::organizers::find_by_user(&state.db, user_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("Organizer profile"))?;
+    let bank_changed = input
+        .bank_code
+        .as_ref()
+        .is_some_and(|c| *c != row.bank_code)
+        || input
+            .account_number
+            .as_ref()
+            .is_some_and(|a| *a != row.account_number);
+    if let Some(v) = input.name {
+        row.name = v;
+    }
+    if let Some(v) = input.email {
+        row.email = v;
+    }
+    if let Some(v) = input.phone {
+        row.phone = v;
+    }
+    if let Some(v) = input.description {
+        row.description = v;
+    }
+    if let Some(v) = input.website {
+        row.website = v;
+    }
+    if bank_changed {
+        let bank_code = input.bank_code.unwrap_or_else(|| row.bank_code.clone());
+        let account_number = input
+            .account_number
+            .unwrap_or_else(|| row.account_number.clone());
+        let (bank_name, account_name, recipient_code) =
+            verify_bank_account(state, &row.name, &bank_code, &account_number).await?;
+        row.bank_code = bank_code;
+        row.account_number = account_number;
+        row.bank_name = bank_name;
+        row.account_name = account_name;
+        row.recipient_code = recipient_code;
+    }
+    repo::organizers::update(&state.db, &row).await?;
+    Ok(row)
+}

@@ -1,0 +1,42 @@
+//! Account deletion.
+
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    error::{AppError, AppResult},
+    repo,
+    security::password,
+};
+
+/// Deletes the account after checking the password. Refused while the user organizes an
+/// event that is neither over nor cancelled (its buyers need an organizer). Personal data is
+/// erased; orders and tickets stay for accounting; every token stops working.
+pub async fn delete_account(
+    state: &AppState,
+    user_id: Uuid,
+    password_attempt: String,
+) -> AppResult<()> {
+    let user = repo::users::find_by_id(&state.db, user_id)
+        .await?
+        .ok_or_else(|| AppError::unauthorized("unauthorized", "The account no longer exists."))?;
+    if !password::verify_blocking(password_attempt, Some(user.password_hash.clone())).await {
+        return Err(AppError::forbidden(
+            "invalid_password",
+            "The password is wrong.",
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    if let Some(organizer_id) = repo::organizers::id_for_user(&mut *tx, user_id).await?
+        && repo::events::organizer_has_active_events(&mut *tx, organizer_id).await?
+    {
+        return Err(AppError::conflict(
+            "organizer_has_active_events",
+            "Cancel your upcoming events (or let them end) before deleting the account.",
+        ));
+    }
+    repo::users::erase(&mut tx, user_id).await?;
+    tx.commit().await?;
+    tracing::info!(%user_id, "account deleted");
+    Ok(())
+}
