@@ -104,3 +104,8 @@ CREATE TABLE ledger_entries (
 CREATE UNIQUE INDEX ledger_entries_order_kind_key ON ledger_entries (order_id, kind)
     WHERE kind IN ('gross', 'paystack_fee', 'platform_fee', 'organizer_share');
 CREATE INDEX ledger_entries_event_idx ON ledger_entries (event_id, kind);
+
+-- Scratch column written by the purchase statement: whether the hold it just made took the
+-- discounted price. SET expressions see the row before the update, RETURNING sees it after,
+-- so this is how one statement both decides and reports the price, atomically.
+ALTER TABLE ticket_tiers ADD COLUMN last_hold_discounted BOOLEAN NOT NULL DEFAULT false;

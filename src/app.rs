@@ -96,7 +96,10 @@ impl AppState {
                 &p.base_url,
                 p.secret_key.clone(),
             )),
-            None => Arc::new(SandboxGateway),
+            None => Arc::new(SandboxGateway::new(
+                redis.clone(),
+                config.public_base_url.clone(),
+            )),
         };
         let media: Arc<dyn MediaStore> = match &config.cloudinary {
             Some(c) => Arc::new(CloudinaryStore::new(http_client.clone(), c.clone())),
@@ -212,6 +215,7 @@ pub fn router(state: AppState) -> Router {
         .merge(http::users::router())
         .merge(http::events::router())
         .merge(http::payments::router())
+        .merge(http::tickets::router())
         .split_for_parts();
     let openapi_json = Arc::new(openapi.to_json().unwrap_or_default());
 
@@ -232,6 +236,7 @@ pub fn router(state: AppState) -> Router {
         // browser, nothing is downloaded at build time.
         .merge(Scalar::with_url("/docs", openapi).title("Ticketing API"))
         .route("/dev/outbox", get(http::ops::dev_outbox))
+        .merge(http::sandbox::router())
         // Posters stored on local disk (no Cloudinary configured) are served from here.
         .nest_service(
             "/uploads",

@@ -306,6 +306,14 @@ impl Config {
         self.app_env == AppEnv::Production
     }
 
+    /// The key webhooks are signed with: the Paystack secret key, or the sandbox's own.
+    pub fn webhook_secret(&self) -> &str {
+        match &self.paystack {
+            Some(p) => p.secret_key.expose_secret(),
+            None => crate::clients::paystack::SANDBOX_SECRET_KEY,
+        }
+    }
+
     pub fn database_url(&self) -> &str {
         self.database_url.expose_secret()
     }

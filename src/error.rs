@@ -64,8 +64,8 @@ pub enum AppError {
     Unauthorized { code: &'static str, detail: String },
     #[error("forbidden ({code})")]
     Forbidden { code: &'static str, detail: String },
-    #[error("not found")]
-    NotFound { detail: String },
+    #[error("not found ({code})")]
+    NotFound { code: &'static str, detail: String },
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("conflict ({code}): {detail}")]
@@ -101,6 +101,7 @@ impl AppError {
 
     pub fn not_found(what: impl Into<String>) -> Self {
         AppError::NotFound {
+            code: "not_found",
             detail: format!("{} was not found", what.into()),
         }
     }
@@ -169,8 +170,8 @@ impl AppError {
             | AppError::Forbidden { code, .. }
             | AppError::Conflict { code, .. }
             | AppError::Unprocessable { code, .. }
+            | AppError::NotFound { code, .. }
             | AppError::RateLimited { code, .. } => code,
-            AppError::NotFound { .. } => "not_found",
             AppError::MethodNotAllowed => "method_not_allowed",
             AppError::PayloadTooLarge => "payload_too_large",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -188,7 +189,7 @@ impl AppError {
             AppError::BadRequest { detail, .. }
             | AppError::Unauthorized { detail, .. }
             | AppError::Forbidden { detail, .. }
-            | AppError::NotFound { detail }
+            | AppError::NotFound { detail, .. }
             | AppError::Conflict { detail, .. }
             | AppError::Unprocessable { detail, .. } => detail.clone(),
             AppError::MethodNotAllowed => "This method is not allowed on this path.".into(),

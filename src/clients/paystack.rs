@@ -32,6 +32,46 @@ pub struct NewRecipient<'a> {
     pub bank_code: &'a str,
 }
 
+/// What we ask Paystack to charge.
+#[derive(Debug, Clone)]
+pub struct NewTransaction<'a> {
+    pub email: &'a str,
+    /// Kobo.
+    pub amount: i64,
+    pub currency: &'a str,
+    pub reference: &'a str,
+    pub order_id: uuid::Uuid,
+    pub event_id: uuid::Uuid,
+}
+
+#[derive(Debug, Clone)]
+pub struct Checkout {
+    pub authorization_url: String,
+    pub access_code: String,
+}
+
+/// Verify's `data.status`, reduced to what we act on (external-apis.md §1.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxStatus {
+    Success,
+    Failed,
+    /// Refunded in full or charged back.
+    Reversed,
+    /// `abandoned`, `ongoing`, `pending`, `processing`, `queued`, or anything new: not final.
+    NotFinal(String),
+    /// Paystack has no transaction with this reference.
+    NotFound,
+}
+
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub status: TxStatus,
+    pub amount: i64,
+    pub currency: String,
+    /// Paystack's fee in kobo.
+    pub fees: Option<i64>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// Paystack refused the request (4xx other than 429): retrying will not help.
@@ -58,6 +98,57 @@ pub trait PaymentGateway: Send + Sync {
     ) -> Result<ResolvedAccount, GatewayError>;
     /// A transfer recipient (`RCP_...`) for payouts.
     async fn create_recipient(&self, recipient: NewRecipient<'_>) -> Result<String, GatewayError>;
+    /// Starts a checkout. Not retried: a lost answer is reconciled with `verify`.
+    async fn initialize(&self, tx: NewTransaction<'_>) -> Result<Checkout, GatewayError>;
+    /// The state of a transaction: the only source of truth for payments.
+    async fn verify(&self, reference: &str) -> Result<Verification, GatewayError>;
+}
+
+/// Money fields arrive as numbers or as strings (external-apis.md §0.1); accept both.
+fn flexible_i64<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(i64),
+        Text(String),
+        Null,
+    }
+    Ok(match Raw::deserialize(de)? {
+        Raw::Int(n) => Some(n),
+        Raw::Text(s) => s.trim().parse().ok(),
+        Raw::Null => None,
+    })
+}
+
+#[derive(Deserialize)]
+struct RawVerification {
+    status: String,
+    #[serde(default, deserialize_with = "flexible_i64")]
+    amount: Option<i64>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default, deserialize_with = "flexible_i64")]
+    fees: Option<i64>,
+}
+
+fn tx_status(raw: &str) -> TxStatus {
+    match raw {
+        "success" => TxStatus::Success,
+        "failed" => TxStatus::Failed,
+        "reversed" => TxStatus::Reversed,
+        other => {
+            if !matches!(
+                other,
+                "abandoned" | "ongoing" | "pending" | "processing" | "queued"
+            ) {
+                tracing::warn!(
+                    status = other,
+                    "unknown Paystack transaction status; treated as not final"
+                );
+            }
+            TxStatus::NotFinal(other.to_owned())
+        }
+    }
 }
 
 pub struct PaystackClient {
@@ -274,11 +365,140 @@ impl PaymentGateway for PaystackClient {
             .await?;
         Ok(rec.recipient_code)
     }
+
+    async fn initialize(&self, tx: NewTransaction<'_>) -> Result<Checkout, GatewayError> {
+        #[derive(Deserialize)]
+        struct Raw {
+            authorization_url: String,
+            access_code: String,
+        }
+        let body = serde_json::json!({
+            "email": tx.email,
+            "amount": tx.amount,
+            "currency": tx.currency,
+            "reference": tx.reference,
+            "metadata": { "order_id": tx.order_id, "event_id": tx.event_id },
+        });
+        let (raw, _): (Raw, _) = self
+            .call(
+                || {
+                    self.http
+                        .post(self.url("/transaction/initialize"))
+                        .json(&body)
+                },
+                false,
+            )
+            .await?;
+        Ok(Checkout {
+            authorization_url: raw.authorization_url,
+            access_code: raw.access_code,
+        })
+    }
+
+    async fn verify(&self, reference: &str) -> Result<Verification, GatewayError> {
+        let path = format!("/transaction/verify/{}", urlencode(reference));
+        match self
+            .call::<RawVerification>(|| self.http.get(self.url(&path)), true)
+            .await
+        {
+            Ok((raw, _)) => Ok(Verification {
+                status: tx_status(&raw.status),
+                amount: raw.amount.unwrap_or(0),
+                currency: raw.currency.unwrap_or_default(),
+                fees: raw.fees,
+            }),
+            // Unknown references answer 404 (current) or 400 (older) — both mean "none".
+            Err(GatewayError::Rejected {
+                status,
+                message,
+                code,
+            }) if status == 404
+                || code.as_deref() == Some("transaction_not_found")
+                || (status == 400 && message.to_ascii_lowercase().contains("not found")) =>
+            {
+                Ok(Verification {
+                    status: TxStatus::NotFound,
+                    amount: 0,
+                    currency: String::new(),
+                    fees: None,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The key the sandbox signs its webhooks with (no Paystack key in development).
+pub const SANDBOX_SECRET_KEY: &str = "sk_sandbox_development_only_not_a_real_key";
+
 /// The development stand-in: a few real banks, any 10-digit account resolves, recipients are
-/// made up. Never used in production (configuration refuses it).
-pub struct SandboxGateway;
+/// made up, and checkouts are served by the app itself (`/sandbox/checkout/{reference}`),
+/// with transactions kept in Redis. Never used in production (configuration refuses it).
+pub struct SandboxGateway {
+    redis: crate::kv::Redis,
+    public_base_url: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct SandboxTransaction {
+    pub amount: i64,
+    pub currency: String,
+    pub email: String,
+    pub status: String,
+}
+
+impl SandboxGateway {
+    pub fn new(redis: crate::kv::Redis, public_base_url: String) -> Self {
+        Self {
+            redis,
+            public_base_url,
+        }
+    }
+
+    fn key(redis: &crate::kv::Redis, reference: &str) -> String {
+        redis.key(format!("sandbox:tx:{reference}"))
+    }
+
+    pub async fn load(
+        redis: &crate::kv::Redis,
+        reference: &str,
+    ) -> Result<Option<SandboxTransaction>, GatewayError> {
+        use redis::AsyncCommands;
+        let mut conn = redis.conn();
+        let raw: Option<String> = conn
+            .get(Self::key(redis, reference))
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    /// Settles a sandbox checkout as paid (`success`) or declined (`failed`).
+    pub async fn settle(
+        redis: &crate::kv::Redis,
+        reference: &str,
+        status: &str,
+    ) -> Result<Option<SandboxTransaction>, GatewayError> {
+        use redis::AsyncCommands;
+        let Some(mut tx) = Self::load(redis, reference).await? else {
+            return Ok(None);
+        };
+        tx.status = status.to_owned();
+        let mut conn = redis.conn();
+        let _: () = conn
+            .set_ex(
+                Self::key(redis, reference),
+                serde_json::to_string(&tx).unwrap_or_default(),
+                7 * 24 * 3600,
+            )
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        Ok(Some(tx))
+    }
+}
 
 pub fn sandbox_banks() -> Vec<Bank> {
     [
@@ -325,5 +545,48 @@ impl PaymentGateway for SandboxGateway {
 
     async fn create_recipient(&self, r: NewRecipient<'_>) -> Result<String, GatewayError> {
         Ok(format!("RCP_sandbox_{}{}", r.bank_code, r.account_number))
+    }
+
+    async fn initialize(&self, tx: NewTransaction<'_>) -> Result<Checkout, GatewayError> {
+        use redis::AsyncCommands;
+        let record = SandboxTransaction {
+            amount: tx.amount,
+            currency: tx.currency.to_owned(),
+            email: tx.email.to_owned(),
+            status: "abandoned".to_owned(),
+        };
+        let mut conn = self.redis.conn();
+        let _: () = conn
+            .set_ex(
+                Self::key(&self.redis, tx.reference),
+                serde_json::to_string(&record).unwrap_or_default(),
+                7 * 24 * 3600,
+            )
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        Ok(Checkout {
+            authorization_url: format!(
+                "{}/sandbox/checkout/{}",
+                self.public_base_url, tx.reference
+            ),
+            access_code: tx.reference.to_owned(),
+        })
+    }
+
+    async fn verify(&self, reference: &str) -> Result<Verification, GatewayError> {
+        Ok(match Self::load(&self.redis, reference).await? {
+            Some(tx) => Verification {
+                status: tx_status(&tx.status),
+                amount: tx.amount,
+                currency: tx.currency,
+                fees: Some(tx.amount * 15 / 1000),
+            },
+            None => Verification {
+                status: TxStatus::NotFound,
+                amount: 0,
+                currency: String::new(),
+                fees: None,
+            },
+        })
     }
 }

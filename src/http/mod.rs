@@ -7,4 +7,6 @@ pub mod extract;
 pub mod openapi;
 pub mod ops;
 pub mod payments;
+pub mod sandbox;
+pub mod tickets;
 pub mod users;

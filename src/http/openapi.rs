@@ -21,6 +21,7 @@ use crate::error::{FieldError, Problem};
         (name = "auth", description = "Signup, login, two-factor, password reset"),
         (name = "users", description = "The caller's profile, tickets and organizer account"),
         (name = "events", description = "Events: create, browse, nearby, change, cancel"),
+        (name = "tickets", description = "Tiers, discounts, purchases and sales"),
         (name = "payments", description = "Banks, Paystack webhooks, order lookups"),
         (name = "operations", description = "Health, readiness and metrics"),
     )

@@ -16,20 +16,41 @@ pub struct MailJob {
     pub email: Email,
 }
 
+/// Settle the payment of one order (verify with Paystack, then pay/issue/mail).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaymentJob {
+    pub reference: String,
+}
+
 #[derive(Clone)]
 pub struct Queues {
     mail: RedisStorage<MailJob>,
+    payments: RedisStorage<PaymentJob>,
 }
 
 impl Queues {
     pub fn new(redis: &Redis) -> Self {
         Self {
             mail: storage(redis, "mail"),
+            payments: storage(redis, "payments"),
         }
     }
 
     pub fn mail(&self) -> RedisStorage<MailJob> {
         self.mail.clone()
+    }
+
+    pub fn payments(&self) -> RedisStorage<PaymentJob> {
+        self.payments.clone()
+    }
+
+    pub async fn settle_payment(&self, reference: &str) -> anyhow::Result<()> {
+        let mut sink = self.payments.clone();
+        sink.push(PaymentJob {
+            reference: reference.to_owned(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("enqueueing payment: {e}"))
     }
 
     /// Queues a message for the mail worker. Fails (and the caller answers 503) only when

@@ -2,8 +2,11 @@
 //! of them in one transaction. State changes are guarded statements, never read-then-write.
 
 pub mod events;
+pub mod orders;
 pub mod organizers;
 pub mod password_resets;
+pub mod tickets;
+pub mod tiers;
 pub mod users;
 
 /// True when `err` is a unique violation of `constraint`.

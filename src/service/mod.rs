@@ -6,5 +6,8 @@ pub mod banks;
 pub mod events;
 pub mod notifications;
 pub mod organizers;
+pub mod payments;
+pub mod purchase;
 pub mod rate_limit;
+pub mod tickets;
 pub mod users;

@@ -63,6 +63,46 @@ pub fn password_reset_otp(reset_id: Uuid, to: &str, first_name: &str, otp: &str)
     }
 }
 
+pub fn tickets_issued(
+    order_id: Uuid,
+    to: &str,
+    first_name: &str,
+    event_title: &str,
+    access_keys: &[String],
+) -> Email {
+    let subject = format!("Your tickets for {event_title}");
+    let items_html: String = access_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("<li>Ticket {}: <code>{}</code></li>", i + 1, escape(k)))
+        .collect();
+    let items_text: String = access_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("  Ticket {}: {k}\n", i + 1))
+        .collect();
+    Email {
+        to: to.to_owned(),
+        html: layout(
+            &subject,
+            &format!(
+                "<p>Hi {},</p><p>Your {} ticket(s) for <strong>{}</strong>:</p><ul>{items_html}</ul>\
+                 <p>Show the QR code from the app (GET /users/tickets) at the door.</p>",
+                escape(first_name),
+                access_keys.len(),
+                escape(event_title)
+            ),
+        ),
+        text: format!(
+            "Hi {first_name},\n\nYour {} ticket(s) for {event_title}:\n{items_text}\nShow the QR code from the app at the door.\n",
+            access_keys.len()
+        ),
+        subject,
+        kind: "tickets_issued".to_owned(),
+        idempotency_key: format!("ticket-mail/{order_id}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,8 @@
 //! dead set) so that apalis-redis's own rescheduling, which ignores our policy, stops too.
 
 pub mod mail;
+pub mod payment;
+pub mod sweeper;
 
 use std::time::Duration;
 
@@ -34,14 +36,26 @@ pub fn start(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
 
     let mail_state = state.clone();
     let mail_name = format!("{}:mail:{instance}", state.redis.prefix());
-    let monitor = Monitor::new().register(move |_run| {
-        WorkerBuilder::new(mail_name.clone())
-            .backend(mail_state.queues.mail().poll_with_interval(poll))
-            .data(mail_state.clone())
-            .retry(retry_policy(&mail_state))
-            .concurrency(concurrency)
-            .build(mail::send_mail)
-    });
+    let pay_state = state.clone();
+    let pay_name = format!("{}:payments:{instance}", state.redis.prefix());
+    let monitor = Monitor::new()
+        .register(move |_run| {
+            WorkerBuilder::new(mail_name.clone())
+                .backend(mail_state.queues.mail().poll_with_interval(poll))
+                .data(mail_state.clone())
+                .retry(retry_policy(&mail_state))
+                .concurrency(concurrency)
+                .build(mail::send_mail)
+        })
+        .register(move |_run| {
+            WorkerBuilder::new(pay_name.clone())
+                .backend(pay_state.queues.payments().poll_with_interval(poll))
+                .data(pay_state.clone())
+                .retry(retry_policy(&pay_state))
+                .concurrency(concurrency)
+                .build(payment::settle_payment)
+        });
+    let sweeper = tokio::spawn(sweeper::run(state.clone(), shutdown.clone()));
 
     tokio::spawn(async move {
         let signal = async move {
@@ -57,6 +71,8 @@ pub fn start(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
         } else {
             tracing::info!("job workers stopped");
         }
+        // The sweeper stops on the same token; wait for its current pass.
+        let _ = sweeper.await;
     })
 }
 

@@ -94,7 +94,9 @@ impl TestAppBuilder {
         for key in &self.without {
             env.remove(key);
         }
-        TestApp::start(env, resend, paystack, cloudinary).await
+        let app = TestApp::start(env, resend, paystack, cloudinary).await;
+        app.paystack.set_webhook_url(&app.url("/payments/callback"));
+        app
     }
 }
 
@@ -326,4 +328,131 @@ pub async fn end_event(app: &TestApp, event_id: &str) {
     .execute(&app.state.db)
     .await
     .unwrap();
+}
+
+/// `n` attendees for load-shaped tests, created in one statement with a shared password hash
+/// and given tokens by the app's own key — signing up 200 users through argon2 would test
+/// nothing but the CPU. Everything they do afterwards goes through the API.
+pub async fn attendees(app: &TestApp, n: usize) -> Vec<String> {
+    let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
+    let emails: Vec<String> = ids
+        .iter()
+        .map(|id| format!("buyer-{id}@example.com"))
+        .collect();
+    sqlx::query(
+        "INSERT INTO users (id, email, password_hash, first_name, last_name)
+         SELECT id, email, '!', 'Buyer', 'Test' FROM UNNEST($1::uuid[], $2::text[]) AS t(id, email)",
+    )
+    .bind(&ids)
+    .bind(&emails)
+    .execute(&app.state.db)
+    .await
+    .unwrap();
+    ids.iter()
+        .map(|id| app.state.jwt.issue(*id, 0).unwrap().0)
+        .collect()
+}
+
+/// Adds a tier and returns it.
+pub async fn add_tier(app: &TestApp, token: &str, event_id: &str, body: &Value) -> Value {
+    let res = app
+        .post_json_auth(&format!("/events/{event_id}/tickets/add"), token, body)
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED, "add tier");
+    res.json().await.unwrap()
+}
+
+/// An organizer, an event and one tier; returns (organizer token, event id, tier).
+pub async fn event_with_tier(app: &TestApp, price: i64, quantity: i32) -> (String, String, Value) {
+    let owner = organizer(app, &format!("org-{}@example.com", uuid::Uuid::now_v7())).await;
+    let event = create_event(app, &owner, &event_body("Flash Sale", 6.45, 3.4, 7)).await;
+    let id = event["id"].as_str().unwrap().to_owned();
+    let tier = add_tier(
+        app,
+        &owner,
+        &id,
+        &serde_json::json!({ "name": "Regular", "price": price, "quantity": quantity }),
+    )
+    .await;
+    (owner, id, tier)
+}
+
+pub async fn purchase(
+    app: &TestApp,
+    token: &str,
+    event_id: &str,
+    tier: &str,
+    quantity: i32,
+) -> Response {
+    app.client
+        .post(app.url(&format!("/events/{event_id}/tickets/purchase")))
+        .bearer_auth(token)
+        .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+        .json(&serde_json::json!({ "tier": tier, "quantity": quantity }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The invariants of DESIGN.md, checked on the database after a scenario:
+/// taken = seats of orders holding seats ≤ quantity; non-void tickets = seats of paid orders;
+/// every paid order has exactly `quantity` tickets; gross = platform fee + organizer share and
+/// gross = the amount paid, for every paid order.
+pub async fn assert_invariants(app: &TestApp) {
+    let db = &app.state.db;
+    let tiers: Vec<(uuid::Uuid, i32, i32, i64, i64)> = sqlx::query_as(
+        "SELECT t.id, t.quantity, t.taken,
+                COALESCE((SELECT SUM(o.quantity) FROM orders o WHERE o.tier_id = t.id AND o.holds_seats), 0)::bigint,
+                (SELECT count(*) FROM tickets k WHERE k.tier_id = t.id AND k.status <> 'void')
+         FROM ticket_tiers t",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    for (id, quantity, taken, holding, tickets) in tiers {
+        assert!(
+            taken <= quantity,
+            "tier {id}: taken {taken} > quantity {quantity}"
+        );
+        assert_eq!(i64::from(taken), holding, "tier {id}: taken = held + sold");
+        let paid: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(quantity), 0)::bigint FROM orders WHERE tier_id = $1 AND status = 'paid'",
+        )
+        .bind(id)
+        .fetch_one(db)
+        .await
+        .unwrap();
+        assert_eq!(tickets, paid, "tier {id}: tickets = seats of paid orders");
+    }
+    let bad_orders: Vec<(uuid::Uuid, i32, i64)> = sqlx::query_as(
+        "SELECT o.id, o.quantity, (SELECT count(*) FROM tickets t WHERE t.order_id = o.id)
+         FROM orders o WHERE o.status = 'paid'
+           AND o.quantity <> (SELECT count(*) FROM tickets t WHERE t.order_id = o.id)",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    assert!(
+        bad_orders.is_empty(),
+        "paid orders without exactly quantity tickets: {bad_orders:?}"
+    );
+    let ledger: Vec<(uuid::Uuid, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT o.id, o.paid_amount,
+                COALESCE(SUM(l.amount) FILTER (WHERE l.kind = 'gross'), -1)::bigint,
+                COALESCE(SUM(l.amount) FILTER (WHERE l.kind = 'platform_fee'), -1)::bigint,
+                COALESCE(SUM(l.amount) FILTER (WHERE l.kind = 'organizer_share'), -1)::bigint
+         FROM orders o LEFT JOIN ledger_entries l ON l.order_id = o.id
+         WHERE o.status = 'paid' GROUP BY o.id",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    for (id, paid, gross, platform, share) in ledger {
+        assert_eq!(gross, paid, "order {id}: ledger gross = amount paid");
+        assert_eq!(
+            gross,
+            platform + share,
+            "order {id}: gross = platform fee + organizer share"
+        );
+    }
 }

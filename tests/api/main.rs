@@ -9,3 +9,4 @@ mod foundation;
 #[allow(dead_code)]
 mod helpers;
 mod organizers;
+mod selling;

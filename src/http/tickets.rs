@@ -1,0 +1,460 @@
+//! `/events/:id/tickets/*` (tiers, discounts, purchase), `/events/:id/sales`, and the
+//! caller's tickets at `/users/tickets`.
+
+use axum::{
+    Json,
+    extract::{Path, RawQuery, State},
+    http::{HeaderMap, StatusCode},
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    domain::cursor,
+    error::{AppError, AppResult, FieldError, Problem},
+    http::{
+        events::{TierResponse, parse_id, parse_paging},
+        extract::{AuthUser, Checks, Organizer, Validate, ValidatedJson},
+    },
+    repo::{self, orders::OrderRow, tickets::TicketRow},
+    service::{purchase, tickets},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(add_tier))
+        .routes(routes!(remove_discount))
+        .routes(routes!(purchase_tickets))
+        .routes(routes!(event_sales))
+        .routes(routes!(my_tickets))
+}
+
+// ---- tiers ----
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiscountInput {
+    pub price: i64,
+    pub quantity: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierRequest {
+    pub name: String,
+    /// Kobo; 0 is a free tier.
+    pub price: i64,
+    pub quantity: i32,
+    #[serde(default)]
+    pub benefits: Vec<String>,
+    pub discount: Option<DiscountInput>,
+}
+
+impl Validate for TierRequest {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut c = Checks::new();
+        c.check(
+            (1..=100).contains(&self.name.trim().chars().count()),
+            "name",
+            "must be 1 to 100 characters",
+        )
+        .check(
+            (0..=100_000_000_000).contains(&self.price),
+            "price",
+            "must be 0 to 100,000,000,000 kobo",
+        )
+        .check(
+            (1..=1_000_000).contains(&self.quantity),
+            "quantity",
+            "must be 1 to 1,000,000",
+        )
+        .check(
+            self.benefits.len() <= 20
+                && self
+                    .benefits
+                    .iter()
+                    .all(|b| (1..=200).contains(&b.chars().count())),
+            "benefits",
+            "at most 20, each 1 to 200 characters",
+        );
+        if let Some(d) = &self.discount {
+            c.check(
+                d.price >= 0 && d.price < self.price,
+                "discount.price",
+                "must be below the price",
+            )
+            .check(
+                d.quantity >= 1 && d.quantity <= self.quantity,
+                "discount.quantity",
+                "must be 1 to the tier's quantity",
+            )
+            .check(
+                d.expires_at > OffsetDateTime::now_utc(),
+                "discount.expires_at",
+                "must be in the future",
+            );
+        }
+        c.finish()
+    }
+}
+
+/// Add a ticket tier (the event's organizer only).
+#[utoipa::path(post, path = "/events/{event_id}/tickets/add", tag = "tickets", security(("bearer" = [])),
+    params(("event_id" = Uuid, Path)), request_body = TierRequest,
+    responses(
+        (status = 201, body = TierResponse),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`not_organizer`, `not_event_owner`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`tier_name_taken`, `event_cancelled`, `event_ended`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn add_tier(
+    State(state): State<AppState>,
+    organizer: Organizer,
+    Path(event_id): Path<String>,
+    ValidatedJson(body): ValidatedJson<TierRequest>,
+) -> AppResult<(StatusCode, Json<TierResponse>)> {
+    let event_id = parse_id(&event_id, "Event")?;
+    let tier = tickets::add_tier(
+        &state,
+        organizer.user_id,
+        event_id,
+        tickets::TierInput {
+            name: body.name,
+            price: body.price,
+            quantity: body.quantity,
+            benefits: body.benefits,
+            discount: body.discount.map(|d| (d.price, d.quantity, d.expires_at)),
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(tier.into())))
+}
+
+/// End a tier's discount (`?tier=` name or id; the event's organizer only).
+#[utoipa::path(post, path = "/events/{event_id}/tickets/remove-discount", tag = "tickets", security(("bearer" = [])),
+    params(("event_id" = Uuid, Path), ("tier" = String, Query, description = "tier name or id")),
+    responses(
+        (status = 200, body = TierResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`not_organizer`, `not_event_owner`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`, `tier_not_found`", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn remove_discount(
+    State(state): State<AppState>,
+    organizer: Organizer,
+    Path(event_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> AppResult<Json<TierResponse>> {
+    let event_id = parse_id(&event_id, "Event")?;
+    let tier = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "tier")
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 100)
+        .ok_or_else(|| AppError::bad_request("invalid_query", "?tier= (name or id) is required"))?;
+    let tier = tickets::remove_discount(&state, organizer.user_id, event_id, &tier).await?;
+    Ok(Json(tier.into()))
+}
+
+// ---- purchase ----
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseRequest {
+    /// The tier's name or id.
+    pub tier: String,
+    pub quantity: i32,
+}
+
+impl Validate for PurchaseRequest {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        Checks::new()
+            .check(
+                (1..=100).contains(&self.tier.len()),
+                "tier",
+                "must be a tier name or id",
+            )
+            .finish()
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TicketEventRef {
+    pub id: Uuid,
+    pub title: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub starts_at: OffsetDateTime,
+    pub venue: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TicketTierRef {
+    pub id: Uuid,
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TicketResponse {
+    pub id: Uuid,
+    pub event: TicketEventRef,
+    pub tier: TicketTierRef,
+    /// What the door scans.
+    pub access_key: String,
+    /// `valid`, `used` or `void`.
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub checked_in_at: Option<OffsetDateTime>,
+    /// Base64 PNG QR code of `access_key`.
+    pub qr_code_png: String,
+}
+
+/// Renders tickets with their QR codes (on the blocking pool: QR encoding is CPU work).
+pub async fn ticket_responses(rows: Vec<TicketRow>) -> AppResult<Vec<TicketResponse>> {
+    let rendered = tokio::task::spawn_blocking(move || {
+        rows.into_iter()
+            .map(|t| {
+                let qr = qrcodegen_image::draw_base64(&t.access_key).unwrap_or_default();
+                TicketResponse {
+                    id: t.id,
+                    event: TicketEventRef {
+                        id: t.event_id,
+                        title: t.event_title,
+                        starts_at: t.event_starts_at,
+                        venue: t.event_venue,
+                    },
+                    tier: TicketTierRef {
+                        id: t.tier_id,
+                        name: t.tier_name,
+                    },
+                    access_key: t.access_key,
+                    status: t.status,
+                    checked_in_at: t.checked_in_at,
+                    qr_code_png: qr,
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(anyhow::Error::from)?;
+    Ok(rendered)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OrderResponse {
+    pub id: Uuid,
+    pub reference: String,
+    pub event_id: Uuid,
+    pub tier_id: Uuid,
+    pub quantity: i32,
+    pub unit_price: i64,
+    pub total_amount: i64,
+    pub currency: String,
+    /// pending, paid, failed, expired, cancelled, refund_pending, refunded
+    pub status: String,
+    pub authorization_url: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Present once the order is paid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tickets: Option<Vec<TicketResponse>>,
+}
+
+/// The order as clients see it, with its tickets once paid.
+pub async fn order_response(state: &AppState, o: OrderRow) -> AppResult<OrderResponse> {
+    let tickets = if o.status == "paid" {
+        Some(ticket_responses(repo::tickets::for_order(&state.db, o.id).await?).await?)
+    } else {
+        None
+    };
+    Ok(OrderResponse {
+        id: o.id,
+        reference: o.reference,
+        event_id: o.event_id,
+        tier_id: o.tier_id,
+        quantity: o.quantity,
+        unit_price: o.unit_price,
+        total_amount: o.total_amount,
+        currency: o.currency,
+        status: o.status,
+        authorization_url: o.authorization_url,
+        expires_at: o.expires_at,
+        created_at: o.created_at,
+        tickets,
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> AppResult<Option<String>> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let key = v
+                .to_str()
+                .map_err(|_| AppError::validation("Idempotency-Key", "must be visible ASCII"))?;
+            if key.is_empty() || key.len() > 255 {
+                return Err(AppError::validation(
+                    "Idempotency-Key",
+                    "must be 1 to 255 characters",
+                ));
+            }
+            Ok(Some(key.to_owned()))
+        }
+    }
+}
+
+/// Buy tickets: holds them until `expires_at` and answers the Paystack checkout URL. A free
+/// tier is issued at once. With `Idempotency-Key`, a retry answers the first order again.
+#[utoipa::path(post, path = "/events/{event_id}/tickets/purchase", tag = "tickets", security(("bearer" = [])),
+    params(("event_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "1–255 characters")),
+    request_body = PurchaseRequest,
+    responses(
+        (status = 201, body = OrderResponse),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`, `tier_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`sold_out`, `event_cancelled`, `event_ended`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`quantity_out_of_range`, `validation_failed` (also a reused Idempotency-Key with another body)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Paystack refused the checkout; the hold was released", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Paystack did not answer", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn purchase_tickets(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(event_id): Path<String>,
+    headers: HeaderMap,
+    ValidatedJson(body): ValidatedJson<PurchaseRequest>,
+) -> AppResult<(StatusCode, Json<OrderResponse>)> {
+    let event_id = parse_id(&event_id, "Event")?;
+    let key = idempotency_key(&headers)?;
+    let bought = purchase::purchase(
+        &state,
+        user.id,
+        event_id,
+        purchase::PurchaseRequest {
+            tier: body.tier,
+            quantity: body.quantity,
+        },
+        key.as_deref(),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(order_response(&state, bought.order).await?),
+    ))
+}
+
+// ---- sales ----
+
+#[derive(Serialize, ToSchema)]
+pub struct TierSalesResponse {
+    pub tier_id: Uuid,
+    pub name: String,
+    pub sold: i64,
+    pub held: i64,
+    pub available: i64,
+    pub gross_amount: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SalesResponse {
+    pub tiers: Vec<TierSalesResponse>,
+    pub gross_amount: i64,
+    pub platform_fee_amount: i64,
+    pub refunded_amount: i64,
+    pub net_amount: i64,
+    pub checked_in: i64,
+    pub currency: String,
+}
+
+/// Sales of an event (its organizer only), from orders and the ledger.
+#[utoipa::path(get, path = "/events/{event_id}/sales", tag = "tickets", security(("bearer" = [])),
+    params(("event_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = SalesResponse),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`not_organizer`, `not_event_owner`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn event_sales(
+    State(state): State<AppState>,
+    organizer: Organizer,
+    Path(event_id): Path<String>,
+) -> AppResult<Json<SalesResponse>> {
+    let event_id = parse_id(&event_id, "Event")?;
+    let s = tickets::sales(&state, organizer.user_id, event_id).await?;
+    Ok(Json(SalesResponse {
+        tiers: s
+            .tiers
+            .into_iter()
+            .map(|t| TierSalesResponse {
+                tier_id: t.tier_id,
+                name: t.name,
+                sold: t.sold,
+                held: t.held,
+                available: i64::from(t.quantity - t.taken).max(0),
+                gross_amount: t.gross_amount,
+            })
+            .collect(),
+        gross_amount: s.totals.gross_amount,
+        platform_fee_amount: s.totals.platform_fee_amount,
+        refunded_amount: s.totals.refunded_amount,
+        net_amount: s.totals.gross_amount - s.totals.refunded_amount - s.totals.platform_fee_amount,
+        checked_in: s.totals.checked_in,
+        currency: "NGN".to_owned(),
+    }))
+}
+
+// ---- the caller's tickets ----
+
+#[derive(Serialize, ToSchema)]
+pub struct TicketList {
+    pub items: Vec<TicketResponse>,
+    pub next_cursor: Option<String>,
+}
+
+/// The caller's tickets, newest first.
+#[utoipa::path(get, path = "/users/tickets", tag = "users", security(("bearer" = [])),
+    params(("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)),
+    responses(
+        (status = 200, body = TicketList),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn my_tickets(
+    State(state): State<AppState>,
+    user: AuthUser,
+    RawQuery(query): RawQuery,
+) -> AppResult<Json<TicketList>> {
+    let (mut cursor_raw, mut limit) = (None, None);
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "cursor" => cursor_raw = Some(v.into_owned()),
+            "limit" => limit = Some(v.into_owned()),
+            other => {
+                return Err(AppError::bad_request(
+                    "invalid_query",
+                    format!("unknown parameter {other:?}"),
+                ));
+            }
+        }
+    }
+    let (limit, before) = parse_paging(limit.as_deref(), cursor_raw.as_deref())?;
+    let mut rows = repo::tickets::for_user(&state.db, user.id, before, limit + 1).await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|t| cursor::encode(t.created_at, t.id))
+    } else {
+        None
+    };
+    Ok(Json(TicketList {
+        items: ticket_responses(rows).await?,
+        next_cursor,
+    }))
+}

@@ -1,0 +1,335 @@
+//! Orders, idempotency records, tickets and ledger entries.
+//!
+//! Every state change is one guarded statement (`... WHERE status = <from>`), so two
+//! webhooks, two workers or two sweepers racing on one order change it once.
+
+use sqlx::PgExecutor;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct OrderRow {
+    pub id: Uuid,
+    pub reference: String,
+    pub user_id: Uuid,
+    pub event_id: Uuid,
+    pub tier_id: Uuid,
+    pub quantity: i32,
+    pub unit_price: i64,
+    pub total_amount: i64,
+    pub discounted: bool,
+    pub currency: String,
+    pub status: String,
+    pub holds_seats: bool,
+    pub expires_at: OffsetDateTime,
+    pub authorization_url: Option<String>,
+    pub paid_at: Option<OffsetDateTime>,
+    pub mail_queued_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+}
+
+pub struct HoldRequest<'a> {
+    pub order_id: Uuid,
+    pub reference: &'a str,
+    pub user_id: Uuid,
+    pub event_id: Uuid,
+    pub tier_id: Uuid,
+    pub quantity: i32,
+    pub hold_seconds: f64,
+    /// `(key, request hash)` of the Idempotency-Key, stored with the order.
+    pub idempotency: Option<(&'a str, &'a str)>,
+}
+
+/// Takes the seats and creates the pending order in ONE statement — the no-oversell rule.
+///
+/// The tier row is updated only while `taken + quantity <= quantity`; PostgreSQL re-checks
+/// that condition on the latest row version after waiting for any concurrent update of the
+/// row, so no interleaving of buyers on any number of instances can oversell. The discount is
+/// decided in the same update (it must have room for the whole order, so an order never
+/// mixes prices). The order and the idempotency record are inserted by the same statement,
+/// so they exist exactly when the seats were taken. `None`: not enough seats.
+pub async fn hold(db: impl PgExecutor<'_>, h: HoldRequest<'_>) -> sqlx::Result<Option<OrderRow>> {
+    sqlx::query_as!(
+        OrderRow,
+        r#"WITH tier AS (
+               UPDATE ticket_tiers SET
+                   taken = taken + $6,
+                   last_hold_discounted = (discount_price IS NOT NULL AND discount_expires_at > now()
+                                           AND discount_taken + $6 <= discount_quantity),
+                   discount_taken = discount_taken + CASE
+                       WHEN discount_price IS NOT NULL AND discount_expires_at > now()
+                            AND discount_taken + $6 <= discount_quantity THEN $6 ELSE 0 END
+               WHERE id = $5 AND event_id = $4 AND taken + $6 <= quantity
+               RETURNING id, currency, last_hold_discounted,
+                         CASE WHEN last_hold_discounted THEN discount_price ELSE price END AS unit_price
+           ), ord AS (
+               INSERT INTO orders (id, reference, user_id, event_id, tier_id, quantity, unit_price,
+                                   total_amount, discounted, currency, status, expires_at)
+               SELECT $1, $2, $3, $4, tier.id, $6, tier.unit_price, tier.unit_price * $6,
+                      tier.last_hold_discounted, tier.currency, 'pending',
+                      now() + make_interval(secs => $7)
+               FROM tier
+               RETURNING *
+           ), idem AS (
+               INSERT INTO idempotency_keys (user_id, key, request_hash, order_id)
+               SELECT $3, $8, $9, ord.id FROM ord WHERE $8::text IS NOT NULL
+           )
+           SELECT id AS "id!", reference AS "reference!", user_id AS "user_id!",
+                  event_id AS "event_id!", tier_id AS "tier_id!", quantity AS "quantity!",
+                  unit_price AS "unit_price!", total_amount AS "total_amount!",
+                  discounted AS "discounted!", currency AS "currency!", status AS "status!",
+                  holds_seats AS "holds_seats!", expires_at AS "expires_at!", authorization_url,
+                  paid_at, mail_queued_at, created_at AS "created_at!"
+           FROM ord"#,
+        h.order_id,
+        h.reference,
+        h.user_id,
+        h.event_id,
+        h.tier_id,
+        h.quantity,
+        h.hold_seconds,
+        h.idempotency.map(|i| i.0),
+        h.idempotency.map(|i| i.1),
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// `(request hash, order id)` stored for a user's Idempotency-Key.
+pub async fn idempotency_record(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    key: &str,
+) -> sqlx::Result<Option<(String, Uuid)>> {
+    let row = sqlx::query!(
+        "SELECT request_hash, order_id FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+        user_id,
+        key
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| (r.request_hash, r.order_id)))
+}
+
+pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<OrderRow>> {
+    sqlx::query_as!(
+        OrderRow,
+        r#"SELECT id, reference, user_id, event_id, tier_id, quantity, unit_price, total_amount,
+                  discounted, currency, status, holds_seats, expires_at, authorization_url, paid_at,
+                  mail_queued_at, created_at
+           FROM orders WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn find_by_reference(
+    db: impl PgExecutor<'_>,
+    reference: &str,
+) -> sqlx::Result<Option<OrderRow>> {
+    sqlx::query_as!(
+        OrderRow,
+        r#"SELECT id, reference, user_id, event_id, tier_id, quantity, unit_price, total_amount,
+                  discounted, currency, status, holds_seats, expires_at, authorization_url, paid_at,
+                  mail_queued_at, created_at
+           FROM orders WHERE reference = $1"#,
+        reference
+    )
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn set_checkout(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    authorization_url: &str,
+    access_code: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE orders SET authorization_url = $2, access_code = $3, updated_at = now() WHERE id = $1",
+        id,
+        authorization_url,
+        access_code
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// pending → `to` (expired, failed, cancelled), clearing `holds_seats`; returns the order when
+/// this call made the change (the caller then gives the seats back in the same transaction).
+pub async fn end_hold(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    to: &str,
+) -> sqlx::Result<Option<OrderRow>> {
+    sqlx::query_as!(
+        OrderRow,
+        r#"UPDATE orders SET status = $2, holds_seats = false, updated_at = now()
+           WHERE id = $1 AND status = 'pending' AND holds_seats
+           RETURNING id, reference, user_id, event_id, tier_id, quantity, unit_price, total_amount,
+                     discounted, currency, status, holds_seats, expires_at, authorization_url, paid_at,
+                     mail_queued_at, created_at"#,
+        id,
+        to
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// `from` → paid with the verified amount and fee; true when this call made the change.
+pub async fn mark_paid(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    from: &str,
+    paid_amount: i64,
+    paystack_fee: i64,
+) -> sqlx::Result<bool> {
+    let res = sqlx::query!(
+        r#"UPDATE orders SET status = 'paid', holds_seats = true, paid_at = now(),
+               paid_amount = $3, paystack_fee = $4, updated_at = now()
+           WHERE id = $1 AND status = $2"#,
+        id,
+        from,
+        paid_amount,
+        paystack_fee
+    )
+    .execute(db)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// A payment arrived for an order that no longer holds seats and none are left: it is owed
+/// back (`from` → refund_pending with a reason).
+pub async fn mark_refund_pending(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    from: &str,
+    paid_amount: i64,
+    reason: &str,
+) -> sqlx::Result<bool> {
+    let res = sqlx::query!(
+        r#"UPDATE orders SET status = 'refund_pending', paid_at = now(), paid_amount = $3,
+               refund_reason = $4, updated_at = now()
+           WHERE id = $1 AND status = $2"#,
+        id,
+        from,
+        paid_amount,
+        reason
+    )
+    .execute(db)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// One ticket per seat; seats already issued are skipped, so issuing twice issues once.
+/// Returns how many tickets were created by this call.
+pub async fn issue_tickets(
+    db: impl PgExecutor<'_>,
+    order: &OrderRow,
+    access_keys: &[String],
+) -> sqlx::Result<u64> {
+    let ids: Vec<Uuid> = access_keys.iter().map(|_| Uuid::now_v7()).collect();
+    let seats: Vec<i32> = (1..=access_keys.len() as i32).collect();
+    let res = sqlx::query!(
+        r#"INSERT INTO tickets (id, order_id, event_id, tier_id, user_id, seat, access_key)
+           SELECT id, $2, $3, $4, $5, seat, access_key
+           FROM UNNEST($1::uuid[], $6::int[], $7::text[]) AS t(id, seat, access_key)
+           ON CONFLICT (order_id, seat) DO NOTHING"#,
+        &ids,
+        order.id,
+        order.event_id,
+        order.tier_id,
+        order.user_id,
+        &seats,
+        access_keys
+    )
+    .execute(db)
+    .await?;
+    Ok(res.rows_affected())
+}
+
+/// The sale's ledger entries, once per order (unique per order and kind).
+pub async fn record_sale(
+    db: impl PgExecutor<'_>,
+    order: &OrderRow,
+    organizer_id: Uuid,
+    gross: i64,
+    paystack_fee: i64,
+    platform_fee: i64,
+) -> sqlx::Result<()> {
+    let kinds = ["gross", "paystack_fee", "platform_fee", "organizer_share"];
+    let amounts = [gross, paystack_fee, platform_fee, gross - platform_fee];
+    let ids: Vec<Uuid> = kinds.iter().map(|_| Uuid::now_v7()).collect();
+    let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+    sqlx::query!(
+        r#"INSERT INTO ledger_entries (id, order_id, event_id, organizer_id, kind, amount, currency)
+           SELECT id, $2, $3, $4, kind, amount, $7
+           FROM UNNEST($1::uuid[], $5::text[], $6::bigint[]) AS t(id, kind, amount)
+           ON CONFLICT (order_id, kind) WHERE kind IN ('gross', 'paystack_fee', 'platform_fee', 'organizer_share')
+           DO NOTHING"#,
+        &ids,
+        order.id,
+        order.event_id,
+        organizer_id,
+        &kinds,
+        &amounts,
+        order.currency
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn mark_mail_queued(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE orders SET mail_queued_at = now() WHERE id = $1 AND mail_queued_at IS NULL",
+        id
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Pending orders whose hold has run out, oldest first.
+pub async fn expired_holds(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<(Uuid, String)>> {
+    let rows = sqlx::query!(
+        r#"SELECT id, reference FROM orders
+           WHERE status = 'pending' AND expires_at < now()
+           ORDER BY expires_at LIMIT $1"#,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.reference)).collect())
+}
+
+/// Paid orders (older than `grace_seconds`) whose tickets or mail are missing: a crash
+/// between payment and issuance, or a lost job.
+pub async fn incomplete_paid(
+    db: impl PgExecutor<'_>,
+    grace_seconds: f64,
+    limit: i64,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        r#"SELECT o.reference FROM orders o
+           WHERE o.status = 'paid' AND o.paid_at < now() - make_interval(secs => $1)
+             AND (o.mail_queued_at IS NULL
+                  OR (SELECT count(*) FROM tickets t WHERE t.order_id = o.id) < o.quantity)
+           ORDER BY o.paid_at LIMIT $2"#,
+        grace_seconds,
+        limit
+    )
+    .fetch_all(db)
+    .await
+}
+
+pub async fn count_pending(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM orders WHERE status = 'pending'"#)
+        .fetch_one(db)
+        .await
+}

@@ -1,0 +1,87 @@
+//! Tiers (added and discounted by the event's owner) and the tickets attendees hold.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    error::{AppError, AppResult},
+    repo::{self, events::TierRow, tiers::NewTier},
+    service::events,
+};
+
+pub struct TierInput {
+    pub name: String,
+    pub price: i64,
+    pub quantity: i32,
+    pub benefits: Vec<String>,
+    pub discount: Option<(i64, i32, OffsetDateTime)>,
+}
+
+pub async fn add_tier(
+    state: &AppState,
+    user_id: Uuid,
+    event_id: Uuid,
+    input: TierInput,
+) -> AppResult<TierRow> {
+    let event = events::load(state, event_id).await?;
+    events::ensure_owner(&event, user_id)?;
+    events::ensure_open(&event)?;
+    let inserted = repo::tiers::insert(
+        &state.db,
+        NewTier {
+            id: Uuid::now_v7(),
+            event_id,
+            name: input.name.trim(),
+            price: input.price,
+            quantity: input.quantity,
+            benefits: &input.benefits,
+            discount: input.discount,
+        },
+    )
+    .await;
+    match inserted {
+        Ok(tier) => Ok(tier),
+        Err(e) if repo::is_unique_violation(&e, "ticket_tiers_event_name_key") => {
+            Err(AppError::conflict(
+                "tier_name_taken",
+                "This event already has a tier with that name.",
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Ends a tier's discount. Ownership is checked against the tier's own event.
+pub async fn remove_discount(
+    state: &AppState,
+    user_id: Uuid,
+    event_id: Uuid,
+    tier: &str,
+) -> AppResult<TierRow> {
+    let event = events::load(state, event_id).await?;
+    let tier = repo::tiers::find(&state.db, event_id, tier)
+        .await?
+        .ok_or_else(|| AppError::NotFound {
+            code: "tier_not_found",
+            detail: "No tier of this event has that name or id.".into(),
+        })?;
+    debug_assert_eq!(tier.event_id, event.id);
+    events::ensure_owner(&event, user_id)?;
+    events::ensure_open(&event)?;
+    Ok(repo::tiers::remove_discount(&state.db, tier.id).await?)
+}
+
+pub struct Sales {
+    pub tiers: Vec<repo::tiers::TierSales>,
+    pub totals: repo::tiers::EventTotals,
+}
+
+pub async fn sales(state: &AppState, user_id: Uuid, event_id: Uuid) -> AppResult<Sales> {
+    let event = events::load(state, event_id).await?;
+    events::ensure_owner(&event, user_id)?;
+    Ok(Sales {
+        tiers: repo::tiers::sales(&state.db, event_id).await?,
+        totals: repo::tiers::event_totals(&state.db, event_id).await?,
+    })
+}
