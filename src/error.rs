@@ -70,6 +70,9 @@ pub enum AppError {
     MethodNotAllowed,
     #[error("conflict ({code}): {detail}")]
     Conflict { code: &'static str, detail: String },
+    /// 409 `ticket_already_used`, carrying when the ticket was first scanned.
+    #[error("ticket already used")]
+    TicketAlreadyUsed { checked_in_at: String },
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("unsupported media type: {0}")]
@@ -151,7 +154,7 @@ impl AppError {
             AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
             AppError::NotFound { .. } => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            AppError::Conflict { .. } => StatusCode::CONFLICT,
+            AppError::Conflict { .. } | AppError::TicketAlreadyUsed { .. } => StatusCode::CONFLICT,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -174,6 +177,7 @@ impl AppError {
             | AppError::RateLimited { code, .. } => code,
             AppError::MethodNotAllowed => "method_not_allowed",
             AppError::PayloadTooLarge => "payload_too_large",
+            AppError::TicketAlreadyUsed { .. } => "ticket_already_used",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::Timeout => "timeout",
             AppError::Upstream { .. } => "upstream_unavailable",
@@ -194,6 +198,9 @@ impl AppError {
             | AppError::Unprocessable { detail, .. } => detail.clone(),
             AppError::MethodNotAllowed => "This method is not allowed on this path.".into(),
             AppError::PayloadTooLarge => "The request body is too large.".into(),
+            AppError::TicketAlreadyUsed { checked_in_at } => {
+                format!("This ticket was already checked in at {checked_in_at}.")
+            }
             AppError::UnsupportedMediaType(msg) => msg.clone(),
             AppError::RateLimited { retry_after, .. } => format!(
                 "Too many requests; retry in {} seconds.",
@@ -220,7 +227,10 @@ impl AppError {
                 AppError::Validation(errors) => Some(errors.clone()),
                 _ => None,
             },
-            checked_in_at: None,
+            checked_in_at: match self {
+                AppError::TicketAlreadyUsed { checked_in_at } => Some(checked_in_at.clone()),
+                _ => None,
+            },
         }
     }
 }

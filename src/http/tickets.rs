@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(add_tier))
         .routes(routes!(remove_discount))
         .routes(routes!(purchase_tickets))
+        .routes(routes!(validate_ticket))
         .routes(routes!(event_sales))
         .routes(routes!(my_tickets))
 }
@@ -348,6 +349,65 @@ async fn purchase_tickets(
         StatusCode::CREATED,
         Json(order_response(&state, bought.order).await?),
     ))
+}
+
+// ---- the door ----
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateRequest {
+    pub access_key: String,
+}
+
+impl Validate for ValidateRequest {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        Checks::new()
+            .check(
+                (1..=128).contains(&self.access_key.len()),
+                "access_key",
+                "must be 1 to 128 characters",
+            )
+            .finish()
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ValidateResponse {
+    pub valid: bool,
+    pub ticket: TicketResponse,
+    #[serde(with = "time::serde::rfc3339")]
+    pub checked_in_at: OffsetDateTime,
+}
+
+/// Check a ticket in at the door (the event's organizer only). A ticket is admitted once:
+/// a second scan is 409 `ticket_already_used` with the first `checked_in_at`.
+#[utoipa::path(post, path = "/events/{event_id}/tickets/validate", tag = "tickets", security(("bearer" = [])),
+    params(("event_id" = Uuid, Path)), request_body = ValidateRequest,
+    responses(
+        (status = 200, body = ValidateResponse),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`not_organizer`, `not_event_owner`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown event or access key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`ticket_already_used` (with `checked_in_at`), `ticket_not_for_event`, `ticket_void`", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn validate_ticket(
+    State(state): State<AppState>,
+    organizer: Organizer,
+    Path(event_id): Path<String>,
+    ValidatedJson(body): ValidatedJson<ValidateRequest>,
+) -> AppResult<Json<ValidateResponse>> {
+    let event_id = parse_id(&event_id, "Event")?;
+    let ticket = tickets::check_in(&state, organizer.user_id, event_id, &body.access_key).await?;
+    let checked_in_at = ticket.checked_in_at.unwrap_or_else(OffsetDateTime::now_utc);
+    let ticket = ticket_responses(vec![ticket])
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("rendered no ticket"))?;
+    Ok(Json(ValidateResponse {
+        valid: true,
+        ticket,
+        checked_in_at,
+    }))
 }
 
 // ---- sales ----

@@ -64,3 +64,46 @@ pub async fn for_order(db: impl PgExecutor<'_>, order_id: Uuid) -> sqlx::Result<
     .fetch_all(db)
     .await
 }
+
+/// Checks a ticket in: valid → used, for this event only. One guarded statement, so two
+/// gates scanning the same ticket at the same instant admit it once. `None` when nothing
+/// changed (unknown key, other event, already used, void): the caller asks `find_by_key` why.
+pub async fn check_in(
+    db: impl PgExecutor<'_>,
+    event_id: Uuid,
+    access_key: &str,
+) -> sqlx::Result<Option<TicketRow>> {
+    sqlx::query_as!(
+        TicketRow,
+        r#"WITH used AS (
+               UPDATE tickets SET status = 'used', checked_in_at = now()
+               WHERE access_key = $2 AND event_id = $1 AND status = 'valid'
+               RETURNING id, order_id, access_key, status, checked_in_at, created_at, event_id, tier_id
+           )
+           SELECT u.id AS "id!", u.order_id AS "order_id!", u.access_key AS "access_key!",
+                  u.status AS "status!", u.checked_in_at, u.created_at AS "created_at!",
+                  e.id AS event_id, e.title AS event_title, e.starts_at AS event_starts_at,
+                  e.venue AS event_venue, tt.id AS tier_id, tt.name AS tier_name
+           FROM used u
+           JOIN events e ON e.id = u.event_id
+           JOIN ticket_tiers tt ON tt.id = u.tier_id"#,
+        event_id,
+        access_key
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// `(event_id, status, checked_in_at)` of a ticket by its access key.
+pub async fn find_by_key(
+    db: impl PgExecutor<'_>,
+    access_key: &str,
+) -> sqlx::Result<Option<(Uuid, String, Option<OffsetDateTime>)>> {
+    let row = sqlx::query!(
+        "SELECT event_id, status, checked_in_at FROM tickets WHERE access_key = $1",
+        access_key
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| (r.event_id, r.status, r.checked_in_at)))
+}

@@ -85,3 +85,47 @@ pub async fn sales(state: &AppState, user_id: Uuid, event_id: Uuid) -> AppResult
         totals: repo::tiers::event_totals(&state.db, event_id).await?,
     })
 }
+
+fn checkin_metric(result: &'static str) {
+    metrics::counter!("ticketing_checkins_total", "result" => result).increment(1);
+}
+
+/// The door: checks a ticket in for the event's organizer. Admitted once, ever.
+pub async fn check_in(
+    state: &AppState,
+    user_id: Uuid,
+    event_id: Uuid,
+    access_key: &str,
+) -> AppResult<repo::tickets::TicketRow> {
+    let event = events::load(state, event_id).await?;
+    events::ensure_owner(&event, user_id)?;
+    if let Some(ticket) = repo::tickets::check_in(&state.db, event_id, access_key).await? {
+        checkin_metric("admitted");
+        return Ok(ticket);
+    }
+    let (ticket_event, status, checked_in_at) = repo::tickets::find_by_key(&state.db, access_key)
+        .await?
+        .ok_or_else(|| {
+            checkin_metric("unknown");
+            AppError::not_found("Ticket")
+        })?;
+    if ticket_event != event_id {
+        checkin_metric("wrong_event");
+        return Err(AppError::conflict(
+            "ticket_not_for_event",
+            "This ticket is for another event.",
+        ));
+    }
+    if status == "void" {
+        checkin_metric("void");
+        return Err(AppError::conflict("ticket_void", "This ticket is void."));
+    }
+    checkin_metric("already_used");
+    let at = checked_in_at
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    Err(AppError::TicketAlreadyUsed { checked_in_at: at })
+}

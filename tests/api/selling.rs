@@ -734,3 +734,97 @@ async fn another_users_transaction_is_not_found() {
         .await;
     problem(res, StatusCode::NOT_FOUND, "not_found").await;
 }
+
+#[tokio::test]
+async fn two_gates_scanning_one_ticket_admit_it_once() {
+    let app = TestApp::spawn().await;
+    let sibling = app.spawn_sibling().await;
+    let (owner, event_id, _) = event_with_tier(&app, 0, 10).await;
+    let buyer = signup(&app, "gate@example.com").await;
+    let order: Value = purchase(&app, &buyer, &event_id, "Regular", 2)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let keys: Vec<String> = order["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["access_key"].as_str().unwrap().to_owned())
+        .collect();
+    let path = format!("/events/{event_id}/tickets/validate");
+    let scan = |target: &'static str, key: String| {
+        let (app, sibling, owner, path) = (&app, &sibling, owner.clone(), path.clone());
+        async move {
+            let gate = if target == "a" { app } else { sibling };
+            gate.post_json_auth(&path, &owner, &json!({ "access_key": key }))
+                .await
+        }
+    };
+    // The same ticket at two gates (two instances) at the same instant.
+    let (a, b) = tokio::join!(scan("a", keys[0].clone()), scan("b", keys[0].clone()));
+    let mut statuses = [a.status(), b.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
+    let (ok, dup) = if a.status() == StatusCode::OK {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let ok: Value = ok.json().await.unwrap();
+    assert_eq!(ok["valid"], true);
+    assert_eq!(ok["ticket"]["status"], "used");
+    let dup = problem(dup, StatusCode::CONFLICT, "ticket_already_used").await;
+    assert_eq!(dup["checked_in_at"], ok["checked_in_at"]);
+
+    // Other outcomes.
+    let res = scan("a", "no-such-key".into()).await;
+    problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    let (_, other_event, _) = event_with_tier(&app, 0, 10).await;
+    let res = app
+        .post_json_auth(
+            &format!("/events/{other_event}/tickets/validate"),
+            &owner,
+            &json!({ "access_key": keys[1] }),
+        )
+        .await;
+    problem(res, StatusCode::FORBIDDEN, "not_event_owner").await;
+    let res = app
+        .post_json_auth(&path, &buyer, &json!({ "access_key": keys[1] }))
+        .await;
+    problem(res, StatusCode::FORBIDDEN, "not_organizer").await;
+
+    let sales: Value = app
+        .get_auth(&format!("/events/{event_id}/sales"), &owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sales["checked_in"], 1);
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_ticket_for_another_event_of_the_same_organizer_is_refused() {
+    let app = TestApp::spawn().await;
+    let (owner, event_a, _) = event_with_tier(&app, 0, 10).await;
+    let event_b =
+        crate::helpers::create_event(&app, &owner, &crate::helpers::event_body("B", 6.4, 3.4, 3))
+            .await;
+    let event_b = event_b["id"].as_str().unwrap();
+    let buyer = signup(&app, "hopper@example.com").await;
+    let order: Value = purchase(&app, &buyer, &event_a, "Regular", 1)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key = order["tickets"][0]["access_key"].as_str().unwrap();
+    let res = app
+        .post_json_auth(
+            &format!("/events/{event_b}/tickets/validate"),
+            &owner,
+            &json!({ "access_key": key }),
+        )
+        .await;
+    problem(res, StatusCode::CONFLICT, "ticket_not_for_event").await;
+}
