@@ -60,6 +60,8 @@ pub struct AppState {
     pub jwt: JwtKeys,
     pub gateway: Arc<dyn PaymentGateway>,
     pub media: Arc<dyn MediaStore>,
+    /// Tier ids by (event, name or id): see `service::purchase`.
+    pub tier_ids: Arc<std::sync::Mutex<std::collections::HashMap<(uuid::Uuid, String), uuid::Uuid>>>,
 }
 
 impl AppState {
@@ -109,6 +111,7 @@ impl AppState {
             )),
         };
         Ok(Self {
+            tier_ids: Arc::default(),
             gateway,
             media,
             jwt,

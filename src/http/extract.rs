@@ -157,6 +157,7 @@ mod mime_like {
 /// The authenticated caller: a valid, unrevoked, current bearer token of a live user.
 pub struct AuthUser {
     pub id: uuid::Uuid,
+    pub email: String,
     pub claims: crate::security::jwt::Claims,
 }
 
@@ -176,9 +177,10 @@ impl axum::extract::FromRequestParts<crate::app::AppState> for AuthUser {
         let token = bearer(parts).ok_or_else(|| {
             AppError::unauthorized("unauthorized", "A bearer access token is required.")
         })?;
-        let claims = crate::service::auth::authenticate(state, token).await?;
+        let (claims, email) = crate::service::auth::authenticate(state, token).await?;
         Ok(AuthUser {
             id: claims.sub,
+            email,
             claims,
         })
     }

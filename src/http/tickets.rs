@@ -336,7 +336,10 @@ async fn purchase_tickets(
     let key = idempotency_key(&headers)?;
     let bought = purchase::purchase(
         &state,
-        user.id,
+        purchase::Buyer {
+            id: user.id,
+            email: &user.email,
+        },
         event_id,
         purchase::PurchaseRequest {
             tier: body.tier,

@@ -47,7 +47,8 @@ pub struct HoldRequest<'a> {
 /// row, so no interleaving of buyers on any number of instances can oversell. The discount is
 /// decided in the same update (it must have room for the whole order, so an order never
 /// mixes prices). The order and the idempotency record are inserted by the same statement,
-/// so they exist exactly when the seats were taken. `None`: not enough seats.
+/// so they exist exactly when the seats were taken. `None`: not enough seats, or the event is
+/// closed or does not allow that quantity (the caller tells which, on this slow path only).
 pub async fn hold(db: impl PgExecutor<'_>, h: HoldRequest<'_>) -> sqlx::Result<Option<OrderRow>> {
     sqlx::query_as!(
         OrderRow,
@@ -60,6 +61,11 @@ pub async fn hold(db: impl PgExecutor<'_>, h: HoldRequest<'_>) -> sqlx::Result<O
                        WHEN discount_price IS NOT NULL AND discount_expires_at > now()
                             AND discount_taken + $6 <= discount_quantity THEN $6 ELSE 0 END
                WHERE id = $5 AND event_id = $4 AND taken + $6 <= quantity
+                 -- The event must be open and allow this many per order. Checked here, in the
+                 -- same statement, so the fast path needs no separate read of the event.
+                 AND EXISTS (SELECT 1 FROM events e
+                             WHERE e.id = $4 AND e.status = 'scheduled' AND e.ends_at > now()
+                               AND $6 <= e.max_per_order)
                RETURNING id, currency, last_hold_discounted,
                          CASE WHEN last_hold_discounted THEN discount_price ELSE price END AS unit_price
            ), ord AS (
@@ -140,14 +146,21 @@ pub async fn find_by_reference(
     .await
 }
 
+/// Stores the checkout URL. Committed without waiting for the disk flush: losing it in a
+/// crash loses no money or seat (the hold is durable; verify and the sweeper settle it), and
+/// it saves a second fsync on the purchase path.
 pub async fn set_checkout(
-    db: impl PgExecutor<'_>,
+    db: &sqlx::PgPool,
     id: Uuid,
     authorization_url: &str,
     access_code: &str,
 ) -> sqlx::Result<()> {
+    // One round trip: set_config(..., true) is local to this statement's own transaction,
+    // and synchronous_commit is read when that transaction commits.
     sqlx::query!(
-        "UPDATE orders SET authorization_url = $2, access_code = $3, updated_at = now() WHERE id = $1",
+        r#"WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true))
+           UPDATE orders SET authorization_url = $2, access_code = $3, updated_at = now()
+           FROM async_commit WHERE id = $1"#,
         id,
         authorization_url,
         access_code

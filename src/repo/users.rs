@@ -68,14 +68,16 @@ pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Optio
     .await
 }
 
-/// The token version of a live (not deleted) user: what every authenticated request checks.
-pub async fn token_version(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<i32>> {
-    sqlx::query_scalar!(
-        "SELECT token_version FROM users WHERE id = $1 AND deleted_at IS NULL",
+/// The token version and email of a live (not deleted) user: what every authenticated
+/// request checks (the email rides along for the purchase path, which needs it for Paystack).
+pub async fn token_version(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<(i32, String)>> {
+    let row = sqlx::query!(
+        r#"SELECT token_version, email AS "email!: String" FROM users WHERE id = $1 AND deleted_at IS NULL"#,
         id
     )
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(|r| (r.token_version, r.email)))
 }
 
 /// Sets a new password and bumps the token version, so every older token stops working.

@@ -36,13 +36,24 @@ pub fn verify_dummy(password: &str) {
     let _ = verify(password, &DUMMY_HASH);
 }
 
+/// At most two argon2 computations per core at a time: each takes 19 MiB, and a burst of
+/// signups or logins must not turn into hundreds of them (memory) or starve other requests
+/// of the CPU; the excess waits here instead.
+static HASHING: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
+    tokio::sync::Semaphore::new(2 * std::thread::available_parallelism().map_or(2, |n| n.get()))
+});
+
 /// Hashes on the blocking pool.
 pub async fn hash_blocking(password: String) -> anyhow::Result<String> {
+    let _permit = HASHING.acquire().await?;
     tokio::task::spawn_blocking(move || hash(&password)).await?
 }
 
 /// Verifies on the blocking pool; `None` verifies against the dummy hash and returns false.
 pub async fn verify_blocking(password: String, phc: Option<String>) -> bool {
+    let Ok(_permit) = HASHING.acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || match phc {
         Some(phc) => verify(&password, &phc),
         None => {

@@ -154,22 +154,57 @@ pub async fn logout(state: &AppState, claims: &Claims) -> AppResult<()> {
     Ok(())
 }
 
+fn user_cache_key(state: &AppState, user_id: Uuid) -> String {
+    state.redis.key(format!("user:{user_id}"))
+}
+
+/// How long a user's token version stays cached (it is also dropped on every change).
+const USER_CACHE_SECS: u64 = 3600;
+
+/// Drops the cached token version of a user. Called before and after the transaction that
+/// bumps the version (password reset) or deletes the user: the first so no request
+/// re-reads a stale copy meanwhile from an old cache entry, the second so a copy re-read from
+/// the not-yet-committed state is gone once the change is visible.
+pub async fn forget_user(state: &AppState, user_id: Uuid) {
+    let mut conn = state.redis.conn();
+    if let Err(e) = conn.del::<_, ()>(user_cache_key(state, user_id)).await {
+        tracing::error!(error = %e, %user_id, "could not drop a cached token version");
+    }
+}
+
 /// Resolves a bearer token to its user: signature and expiry, not revoked, the user still
 /// exists, and the token's version is current (a password change bumps it).
-pub async fn authenticate(state: &AppState, token: &str) -> AppResult<Claims> {
+///
+/// One Redis round trip answers both "revoked?" and "current version?" (the version and
+/// email are cached per user), so an authenticated request usually costs PostgreSQL nothing.
+pub async fn authenticate(state: &AppState, token: &str) -> AppResult<(Claims, String)> {
     let unauthorized =
         || AppError::unauthorized("unauthorized", "A valid access token is required.");
     let claims = state.jwt.verify(token).ok_or_else(unauthorized)?;
     let mut conn = state.redis.conn();
-    let (revoked, version) = tokio::join!(
-        conn.exists::<_, bool>(revoked_key(state, claims.jti)),
-        repo::users::token_version(&state.db, claims.sub)
-    );
-    if revoked? {
+    let cache_key = user_cache_key(state, claims.sub);
+    let (revoked, cached): (Option<String>, Option<String>) = redis::cmd("MGET")
+        .arg(revoked_key(state, claims.jti))
+        .arg(&cache_key)
+        .query_async(&mut conn)
+        .await?;
+    if revoked.is_some() {
         return Err(unauthorized());
     }
-    match version? {
-        Some(v) if v == claims.ver => Ok(claims),
+    let current = match cached.as_deref().and_then(|c| c.split_once('\n')) {
+        Some((version, email)) => version.parse::<i32>().ok().map(|v| (v, email.to_owned())),
+        None => {
+            let found = repo::users::token_version(&state.db, claims.sub).await?;
+            if let Some((v, email)) = &found {
+                let _: Result<(), _> = conn
+                    .set_ex(&cache_key, format!("{v}\n{email}"), USER_CACHE_SECS)
+                    .await;
+            }
+            found
+        }
+    };
+    match current {
+        Some((v, email)) if v == claims.ver => Ok((claims, email)),
         _ => Err(unauthorized()),
     }
 }
@@ -473,8 +508,10 @@ pub async fn complete_password_reset(
         .ok_or_else(|| {
             AppError::bad_request("invalid_reset_token", "The reset token is invalid or used.")
         })?;
+    forget_user(state, user_id).await;
     repo::users::set_password(&mut *tx, user_id, &hash).await?;
     tx.commit().await?;
+    forget_user(state, user_id).await;
     reset_metric("completed");
     tracing::info!(%user_id, "password reset; all sessions revoked");
     Ok(())

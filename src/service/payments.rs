@@ -366,6 +366,8 @@ pub async fn end_hold(state: &AppState, order_id: Uuid, to: &str) -> AppResult<b
     let Some(order) = repo::orders::end_hold(&mut *tx, order_id, to).await? else {
         return Ok(false);
     };
+    // Before the commit, so no attempt is shed once the seats are free (see purchase.rs).
+    crate::service::purchase::seats_released(state, order.tier_id).await;
     repo::tiers::release_seats(&mut *tx, order.tier_id, order.quantity, order.discounted).await?;
     tx.commit().await?;
     if to == "expired" {

@@ -68,39 +68,138 @@ async fn replay(
     }))
 }
 
+/// The buyer, as the auth extractor already loaded them.
+pub struct Buyer<'a> {
+    pub id: Uuid,
+    pub email: &'a str,
+}
+
+// ---- sold-out shedding ----
+//
+// After a tier sells out, every further attempt would still cost a PostgreSQL round trip
+// that waits on the hot tier row. Instead, the first attempt that finds the tier sold out
+// writes `soldout:<tier> = E`, where E is the tier's release epoch it read *before* trying.
+// Later attempts read both keys in one round trip and answer 409 at once while they are
+// equal. Anything that gives seats back increments the epoch *before* its transaction
+// commits, so from the moment a seat is free again no attempt is shed: a ticket that is
+// still available is never refused. If Redis is unavailable, nothing is shed.
+
+fn soldout_key(state: &AppState, tier_id: Uuid) -> String {
+    state.redis.key(format!("soldout:{tier_id}"))
+}
+
+fn epoch_key(state: &AppState, tier_id: Uuid) -> String {
+    state.redis.key(format!("epoch:{tier_id}"))
+}
+
+fn idem_key(state: &AppState, user_id: Uuid, key: &str) -> String {
+    state
+        .redis
+        .key(format!("idem:{user_id}:{}", crate::security::crypto::token_hash(key)))
+}
+
+/// Called (before commit) by whatever gives seats back.
+pub async fn seats_released(state: &AppState, tier_id: Uuid) {
+    let mut conn = state.redis.conn();
+    let r: Result<i64, _> = redis::cmd("INCR")
+        .arg(epoch_key(state, tier_id))
+        .query_async(&mut conn)
+        .await;
+    if let Err(e) = r {
+        // Shedding then stays on a stale flag until it expires: bounded by its TTL.
+        tracing::warn!(error = %e, %tier_id, "release epoch not bumped");
+    }
+}
+
+/// How long a sold-out flag lives at most, bounding the damage of a lost epoch bump.
+const SOLDOUT_TTL_SECS: u64 = 5;
+
+/// Tier ids by (event, name or id). Tiers are never renamed or deleted, so a hit is always
+/// right; the map is cleared when it grows past a bound.
+fn cached_tier(state: &AppState, event_id: Uuid, tier: &str) -> Option<Uuid> {
+    state
+        .tier_ids
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&(event_id, tier.to_owned())).copied())
+}
+
+fn cache_tier(state: &AppState, event_id: Uuid, tier: &str, tier_id: Uuid) {
+    if let Ok(mut m) = state.tier_ids.lock() {
+        if m.len() > 10_000 {
+            m.clear();
+        }
+        m.insert((event_id, tier.to_owned()), tier_id);
+    }
+}
+
+async fn resolve_tier(state: &AppState, event_id: Uuid, tier: &str) -> AppResult<Uuid> {
+    if let Some(id) = cached_tier(state, event_id, tier) {
+        return Ok(id);
+    }
+    match repo::tiers::find(&state.db, event_id, tier).await? {
+        Some(t) => {
+            cache_tier(state, event_id, tier, t.id);
+            Ok(t.id)
+        }
+        None => {
+            events::load(state, event_id).await?;
+            Err(AppError::NotFound {
+                code: "tier_not_found",
+                detail: "No tier of this event has that name or id.".into(),
+            })
+        }
+    }
+}
+
 #[tracing::instrument(skip_all, fields(%event_id, quantity = req.quantity))]
 pub async fn purchase(
     state: &AppState,
-    user_id: Uuid,
+    buyer: Buyer<'_>,
     event_id: Uuid,
     req: PurchaseRequest,
     idempotency_key: Option<&str>,
 ) -> AppResult<Purchase> {
+    let user_id = buyer.id;
     let hash = request_hash(event_id, &req);
+    if !(1..=100).contains(&req.quantity) {
+        outcome("invalid");
+        return Err(quantity_error(100));
+    }
+    let tier_id = resolve_tier(state, event_id, &req.tier)
+        .await
+        .inspect_err(|_| outcome("invalid"))?;
+
+    // One Redis round trip: the sold-out flag, the release epoch, and a replayable key.
+    let mut conn = state.redis.conn();
+    let mut keys = vec![soldout_key(state, tier_id), epoch_key(state, tier_id)];
+    if let Some(k) = idempotency_key {
+        keys.push(idem_key(state, user_id, k));
+    }
+    let shed: Option<Vec<Option<String>>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .ok();
+    let (soldout, epoch, known_key) = match &shed {
+        Some(v) => (
+            v.first().cloned().flatten(),
+            v.get(1).cloned().flatten(),
+            v.get(2).cloned().flatten().is_some(),
+        ),
+        None => (None, None, false),
+    };
     if let Some(key) = idempotency_key
+        && (known_key || shed.is_none())
         && let Some(p) = replay(state, user_id, key, &hash).await?
     {
         return Ok(p);
     }
-
-    let event = events::load(state, event_id).await?;
-    events::ensure_open(&event).inspect_err(|_| outcome("event_closed"))?;
-    if !(1..=event.max_per_order).contains(&req.quantity) {
-        outcome("invalid");
-        return Err(AppError::unprocessable(
-            "quantity_out_of_range",
-            format!("quantity must be 1 to {}", event.max_per_order),
-        ));
+    let epoch = epoch.unwrap_or_else(|| "0".to_owned());
+    if soldout.as_deref() == Some(epoch.as_str()) {
+        outcome("sold_out_shed");
+        return Err(sold_out());
     }
-    let tier = repo::tiers::find(&state.db, event_id, &req.tier)
-        .await?
-        .ok_or_else(|| {
-            outcome("invalid");
-            AppError::NotFound {
-                code: "tier_not_found",
-                detail: "No tier of this event has that name or id.".into(),
-            }
-        })?;
 
     let order_id = Uuid::now_v7();
     let reference = reference_for(order_id);
@@ -111,7 +210,7 @@ pub async fn purchase(
             reference: &reference,
             user_id,
             event_id,
-            tier_id: tier.id,
+            tier_id,
             quantity: req.quantity,
             hold_seconds: state.config.hold_ttl.as_secs_f64(),
             idempotency: idempotency_key.map(|k| (k, hash.as_str())),
@@ -121,11 +220,14 @@ pub async fn purchase(
     let order = match held {
         Ok(Some(order)) => order,
         Ok(None) => {
-            outcome("sold_out");
-            return Err(AppError::conflict(
-                "sold_out",
-                "Not enough tickets are left in this tier.",
-            ));
+            // A replay of a request that succeeded before the tier sold out (its key only
+            // in PostgreSQL, e.g. after a Redis restart) still answers its order.
+            if let Some(key) = idempotency_key
+                && let Some(p) = replay(state, user_id, key, &hash).await?
+            {
+                return Ok(p);
+            }
+            return Err(not_held(state, event_id, tier_id, &req, &epoch).await);
         }
         // Two identical requests raced: the other one's order is the answer.
         Err(e) if repo::is_unique_violation(&e, "idempotency_keys_pkey") => {
@@ -136,6 +238,16 @@ pub async fn purchase(
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(k) = idempotency_key {
+        // Mirror the key, so that a replay is recognised even once the tier is shed.
+        let _: Result<(), _> = redis::cmd("SET")
+            .arg(idem_key(state, user_id, k))
+            .arg(order.id.to_string())
+            .arg("EX")
+            .arg(86_400)
+            .query_async(&mut conn)
+            .await;
+    }
 
     if order.total_amount == 0 {
         // A free tier skips payment: issued at once.
@@ -149,13 +261,10 @@ pub async fn purchase(
         });
     }
 
-    let user = repo::users::find_by_id(&state.db, user_id)
-        .await?
-        .ok_or_else(|| AppError::unauthorized("unauthorized", "The account no longer exists."))?;
     let started = state
         .gateway
         .initialize(NewTransaction {
-            email: &user.email,
+            email: buyer.email,
             amount: order.total_amount,
             currency: &order.currency,
             reference: &order.reference,
@@ -185,6 +294,50 @@ pub async fn purchase(
             Err(gateway_failed(state, &order, e).await)
         }
     }
+}
+
+fn sold_out() -> AppError {
+    AppError::conflict("sold_out", "Not enough tickets are left in this tier.")
+}
+
+fn quantity_error(max: i32) -> AppError {
+    AppError::unprocessable(
+        "quantity_out_of_range",
+        format!("quantity must be 1 to {max}"),
+    )
+}
+
+/// The slow path after a hold found nothing to take: say why (closed event, quantity over
+/// the event's limit, or sold out — which also raises the shedding flag).
+async fn not_held(
+    state: &AppState,
+    event_id: Uuid,
+    tier_id: Uuid,
+    req: &PurchaseRequest,
+    epoch: &str,
+) -> AppError {
+    let event = match events::load(state, event_id).await {
+        Ok(e) => e,
+        Err(e) => return e,
+    };
+    if let Err(e) = events::ensure_open(&event) {
+        outcome("event_closed");
+        return e;
+    }
+    if req.quantity > event.max_per_order {
+        outcome("invalid");
+        return quantity_error(event.max_per_order);
+    }
+    let mut conn = state.redis.conn();
+    let _: Result<(), _> = redis::cmd("SET")
+        .arg(soldout_key(state, tier_id))
+        .arg(epoch)
+        .arg("EX")
+        .arg(SOLDOUT_TTL_SECS)
+        .query_async(&mut conn)
+        .await;
+    outcome("sold_out");
+    sold_out()
 }
 
 /// Paystack refused or did not answer. A refusal means no transaction exists: release the

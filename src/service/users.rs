@@ -35,8 +35,10 @@ pub async fn delete_account(
             "Cancel your upcoming events (or let them end) before deleting the account.",
         ));
     }
+    crate::service::auth::forget_user(state, user_id).await;
     repo::users::erase(&mut tx, user_id).await?;
     tx.commit().await?;
+    crate::service::auth::forget_user(state, user_id).await;
     tracing::info!(%user_id, "account deleted");
     Ok(())
 }
