@@ -61,7 +61,8 @@ pub struct AppState {
     pub gateway: Arc<dyn PaymentGateway>,
     pub media: Arc<dyn MediaStore>,
     /// Tier ids by (event, name or id): see `service::purchase`.
-    pub tier_ids: Arc<std::sync::Mutex<std::collections::HashMap<(uuid::Uuid, String), uuid::Uuid>>>,
+    pub tier_ids:
+        Arc<std::sync::Mutex<std::collections::HashMap<(uuid::Uuid, String), uuid::Uuid>>>,
 }
 
 impl AppState {

@@ -123,16 +123,23 @@ async fn fake_initialize(State(f): State<Fake>, Json(body): Json<Value>) -> Json
         .lock()
         .unwrap()
         .insert(reference.clone(), (amount, "abandoned".into()));
-    ok(json!({ "authorization_url": format!("https://checkout.bench/{reference}"),
-               "access_code": reference, "reference": reference }))
+    ok(
+        json!({ "authorization_url": format!("https://checkout.bench/{reference}"),
+               "access_code": reference, "reference": reference }),
+    )
 }
 
-async fn fake_verify(State(f): State<Fake>, Path(reference): Path<String>) -> (axum::http::StatusCode, Json<Value>) {
+async fn fake_verify(
+    State(f): State<Fake>,
+    Path(reference): Path<String>,
+) -> (axum::http::StatusCode, Json<Value>) {
     match f.txs.lock().unwrap().get(&reference) {
         Some((amount, status)) => (
             axum::http::StatusCode::OK,
-            ok(json!({ "id": 1, "status": status, "reference": reference, "amount": amount,
-                       "currency": "NGN", "fees": amount * 15 / 1000 })),
+            ok(
+                json!({ "id": 1, "status": status, "reference": reference, "amount": amount,
+                       "currency": "NGN", "fees": amount * 15 / 1000 }),
+            ),
         ),
         None => (
             axum::http::StatusCode::NOT_FOUND,
@@ -201,7 +208,12 @@ async fn start_servers(a: &Args, paystack_url: &str, tag: &str) -> anyhow::Resul
             .envs(a.server_env.iter().cloned())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {} (build it with cargo build --release)", a.server_bin))?;
+            .with_context(|| {
+                format!(
+                    "starting {} (build it with cargo build --release)",
+                    a.server_bin
+                )
+            })?;
         let pid = child.id().unwrap_or(0);
         let url = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
@@ -236,7 +248,12 @@ fn proc_mib(pid: u32, field: &str) -> f64 {
 }
 
 /// Samples the servers' resident memory every 20 ms until stopped; returns the peaks.
-fn sample_rss(pids: Vec<u32>) -> (Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<Vec<f64>>) {
+fn sample_rss(
+    pids: Vec<u32>,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<Vec<f64>>,
+) {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     let handle = tokio::spawn(async move {
@@ -267,7 +284,12 @@ impl Api {
         format!("{}{path}", self.urls[i])
     }
 
-    async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> anyhow::Result<(u16, Value)> {
+    async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut req = self.client.post(self.url(path)).json(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -302,8 +324,18 @@ async fn signup(api: &Api, email: &str) -> anyhow::Result<String> {
     Ok(body["access_token"].as_str().unwrap_or_default().to_owned())
 }
 
-async fn seed_event(api: &Api, tag: &str, tier_price: i64, capacity: i64, max_per_order: i64) -> anyhow::Result<(String, String)> {
-    let owner = signup(api, &format!("organizer-{tag}-{}@bench.test", uuid::Uuid::new_v4())).await?;
+async fn seed_event(
+    api: &Api,
+    tag: &str,
+    tier_price: i64,
+    capacity: i64,
+    max_per_order: i64,
+) -> anyhow::Result<(String, String)> {
+    let owner = signup(
+        api,
+        &format!("organizer-{tag}-{}@bench.test", uuid::Uuid::new_v4()),
+    )
+    .await?;
     let (status, body) = api
         .post(
             "/users/organizer",
@@ -398,7 +430,13 @@ struct Outcome {
     token: usize,
 }
 
-async fn flash_sale(a: &Args, api: Arc<Api>, fake: &Fake, servers: &[Server], tag: &str) -> anyhow::Result<Value> {
+async fn flash_sale(
+    a: &Args,
+    api: Arc<Api>,
+    fake: &Fake,
+    servers: &[Server],
+    tag: &str,
+) -> anyhow::Result<Value> {
     let price = 500_000;
     let (owner, event_id) = seed_event(&api, tag, price, a.capacity, 10).await?;
     eprintln!("flash: seeding {} buyers through /auth/signup…", a.users);
@@ -408,22 +446,37 @@ async fn flash_sale(a: &Args, api: Arc<Api>, fake: &Fake, servers: &[Server], ta
         run_pool(a.users, 8, move |i| {
             let (api, tokens, tag) = (api.clone(), tokens.clone(), tag.clone());
             async move {
-                let t = signup(&api, &format!("buyer-{tag}-{i}@bench.test")).await.unwrap();
+                let t = signup(&api, &format!("buyer-{tag}-{i}@bench.test"))
+                    .await
+                    .unwrap();
                 tokens.lock().unwrap()[i] = t;
             }
         })
         .await;
     }
     let tokens = Arc::new(tokens.lock().unwrap().clone());
-    eprintln!("flash: {} purchase attempts at concurrency {}…", a.buyers, a.concurrency);
+    eprintln!(
+        "flash: {} purchase attempts at concurrency {}…",
+        a.buyers, a.concurrency
+    );
     let outcomes = Arc::new(Mutex::new(Vec::with_capacity(a.buyers)));
     let (stop_sampling, sampler) = sample_rss(servers.iter().map(|s| s.pid).collect());
     let start = Instant::now();
     {
-        let (api, tokens, outcomes, event_id) = (api.clone(), tokens.clone(), outcomes.clone(), event_id.clone());
+        let (api, tokens, outcomes, event_id) = (
+            api.clone(),
+            tokens.clone(),
+            outcomes.clone(),
+            event_id.clone(),
+        );
         let users = a.users;
         run_pool(a.buyers, a.concurrency, move |i| {
-            let (api, tokens, outcomes, event_id) = (api.clone(), tokens.clone(), outcomes.clone(), event_id.clone());
+            let (api, tokens, outcomes, event_id) = (
+                api.clone(),
+                tokens.clone(),
+                outcomes.clone(),
+                event_id.clone(),
+            );
             async move {
                 let token = i % users;
                 let t0 = Instant::now();
@@ -476,7 +529,10 @@ async fn flash_sale(a: &Args, api: Arc<Api>, fake: &Fake, servers: &[Server], ta
             }
         }
     }
-    let sold_after: Vec<&Outcome> = outcomes.iter().filter(|o| o.status == 409 && o.at > last_hold).collect();
+    let sold_after: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.status == 409 && o.at > last_hold)
+        .collect();
     let sold_out_period = total.saturating_sub(last_hold).as_secs_f64();
     let holds_per_s = holds.len() as f64 / last_hold.as_secs_f64().max(1e-9);
     let sold_out_per_s = sold_after.len() as f64 / sold_out_period.max(1e-9);
@@ -484,13 +540,24 @@ async fn flash_sale(a: &Args, api: Arc<Api>, fake: &Fake, servers: &[Server], ta
 
     // Pay every hold through the fake's webhook, and time webhook → tickets.
     eprintln!("flash: paying {} holds…", holds.len());
-    let webhook_url = Arc::new(servers.iter().map(|s| format!("{}/payments/callback", s.url)).collect::<Vec<_>>());
+    let webhook_url = Arc::new(
+        servers
+            .iter()
+            .map(|s| format!("{}/payments/callback", s.url))
+            .collect::<Vec<_>>(),
+    );
     let pay_start = Instant::now();
     let latencies = Arc::new(Mutex::new(hist()));
     let holds = Arc::new(holds);
     {
-        let (api, fake, holds, latencies, webhook_url, tokens) =
-            (api.clone(), fake.clone(), holds.clone(), latencies.clone(), webhook_url.clone(), tokens.clone());
+        let (api, fake, holds, latencies, webhook_url, tokens) = (
+            api.clone(),
+            fake.clone(),
+            holds.clone(),
+            latencies.clone(),
+            webhook_url.clone(),
+            tokens.clone(),
+        );
         run_pool(holds.len(), 32, move |i| {
             let (api, fake, holds, latencies, webhook_url, tokens) =
                 (api.clone(), fake.clone(), holds.clone(), latencies.clone(), webhook_url.clone(), tokens.clone());
@@ -532,18 +599,34 @@ async fn flash_sale(a: &Args, api: Arc<Api>, fake: &Fake, servers: &[Server], ta
     let all_paid_s = pay_start.elapsed().as_secs_f64();
 
     // Invariants through the API.
-    let (_, sales) = api.get(&format!("/events/{event_id}/sales"), Some(&owner)).await?;
+    let (_, sales) = api
+        .get(&format!("/events/{event_id}/sales"), Some(&owner))
+        .await?;
     let tier = &sales["tiers"][0];
-    let (sold, held, available) = (tier["sold"].as_i64().unwrap_or(-1), tier["held"].as_i64().unwrap_or(-1), tier["available"].as_i64().unwrap_or(-1));
+    let (sold, held, available) = (
+        tier["sold"].as_i64().unwrap_or(-1),
+        tier["held"].as_i64().unwrap_or(-1),
+        tier["available"].as_i64().unwrap_or(-1),
+    );
     let mut violations = Vec::new();
     if sold != a.capacity.min(a.buyers as i64) {
-        violations.push(format!("sold {sold}, expected {}", a.capacity.min(a.buyers as i64)));
+        violations.push(format!(
+            "sold {sold}, expected {}",
+            a.capacity.min(a.buyers as i64)
+        ));
     }
     if sold + held + available != a.capacity {
-        violations.push(format!("taken = held + sold broken: {sold} + {held} + {available} != {}", a.capacity));
+        violations.push(format!(
+            "taken = held + sold broken: {sold} + {held} + {available} != {}",
+            a.capacity
+        ));
     }
     if holds.len() as i64 > a.capacity {
-        violations.push(format!("oversold: {} holds for {} seats", holds.len(), a.capacity));
+        violations.push(format!(
+            "oversold: {} holds for {} seats",
+            holds.len(),
+            a.capacity
+        ));
     }
     let latencies = latencies.lock().unwrap().clone();
     Ok(json!({
@@ -560,20 +643,33 @@ async fn flash_sale(a: &Args, api: Arc<Api>, fake: &Fake, servers: &[Server], ta
 
 async fn checkin(a: &Args, api: Arc<Api>, tag: &str) -> anyhow::Result<Value> {
     let per_order = 100usize;
-    let (owner, event_id) = seed_event(&api, &format!("{tag}-door"), 0, a.checkin_tickets as i64, per_order as i64).await?;
+    let (owner, event_id) = seed_event(
+        &api,
+        &format!("{tag}-door"),
+        0,
+        a.checkin_tickets as i64,
+        per_order as i64,
+    )
+    .await?;
     let holder = signup(&api, &format!("holder-{tag}@bench.test")).await?;
     eprintln!("checkin: issuing {} free tickets…", a.checkin_tickets);
     let keys = Arc::new(Mutex::new(Vec::with_capacity(a.checkin_tickets)));
     {
         let orders = a.checkin_tickets.div_ceil(per_order);
-        let (api, keys, event_id, holder) = (api.clone(), keys.clone(), event_id.clone(), holder.clone());
+        let (api, keys, event_id, holder) =
+            (api.clone(), keys.clone(), event_id.clone(), holder.clone());
         let total = a.checkin_tickets;
         run_pool(orders, 8, move |i| {
-            let (api, keys, event_id, holder) = (api.clone(), keys.clone(), event_id.clone(), holder.clone());
+            let (api, keys, event_id, holder) =
+                (api.clone(), keys.clone(), event_id.clone(), holder.clone());
             async move {
                 let q = per_order.min(total - i * per_order);
                 let (status, order) = api
-                    .post(&format!("/events/{event_id}/tickets/purchase"), Some(&holder), &json!({ "tier": "GA", "quantity": q }))
+                    .post(
+                        &format!("/events/{event_id}/tickets/purchase"),
+                        Some(&holder),
+                        &json!({ "tier": "GA", "quantity": q }),
+                    )
                     .await
                     .unwrap();
                 assert_eq!(status, 201, "{order}");
@@ -594,13 +690,29 @@ async fn checkin(a: &Args, api: Arc<Api>, tag: &str) -> anyhow::Result<Value> {
     let results = Arc::new(Mutex::new((hist(), 0usize, 0usize, 0usize)));
     let start = Instant::now();
     {
-        let (api, keys, results, event_id, owner) = (api.clone(), keys.clone(), results.clone(), event_id.clone(), owner.clone());
+        let (api, keys, results, event_id, owner) = (
+            api.clone(),
+            keys.clone(),
+            results.clone(),
+            event_id.clone(),
+            owner.clone(),
+        );
         run_pool(keys.len(), a.gates, move |i| {
-            let (api, keys, results, event_id, owner) = (api.clone(), keys.clone(), results.clone(), event_id.clone(), owner.clone());
+            let (api, keys, results, event_id, owner) = (
+                api.clone(),
+                keys.clone(),
+                results.clone(),
+                event_id.clone(),
+                owner.clone(),
+            );
             async move {
                 let t0 = Instant::now();
                 let (status, _) = api
-                    .post(&format!("/events/{event_id}/tickets/validate"), Some(&owner), &json!({ "access_key": keys[i] }))
+                    .post(
+                        &format!("/events/{event_id}/tickets/validate"),
+                        Some(&owner),
+                        &json!({ "access_key": keys[i] }),
+                    )
                     .await
                     .unwrap_or((0, Value::Null));
                 let mut r = results.lock().unwrap();
@@ -620,8 +732,10 @@ async fn checkin(a: &Args, api: Arc<Api>, tag: &str) -> anyhow::Result<Value> {
     if r.1 != a.checkin_tickets {
         violations.push(format!("admitted {} of {} tickets", r.1, a.checkin_tickets));
     }
-    Ok(json!({ "scans": keys.len(), "admitted": r.1, "already_used": r.2, "errors": r.3,
-               "validations_per_s": keys.len() as f64 / secs, "latency": summary(&r.0), "violations": violations }))
+    Ok(
+        json!({ "scans": keys.len(), "admitted": r.1, "already_used": r.2, "errors": r.3,
+               "validations_per_s": keys.len() as f64 / secs, "latency": summary(&r.0), "violations": violations }),
+    )
 }
 
 async fn public_read(a: &Args, api: Arc<Api>, tag: &str) -> anyhow::Result<Value> {
@@ -655,7 +769,9 @@ async fn public_read(a: &Args, api: Arc<Api>, tag: &str) -> anyhow::Result<Value
     futures::future::join_all(workers).await;
     let secs = start.elapsed().as_secs_f64();
     let g = h.lock().unwrap();
-    Ok(json!({ "requests": g.0.len(), "errors": g.1, "req_per_s": g.0.len() as f64 / secs, "latency": summary(&g.0) }))
+    Ok(
+        json!({ "requests": g.0.len(), "errors": g.1, "req_per_s": g.0.len() as f64 / secs, "latency": summary(&g.0) }),
+    )
 }
 
 // ---------------------------------------------------------------- main
@@ -667,7 +783,9 @@ async fn main() -> anyhow::Result<()> {
     let (fake, fake_url) = start_fake().await?;
     let mut servers = start_servers(&a, &fake_url, &tag).await?;
     let api = Arc::new(Api {
-        client: reqwest::Client::builder().pool_max_idle_per_host(256).build()?,
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?,
         urls: servers.iter().map(|s| s.url.clone()).collect(),
         next: AtomicUsize::new(0),
     });
@@ -687,27 +805,64 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let f = &report["flash"];
-    println!("\n== flash sale: {} buyers, {} seats, concurrency {}, {} instance(s)", a.buyers, a.capacity, a.concurrency, a.instances);
+    println!(
+        "\n== flash sale: {} buyers, {} seats, concurrency {}, {} instance(s)",
+        a.buyers, a.capacity, a.concurrency, a.instances
+    );
     if !f.is_null() {
-        println!("holds/s (contested)      {:>10.0}   ({} holds in {:.3} s)", f["holds_per_s"].as_f64().unwrap_or(0.0), f["holds"], f["contested_seconds"].as_f64().unwrap_or(0.0));
-        println!("sold-out answers/s after {:>10.0}", f["sold_out_per_s"].as_f64().unwrap_or(0.0));
+        println!(
+            "holds/s (contested)      {:>10.0}   ({} holds in {:.3} s)",
+            f["holds_per_s"].as_f64().unwrap_or(0.0),
+            f["holds"],
+            f["contested_seconds"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "sold-out answers/s after {:>10.0}",
+            f["sold_out_per_s"].as_f64().unwrap_or(0.0)
+        );
         for (name, key) in [("hold", "latency_hold"), ("sold_out", "latency_sold_out")] {
             let l = &f[key];
-            println!("latency {name:<9} p50 {:>7.2} ms  p95 {:>7.2}  p99 {:>7.2}  max {:>7.2}", l["p50_ms"].as_f64().unwrap_or(0.0), l["p95_ms"].as_f64().unwrap_or(0.0), l["p99_ms"].as_f64().unwrap_or(0.0), l["max_ms"].as_f64().unwrap_or(0.0));
+            println!(
+                "latency {name:<9} p50 {:>7.2} ms  p95 {:>7.2}  p99 {:>7.2}  max {:>7.2}",
+                l["p50_ms"].as_f64().unwrap_or(0.0),
+                l["p95_ms"].as_f64().unwrap_or(0.0),
+                l["p99_ms"].as_f64().unwrap_or(0.0),
+                l["max_ms"].as_f64().unwrap_or(0.0)
+            );
         }
         println!("errors                   {}", f["errors"]);
-        println!("RSS during the sale (MiB) {}  (process peak incl. seeding {})", f["peak_rss_mib_during_sale"], f["peak_rss_mib_process"]);
+        println!(
+            "RSS during the sale (MiB) {}  (process peak incl. seeding {})",
+            f["peak_rss_mib_during_sale"], f["peak_rss_mib_process"]
+        );
         let w = &f["webhook_to_ticket"];
-        println!("webhook→tickets          p50 {:.2} ms  p99 {:.2} ms; all paid in {:.2} s", w["p50_ms"].as_f64().unwrap_or(0.0), w["p99_ms"].as_f64().unwrap_or(0.0), f["all_paid_seconds"].as_f64().unwrap_or(0.0));
+        println!(
+            "webhook→tickets          p50 {:.2} ms  p99 {:.2} ms; all paid in {:.2} s",
+            w["p50_ms"].as_f64().unwrap_or(0.0),
+            w["p99_ms"].as_f64().unwrap_or(0.0),
+            f["all_paid_seconds"].as_f64().unwrap_or(0.0)
+        );
         println!("oversold                 {}", f["oversold"]);
     }
     let c = &report["checkin"];
     if !c.is_null() {
-        println!("== check-in: {} scans at {} gates: {:.0} validations/s, p99 {:.2} ms (admitted {}, duplicates {})", c["scans"], a.gates, c["validations_per_s"].as_f64().unwrap_or(0.0), c["latency"]["p99_ms"].as_f64().unwrap_or(0.0), c["admitted"], c["already_used"]);
+        println!(
+            "== check-in: {} scans at {} gates: {:.0} validations/s, p99 {:.2} ms (admitted {}, duplicates {})",
+            c["scans"],
+            a.gates,
+            c["validations_per_s"].as_f64().unwrap_or(0.0),
+            c["latency"]["p99_ms"].as_f64().unwrap_or(0.0),
+            c["admitted"],
+            c["already_used"]
+        );
     }
     let r = &report["read"];
     if !r.is_null() {
-        println!("== public event read, 64 clients: {:.0} req/s, p99 {:.2} ms", r["req_per_s"].as_f64().unwrap_or(0.0), r["latency"]["p99_ms"].as_f64().unwrap_or(0.0));
+        println!(
+            "== public event read, 64 clients: {:.0} req/s, p99 {:.2} ms",
+            r["req_per_s"].as_f64().unwrap_or(0.0),
+            r["latency"]["p99_ms"].as_f64().unwrap_or(0.0)
+        );
     }
     println!("{report}");
     let violations: Vec<&Value> = ["flash", "checkin"]

@@ -224,21 +224,23 @@ impl PaystackClient {
         &self,
         build: &impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<(T, Option<Meta>), GatewayError> {
+        // without_url: the URL may carry an account number (/bank/resolve?account_number=…).
         let res = build()
             .bearer_auth(self.secret_key.expose_secret())
             .send()
             .await
-            .map_err(|e| GatewayError::Unavailable(format!("request failed: {e}")))?;
+            .map_err(|e| {
+                GatewayError::Unavailable(format!("request failed: {}", e.without_url()))
+            })?;
         let status = res.status();
         let request_id = res
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = res
-            .bytes()
-            .await
-            .map_err(|e| GatewayError::Unavailable(format!("reading the answer: {e}")))?;
+        let bytes = res.bytes().await.map_err(|e| {
+            GatewayError::Unavailable(format!("reading the answer: {}", e.without_url()))
+        })?;
         if status.as_u16() == 429 || status.is_server_error() {
             tracing::warn!(
                 status = status.as_u16(),

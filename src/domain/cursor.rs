@@ -12,6 +12,10 @@ pub fn decode(cursor: &str) -> Option<(OffsetDateTime, Uuid)> {
     let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
     let (nanos, id) = raw.split_once('_')?;
     let at = OffsetDateTime::from_unix_timestamp_nanos(nanos.parse().ok()?).ok()?;
+    // Only times PostgreSQL can compare with ours; anything else was not made by us.
+    if !(1970..=9999).contains(&at.year()) {
+        return None;
+    }
     Some((at, Uuid::parse_str(id).ok()?))
 }
 

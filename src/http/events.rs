@@ -732,8 +732,8 @@ async fn browse_events(
                 categories.push(v.into_owned());
             }
             "q" => {
-                if v.chars().count() > 100 {
-                    return Err(bad_query("q must be at most 100 characters"));
+                if v.chars().count() > 100 || v.contains('\0') {
+                    return Err(bad_query("q must be at most 100 characters, without NUL"));
                 }
                 q = Some(v.into_owned()).filter(|s| !s.trim().is_empty());
             }

@@ -81,6 +81,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
         json_error(path, inner)
     })?;
     de.end().map_err(|e| json_error(String::new(), e))?;
+    // PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
+    // Raw JSON cannot carry a literal NUL inside a string, only the escape \u0000.
+    if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(br"\u0000")) {
+        return Err(AppError::validation(
+            "body",
+            "must not contain NUL characters",
+        ));
+    }
     Ok(value)
 }
 

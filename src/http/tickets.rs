@@ -158,7 +158,7 @@ async fn remove_discount(
     let tier = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "tier")
         .map(|(_, v)| v.into_owned())
-        .filter(|v| !v.is_empty() && v.len() <= 100)
+        .filter(|v| !v.is_empty() && v.len() <= 400 && !v.contains('\0'))
         .ok_or_else(|| AppError::bad_request("invalid_query", "?tier= (name or id) is required"))?;
     let tier = tickets::remove_discount(&state, organizer.user_id, event_id, &tier).await?;
     Ok(Json(tier.into()))
@@ -178,7 +178,7 @@ impl Validate for PurchaseRequest {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         Checks::new()
             .check(
-                (1..=100).contains(&self.tier.len()),
+                (1..=400).contains(&self.tier.len()),
                 "tier",
                 "must be a tier name or id",
             )

@@ -117,6 +117,49 @@ pub async fn idempotency_record(
     Ok(row.map(|r| (r.request_hash, r.order_id)))
 }
 
+/// Removes the idempotency record of an order (its key, if there was one).
+pub async fn delete_idempotency_for(
+    db: impl PgExecutor<'_>,
+    order_id: Uuid,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!(
+        "DELETE FROM idempotency_keys WHERE order_id = $1 RETURNING key",
+        order_id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Cancelling an event: paid orders are owed back (the refund job settles them) and every
+/// ticket of the event is void. Pending holds are ended by the caller, one guarded
+/// transition each, so their seats are given back once.
+pub async fn void_event_sales(db: &mut sqlx::PgConnection, event_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE orders SET status = 'refund_pending', refund_reason = 'event_cancelled',
+               updated_at = now()
+           WHERE event_id = $1 AND status = 'paid'"#,
+        event_id
+    )
+    .execute(&mut *db)
+    .await?;
+    sqlx::query!(
+        "UPDATE tickets SET status = 'void' WHERE event_id = $1 AND status <> 'void'",
+        event_id
+    )
+    .execute(&mut *db)
+    .await?;
+    Ok(())
+}
+
+pub async fn pending_for_event(db: impl PgExecutor<'_>, event_id: Uuid) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        "SELECT id FROM orders WHERE event_id = $1 AND status = 'pending'",
+        event_id
+    )
+    .fetch_all(db)
+    .await
+}
+
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<OrderRow>> {
     sqlx::query_as!(
         OrderRow,

@@ -76,8 +76,13 @@ pub async fn check_in(
     sqlx::query_as!(
         TicketRow,
         r#"WITH used AS (
+               -- Located by the unique access key through a subquery, so the plan is always
+               -- that index, whatever the (event_id, status) index and stale statistics say:
+               -- a generic plan on that index scanned the whole event per scan (419/s at
+               -- 50,000 tickets).
                UPDATE tickets SET status = 'used', checked_in_at = now()
-               WHERE access_key = $2 AND event_id = $1 AND status = 'valid'
+               WHERE id = (SELECT id FROM tickets WHERE access_key = $2)
+                 AND event_id = $1 AND status = 'valid'
                RETURNING id, order_id, access_key, status, checked_in_at, created_at, event_id, tier_id
            )
            SELECT u.id AS "id!", u.order_id AS "order_id!", u.access_key AS "access_key!",

@@ -131,9 +131,9 @@ pub async fn sales(db: impl PgExecutor<'_>, event_id: Uuid) -> sqlx::Result<Vec<
         r#"SELECT t.id AS tier_id, t.name, t.quantity, t.taken,
                   COALESCE(SUM(o.quantity) FILTER (WHERE o.status = 'paid'), 0)::bigint AS "sold!",
                   COALESCE(SUM(o.quantity) FILTER (WHERE o.status = 'pending'), 0)::bigint AS "held!",
-                  COALESCE(SUM(o.paid_amount) FILTER (WHERE o.status IN ('paid', 'refund_pending', 'refunded')), 0)::bigint AS "gross_amount!"
+                  COALESCE(SUM(o.paid_amount) FILTER (WHERE o.status = 'paid'), 0)::bigint AS "gross_amount!"
            FROM ticket_tiers t
-           LEFT JOIN orders o ON o.tier_id = t.id
+           LEFT JOIN orders o ON o.event_id = t.event_id AND o.tier_id = t.id
            WHERE t.event_id = $1
            GROUP BY t.id
            ORDER BY t.created_at, t.id"#,

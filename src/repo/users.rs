@@ -70,7 +70,10 @@ pub async fn find_by_id(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Optio
 
 /// The token version and email of a live (not deleted) user: what every authenticated
 /// request checks (the email rides along for the purchase path, which needs it for Paystack).
-pub async fn token_version(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<(i32, String)>> {
+pub async fn token_version(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> sqlx::Result<Option<(i32, String)>> {
     let row = sqlx::query!(
         r#"SELECT token_version, email AS "email!: String" FROM users WHERE id = $1 AND deleted_at IS NULL"#,
         id

@@ -159,8 +159,18 @@ pub async fn cancel(
     let event = load(state, id).await?;
     ensure_owner(&event, user_id)?;
     ensure_open(&event)?;
-    if !repo::events::cancel(&state.db, id, reason).await? {
+    let mut tx = state.db.begin().await?;
+    if !repo::events::cancel(&mut *tx, id, reason).await? {
+        tx.rollback().await.ok();
         ensure_open(&load(state, id).await?)?;
+    } else {
+        repo::orders::void_event_sales(&mut tx, id).await?;
+        tx.commit().await?;
+    }
+    // Pending holds are voided one by one (each gives its seats back once); a hold paid
+    // meanwhile is refunded by the payment job, which sees the event cancelled.
+    for order_id in repo::orders::pending_for_event(&state.db, id).await? {
+        crate::service::payments::end_hold(state, order_id, "cancelled").await?;
     }
     metrics::counter!("ticketing_events_cancelled_total").increment(1);
     tracing::info!(event_id = %id, "event cancelled");

@@ -185,71 +185,154 @@ pub async fn settle(state: &AppState, reference: &str) -> AppResult<Settled> {
         }
         return Ok(Settled::NotPaid);
     }
-    if verification.amount != order.total_amount || verification.currency != order.currency {
+    let mismatch =
+        verification.amount != order.total_amount || verification.currency != order.currency;
+    if mismatch {
         metrics::counter!("ticketing_payments_failed_total").increment(1);
         tracing::error!(
             paid = verification.amount,
             expected = order.total_amount,
             currency = %verification.currency,
-            "payment amount or currency does not match the order; not paid"
+            "payment amount or currency does not match the order; not paid, owed back"
         );
-        return Ok(Settled::NotPaid);
     }
     let fee = verification.fees.unwrap_or(0);
+    // Each pass applies the payment to the order's state as read; if another worker moved
+    // the order in between (the guarded update matched nothing), re-read and apply again.
+    let mut order = order;
+    for _ in 0..3 {
+        match apply_payment(state, &order, verification.amount, fee, mismatch).await? {
+            Applied::Paid {
+                issued,
+                event_title,
+            } => {
+                metrics::counter!("ticketing_tickets_issued_total").increment(issued);
+                metrics::histogram!("ticketing_payment_to_ticket_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                queue_ticket_mail(state, &order, &event_title).await;
+                publish_status(state, &order.reference, "paid").await;
+                tracing::info!(tickets = issued, "order paid");
+                return Ok(Settled::Paid {
+                    tickets_issued: issued,
+                });
+            }
+            Applied::RefundPending(reason) => {
+                tracing::warn!(reason, "payment cannot be honoured; refund pending");
+                publish_status(state, &order.reference, "refund_pending").await;
+                return Ok(Settled::RefundPending);
+            }
+            Applied::Raced => {
+                order = repo::orders::find(&state.db, order.id)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("order vanished"))?;
+                match order.status.as_str() {
+                    "paid" => {
+                        let issued = finish_paid_order(state, &order).await?;
+                        return Ok(Settled::Paid {
+                            tickets_issued: issued,
+                        });
+                    }
+                    "refund_pending" | "refunded" => return Ok(Settled::RefundPending),
+                    _ => continue,
+                }
+            }
+        }
+    }
+    Err(anyhow::anyhow!("order {} kept changing during settlement", order.id).into())
+}
 
+enum Applied {
+    Paid {
+        issued: u64,
+        event_title: String,
+    },
+    RefundPending(&'static str),
+    /// Another worker changed the order between our read and our guarded write.
+    Raced,
+}
+
+/// One transaction applying a verified payment to the order in the state `order` shows:
+/// pending (open event) → paid; a late payment → paid again if seats are left; anything
+/// that cannot be honoured (closed event, no seats, wrong amount) → refund_pending, with the
+/// seats given back where the order still held them.
+async fn apply_payment(
+    state: &AppState,
+    order: &OrderRow,
+    amount: i64,
+    fee: i64,
+    mismatch: bool,
+) -> AppResult<Applied> {
     let mut tx = state.db.begin().await?;
     let event = repo::events::find(&mut *tx, order.event_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("order without its event"))?;
-    let paid = match order.status.as_str() {
-        "pending" => {
-            repo::orders::mark_paid(&mut *tx, order.id, "pending", verification.amount, fee).await?
-        }
-        // A late payment: take the seats again if the event still runs and seats are left.
-        from @ ("expired" | "failed" | "cancelled") => {
-            let open =
-                event.status == "scheduled" && event.ends_at > time::OffsetDateTime::now_utc();
-            if open && repo::tiers::retake_seats(&mut *tx, order.tier_id, order.quantity).await? {
-                repo::orders::mark_paid(&mut *tx, order.id, from, verification.amount, fee).await?
-            } else {
-                let reason = if open {
-                    "late_payment_sold_out"
-                } else {
-                    "event_cancelled"
-                };
-                repo::orders::mark_refund_pending(
-                    &mut *tx,
-                    order.id,
-                    from,
-                    verification.amount,
-                    reason,
-                )
-                .await?;
-                tx.commit().await?;
-                tracing::warn!(
-                    reason,
-                    "payment arrived with no seats to give; refund pending"
-                );
-                publish_status(state, &order.reference, "refund_pending").await;
-                return Ok(Settled::RefundPending);
+    let now = time::OffsetDateTime::now_utc();
+    let closed_reason = if event.status == "cancelled" {
+        Some("event_cancelled")
+    } else if event.ends_at <= now {
+        Some("event_ended")
+    } else {
+        None
+    };
+    let refusal = if mismatch {
+        Some("amount_mismatch")
+    } else {
+        closed_reason
+    };
+    let from = order.status.as_str();
+    if !matches!(from, "pending" | "expired" | "failed" | "cancelled") {
+        return Ok(Applied::Raced);
+    }
+
+    if let Some(reason) = refusal {
+        // Owed back. A pending order first gives its seats back (pending → failed).
+        let from = if from == "pending" {
+            match repo::orders::end_hold(&mut *tx, order.id, "failed").await? {
+                Some(held) => {
+                    crate::service::purchase::seats_released(state, held.tier_id).await;
+                    repo::tiers::release_seats(
+                        &mut *tx,
+                        held.tier_id,
+                        held.quantity,
+                        held.discounted,
+                    )
+                    .await?;
+                    "failed"
+                }
+                None => return Ok(Applied::Raced),
             }
+        } else {
+            from
+        };
+        if !repo::orders::mark_refund_pending(&mut *tx, order.id, from, amount, reason).await? {
+            return Ok(Applied::Raced);
         }
-        _ => false,
+        tx.commit().await?;
+        return Ok(Applied::RefundPending(reason));
+    }
+
+    let paid = if from == "pending" {
+        repo::orders::mark_paid(&mut *tx, order.id, "pending", amount, fee).await?
+    } else if repo::tiers::retake_seats(&mut *tx, order.tier_id, order.quantity).await? {
+        // A late payment with seats left: honoured at the price already paid.
+        repo::orders::mark_paid(&mut *tx, order.id, from, amount, fee).await?
+    } else {
+        if !repo::orders::mark_refund_pending(
+            &mut *tx,
+            order.id,
+            from,
+            amount,
+            "late_payment_sold_out",
+        )
+        .await?
+        {
+            return Ok(Applied::Raced);
+        }
+        tx.commit().await?;
+        return Ok(Applied::RefundPending("late_payment_sold_out"));
     };
     if !paid {
-        // Someone else settled it between our read and our write; finish what is missing.
-        tx.rollback().await.ok();
-        let order = repo::orders::find(&state.db, order.id)
-            .await?
-            .unwrap_or(order);
-        let issued = if order.status == "paid" {
-            finish_paid_order(state, &order).await?
-        } else {
-            0
-        };
-        return Ok(Settled::Paid {
-            tickets_issued: issued,
-        });
+        return Ok(Applied::Raced);
     }
     let platform_fee = state
         .config
@@ -258,24 +341,18 @@ pub async fn settle(state: &AppState, reference: &str) -> AppResult<Settled> {
         * i64::from(order.quantity);
     repo::orders::record_sale(
         &mut *tx,
-        &order,
+        order,
         event.organizer_id,
-        verification.amount,
+        amount,
         fee,
         platform_fee,
     )
     .await?;
-    let issued =
-        repo::orders::issue_tickets(&mut *tx, &order, &access_keys(order.quantity)).await?;
+    let issued = repo::orders::issue_tickets(&mut *tx, order, &access_keys(order.quantity)).await?;
     tx.commit().await?;
-    metrics::counter!("ticketing_tickets_issued_total").increment(issued);
-    metrics::histogram!("ticketing_payment_to_ticket_seconds")
-        .record(started.elapsed().as_secs_f64());
-    queue_ticket_mail(state, &order, &event.title).await;
-    publish_status(state, &order.reference, "paid").await;
-    tracing::info!(tickets = issued, "order paid");
-    Ok(Settled::Paid {
-        tickets_issued: issued,
+    Ok(Applied::Paid {
+        issued,
+        event_title: event.title,
     })
 }
 
@@ -386,20 +463,24 @@ pub async fn sweep(state: &AppState) -> AppResult<(usize, usize)> {
         match state.gateway.verify(&reference).await {
             Ok(v) if v.status == TxStatus::Success => {
                 // Paid after all (a lost webhook): settle instead of expiring.
-                settle(state, &reference).await?;
-            }
-            Ok(_) => {
-                if end_hold(state, order_id, "expired").await? {
-                    expired += 1;
+                if let Err(e) = settle(state, &reference).await {
+                    tracing::warn!(error = %e, %reference, "settling a paid hold failed; next pass retries");
                 }
             }
+            Ok(_) => match end_hold(state, order_id, "expired").await {
+                Ok(true) => expired += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, %reference, "expiring a hold failed"),
+            },
             // Paystack unreachable: keep the hold; the next pass asks again.
             Err(e) => tracing::warn!(error = %e, %reference, "cannot verify an expired hold yet"),
         }
     }
     let stuck = repo::orders::incomplete_paid(&state.db, 30.0, 100).await?;
     for reference in &stuck {
-        settle(state, reference).await?;
+        if let Err(e) = settle(state, reference).await {
+            tracing::warn!(error = %e, %reference, "re-driving a paid order failed");
+        }
     }
     // A gauge from the database, not from increments: holds are made on one instance and
     // released on another, so only the shared count is true.

@@ -93,9 +93,10 @@ fn epoch_key(state: &AppState, tier_id: Uuid) -> String {
 }
 
 fn idem_key(state: &AppState, user_id: Uuid, key: &str) -> String {
-    state
-        .redis
-        .key(format!("idem:{user_id}:{}", crate::security::crypto::token_hash(key)))
+    state.redis.key(format!(
+        "idem:{user_id}:{}",
+        crate::security::crypto::token_hash(key)
+    ))
 }
 
 /// Called (before commit) by whatever gives seats back.
@@ -328,14 +329,22 @@ async fn not_held(
         outcome("invalid");
         return quantity_error(event.max_per_order);
     }
-    let mut conn = state.redis.conn();
-    let _: Result<(), _> = redis::cmd("SET")
-        .arg(soldout_key(state, tier_id))
-        .arg(epoch)
-        .arg("EX")
-        .arg(SOLDOUT_TTL_SECS)
-        .query_async(&mut conn)
-        .await;
+    // Shed later attempts only when no seat at all is left: "3 left, asked for 5" must
+    // not refuse the next buyer asking for 1.
+    let fully_taken = matches!(
+        repo::tiers::find(&state.db, event_id, &tier_id.to_string()).await,
+        Ok(Some(t)) if t.taken >= t.quantity
+    );
+    if fully_taken {
+        let mut conn = state.redis.conn();
+        let _: Result<(), _> = redis::cmd("SET")
+            .arg(soldout_key(state, tier_id))
+            .arg(epoch)
+            .arg("EX")
+            .arg(SOLDOUT_TTL_SECS)
+            .query_async(&mut conn)
+            .await;
+    }
     outcome("sold_out");
     sold_out()
 }
@@ -352,8 +361,13 @@ async fn gateway_failed(state: &AppState, order: &OrderRow, err: GatewayError) -
             Err(_) => false,
         },
     };
-    if release && let Err(e) = payments::end_hold(state, order.id, "failed").await {
-        tracing::error!(error = %e, "could not release a failed hold; the sweeper will");
+    if release {
+        if let Err(e) = payments::end_hold(state, order.id, "failed").await {
+            tracing::error!(error = %e, "could not release a failed hold; the sweeper will");
+        }
+        // The first answer was a 5xx: a retry with the same key must try again rather than
+        // replay a failed order with another status code.
+        forget_idempotency(state, order).await;
     }
     match err {
         GatewayError::Rejected { message, .. } => AppError::Upstream {
@@ -361,6 +375,20 @@ async fn gateway_failed(state: &AppState, order: &OrderRow, err: GatewayError) -
             cause: message,
         },
         GatewayError::Unavailable(cause) => AppError::Unavailable(format!("paystack: {cause}")),
+    }
+}
+
+async fn forget_idempotency(state: &AppState, order: &OrderRow) {
+    match repo::orders::delete_idempotency_for(&state.db, order.id).await {
+        Ok(Some(key)) => {
+            let mut conn = state.redis.conn();
+            let _: Result<(), _> = redis::cmd("DEL")
+                .arg(idem_key(state, order.user_id, &key))
+                .query_async(&mut conn)
+                .await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "idempotency record of a failed order kept"),
     }
 }
 

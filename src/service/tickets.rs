@@ -60,6 +60,7 @@ pub async fn remove_discount(
     tier: &str,
 ) -> AppResult<TierRow> {
     let event = events::load(state, event_id).await?;
+    events::ensure_owner(&event, user_id)?;
     let tier = repo::tiers::find(&state.db, event_id, tier)
         .await?
         .ok_or_else(|| AppError::NotFound {
@@ -67,7 +68,6 @@ pub async fn remove_discount(
             detail: "No tier of this event has that name or id.".into(),
         })?;
     debug_assert_eq!(tier.event_id, event.id);
-    events::ensure_owner(&event, user_id)?;
     events::ensure_open(&event)?;
     Ok(repo::tiers::remove_discount(&state.db, tier.id).await?)
 }

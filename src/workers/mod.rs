@@ -43,16 +43,16 @@ pub fn start(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
             WorkerBuilder::new(mail_name.clone())
                 .backend(mail_state.queues.mail().poll_with_interval(poll))
                 .data(mail_state.clone())
-                .retry(retry_policy(&mail_state))
                 .concurrency(concurrency)
+                .retry(retry_policy(&mail_state))
                 .build(mail::send_mail)
         })
         .register(move |_run| {
             WorkerBuilder::new(pay_name.clone())
                 .backend(pay_state.queues.payments().poll_with_interval(poll))
                 .data(pay_state.clone())
-                .retry(retry_policy(&pay_state))
                 .concurrency(concurrency)
+                .retry(retry_policy(&pay_state))
                 .build(payment::settle_payment)
         });
     let sweeper = tokio::spawn(sweeper::run(state.clone(), shutdown.clone()));

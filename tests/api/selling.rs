@@ -500,7 +500,26 @@ async fn a_webhook_whose_verify_disagrees_pays_nothing() {
         order_status(&app, &buyer, abandoned).await["status"],
         "pending"
     );
-    assert_eq!(order_status(&app, &buyer, short).await["status"], "pending");
+    // The short payment is not honoured: its seat is given back and the money is owed back.
+    let short_order = wait_for_status(&app, &buyer, short, "refund_pending").await;
+    assert!(short_order.get("tickets").is_none());
+    let reason: String =
+        sqlx::query_scalar("SELECT refund_reason FROM orders WHERE reference = $1")
+            .bind(short)
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    assert_eq!(reason, "amount_mismatch");
+    let event: Value = app
+        .get(&format!("/events/{event_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        event["tiers"][0]["available"], 4,
+        "only the abandoned hold keeps its seat"
+    );
     let tickets: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets")
         .fetch_one(&app.state.db)
         .await
@@ -827,4 +846,78 @@ async fn a_ticket_for_another_event_of_the_same_organizer_is_refused() {
         )
         .await;
     problem(res, StatusCode::CONFLICT, "ticket_not_for_event").await;
+}
+
+#[tokio::test]
+async fn cancelling_an_event_voids_its_holds_and_tickets() {
+    let app = TestApp::spawn().await;
+    let (owner, event_id, _) = event_with_tier(&app, PRICE, 5).await;
+    let buyer = signup(&app, "cancel@example.com").await;
+    let paid: Value = purchase(&app, &buyer, &event_id, "Regular", 1)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let paid_ref = paid["reference"].as_str().unwrap();
+    app.paystack.pay(paid_ref).await;
+    let paid = wait_for_status(&app, &buyer, paid_ref, "paid").await;
+    let key = paid["tickets"][0]["access_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let held: Value = purchase(&app, &buyer, &event_id, "Regular", 2)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let held_ref = held["reference"].as_str().unwrap();
+
+    let res = app
+        .post_json_auth(
+            &format!("/events/{event_id}/cancel"),
+            &owner,
+            &json!({ "reason": "storm" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        order_status(&app, &buyer, held_ref).await["status"],
+        "cancelled"
+    );
+    assert_eq!(
+        order_status(&app, &buyer, paid_ref).await["status"],
+        "refund_pending"
+    );
+    let res = app
+        .post_json_auth(
+            &format!("/events/{event_id}/tickets/validate"),
+            &owner,
+            &json!({ "access_key": key }),
+        )
+        .await;
+    problem(res, StatusCode::CONFLICT, "ticket_void").await;
+    // A payment for the voided hold arriving now is owed back, not honoured.
+    app.paystack.pay(held_ref).await;
+    wait_for_status(&app, &buyer, held_ref, "refund_pending").await;
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn nul_characters_and_forged_cursors_are_client_errors() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .post_json(
+            "/auth/signup",
+            &json!({ "email": "nul@example.com", "password": "password1", "first_name": "A\u{0}B", "last_name": "C" }),
+        )
+        .await;
+    problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let res = app.get("/events?q=a%00b").await;
+    problem(res, StatusCode::BAD_REQUEST, "invalid_query").await;
+    // A well-formed cursor for the year -4000.
+    use base64::Engine;
+    let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("-188395401600000000000_{}", uuid::Uuid::nil()));
+    let res = app.get(&format!("/events?cursor={cursor}")).await;
+    problem(res, StatusCode::BAD_REQUEST, "invalid_query").await;
 }
