@@ -16,7 +16,7 @@ use crate::{
     clients::media::{Image, ImageKind, MAX_POSTER_BYTES},
     domain::cursor,
     error::{AppError, AppResult, FieldError, Problem},
-    http::extract::{Checks, Organizer, Validate, ValidatedJson, parse_json},
+    http::extract::{Checks, Organizer, Validate, ValidatedJson, parse_json, query_pairs},
     repo::events::{EventFields, EventRow, TierRow},
     service::events::{self, BrowseQuery, CATEGORIES},
 };
@@ -723,25 +723,25 @@ async fn browse_events(
 ) -> AppResult<Json<EventList>> {
     let mut categories = Vec::new();
     let (mut q, mut from, mut to, mut cursor_raw, mut limit) = (None, None, None, None, None);
-    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
+    let known = ["category", "q", "from", "to", "cursor", "limit"];
+    for (k, v) in query_pairs(query.as_deref(), &known)? {
+        match k.as_str() {
             "category" => {
-                if !CATEGORIES.contains(&v.as_ref()) {
+                if !CATEGORIES.contains(&v.as_str()) {
                     return Err(bad_query(format!("unknown category {v:?}")));
                 }
-                categories.push(v.into_owned());
+                categories.push(v);
             }
             "q" => {
                 if v.chars().count() > 100 || v.contains('\0') {
                     return Err(bad_query("q must be at most 100 characters, without NUL"));
                 }
-                q = Some(v.into_owned()).filter(|s| !s.trim().is_empty());
+                q = Some(v).filter(|s| !s.trim().is_empty());
             }
             "from" => from = Some(parse_time("from", &v)?),
             "to" => to = Some(parse_time("to", &v)?),
-            "cursor" => cursor_raw = Some(v.into_owned()),
-            "limit" => limit = Some(v.into_owned()),
-            other => return Err(bad_query(format!("unknown parameter {other:?}"))),
+            "cursor" => cursor_raw = Some(v),
+            _ => limit = Some(v),
         }
     }
     let (limit, cursor) = parse_paging(limit.as_deref(), cursor_raw.as_deref())?;

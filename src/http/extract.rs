@@ -244,6 +244,23 @@ impl axum::extract::FromRequestParts<crate::app::AppState> for Organizer {
     }
 }
 
+/// The pairs of a query string, in order (a key may repeat); a parameter the route does not
+/// know is a 400 `invalid_query`, so a typo is never silently ignored.
+pub fn query_pairs(raw: Option<&str>, known: &[&str]) -> Result<Vec<(String, String)>, AppError> {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .map(|(k, v)| {
+            if known.contains(&k.as_ref()) {
+                Ok((k.into_owned(), v.into_owned()))
+            } else {
+                Err(AppError::bad_request(
+                    "invalid_query",
+                    format!("unknown parameter {k:?}"),
+                ))
+            }
+        })
+        .collect()
+}
+
 /// The client's address: the socket peer, or — only with `TRUST_FORWARDED_FOR=true`, behind a
 /// proxy we run — the last address in `X-Forwarded-For` (the one our proxy appended; earlier
 /// entries are whatever the client claimed).

@@ -18,7 +18,7 @@ use crate::{
     error::{AppError, AppResult, FieldError, Problem},
     http::{
         events::{TierResponse, parse_id, parse_paging},
-        extract::{AuthUser, Checks, Organizer, Validate, ValidatedJson},
+        extract::{AuthUser, Checks, Organizer, Validate, ValidatedJson, query_pairs},
     },
     repo::{self, orders::OrderRow, tickets::TicketRow},
     service::{purchase, tickets},
@@ -155,9 +155,10 @@ async fn remove_discount(
     RawQuery(query): RawQuery,
 ) -> AppResult<Json<TierResponse>> {
     let event_id = parse_id(&event_id, "Event")?;
-    let tier = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+    let tier = query_pairs(query.as_deref(), &["tier"])?
+        .into_iter()
         .find(|(k, _)| k == "tier")
-        .map(|(_, v)| v.into_owned())
+        .map(|(_, v)| v)
         .filter(|v| !v.is_empty() && v.len() <= 400 && !v.contains('\0'))
         .ok_or_else(|| AppError::bad_request("invalid_query", "?tier= (name or id) is required"))?;
     let tier = tickets::remove_discount(&state, organizer.user_id, event_id, &tier).await?;
@@ -496,16 +497,10 @@ async fn my_tickets(
     RawQuery(query): RawQuery,
 ) -> AppResult<Json<TicketList>> {
     let (mut cursor_raw, mut limit) = (None, None);
-    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
-            "cursor" => cursor_raw = Some(v.into_owned()),
-            "limit" => limit = Some(v.into_owned()),
-            other => {
-                return Err(AppError::bad_request(
-                    "invalid_query",
-                    format!("unknown parameter {other:?}"),
-                ));
-            }
+    for (k, v) in query_pairs(query.as_deref(), &["cursor", "limit"])? {
+        match k.as_str() {
+            "cursor" => cursor_raw = Some(v),
+            _ => limit = Some(v),
         }
     }
     let (limit, before) = parse_paging(limit.as_deref(), cursor_raw.as_deref())?;

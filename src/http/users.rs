@@ -18,7 +18,7 @@ use crate::{
     http::{
         auth::UserResponse,
         events::{EventList, EventResponse, parse_paging},
-        extract::{AuthUser, Checks, Validate, ValidatedJson},
+        extract::{AuthUser, Checks, Validate, ValidatedJson, query_pairs},
     },
     repo::{self, organizers::OrganizerRow},
     service::{events, organizers, users},
@@ -354,17 +354,11 @@ async fn my_events(
     RawQuery(query): RawQuery,
 ) -> AppResult<Json<EventList>> {
     let (mut role, mut cursor, mut limit) = (None, None, None);
-    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
-            "role" => role = Some(v.into_owned()),
-            "cursor" => cursor = Some(v.into_owned()),
-            "limit" => limit = Some(v.into_owned()),
-            other => {
-                return Err(AppError::bad_request(
-                    "invalid_query",
-                    format!("unknown parameter {other:?}"),
-                ));
-            }
+    for (k, v) in query_pairs(query.as_deref(), &["role", "cursor", "limit"])? {
+        match k.as_str() {
+            "role" => role = Some(v),
+            "cursor" => cursor = Some(v),
+            _ => limit = Some(v),
         }
     }
     let (limit, after) = parse_paging(limit.as_deref(), cursor.as_deref())?;

@@ -188,15 +188,24 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-fn page_of(rows: Vec<(Uuid, OffsetDateTime)>, limit: i64) -> (Vec<Uuid>, Option<String>) {
+/// Turns `limit + 1` keyset rows into a page of events and the cursor of the next page.
+async fn load_page(
+    state: &AppState,
+    rows: Vec<(Uuid, OffsetDateTime)>,
+    limit: i64,
+) -> AppResult<Page<EventRow>> {
     let more = rows.len() as i64 > limit;
     let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
-    let next = if more {
+    let next_cursor = if more {
         rows.last().map(|(id, at)| cursor::encode(*at, *id))
     } else {
         None
     };
-    (rows.into_iter().map(|(id, _)| id).collect(), next)
+    let ids: Vec<Uuid> = rows.into_iter().map(|(id, _)| id).collect();
+    Ok(Page {
+        items: repo::events::load_many(&state.db, &ids).await?,
+        next_cursor,
+    })
 }
 
 pub struct BrowseQuery {
@@ -232,11 +241,7 @@ pub async fn browse(state: &AppState, q: BrowseQuery) -> AppResult<Page<EventRow
         },
     )
     .await?;
-    let (ids, next_cursor) = page_of(rows, q.limit);
-    Ok(Page {
-        items: repo::events::load_many(&state.db, &ids).await?,
-        next_cursor,
-    })
+    load_page(state, rows, q.limit).await
 }
 
 pub async fn organized_by(
@@ -246,11 +251,7 @@ pub async fn organized_by(
     limit: i64,
 ) -> AppResult<Page<EventRow>> {
     let rows = repo::events::by_organizer(&state.db, organizer_id, after, limit + 1).await?;
-    let (ids, next_cursor) = page_of(rows, limit);
-    Ok(Page {
-        items: repo::events::load_many(&state.db, &ids).await?,
-        next_cursor,
-    })
+    load_page(state, rows, limit).await
 }
 
 pub async fn nearby(
@@ -278,9 +279,5 @@ pub async fn attended_by(
     limit: i64,
 ) -> AppResult<Page<EventRow>> {
     let rows = repo::events::attended_by(&state.db, user_id, after, limit + 1).await?;
-    let (ids, next_cursor) = page_of(rows, limit);
-    Ok(Page {
-        items: repo::events::load_many(&state.db, &ids).await?,
-        next_cursor,
-    })
+    load_page(state, rows, limit).await
 }
