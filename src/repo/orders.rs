@@ -117,6 +117,30 @@ pub async fn idempotency_record(
     Ok(row.map(|r| (r.request_hash, r.order_id)))
 }
 
+/// Records a webhook delivery once; false when its identity was seen before (a duplicate).
+pub async fn record_payment_event(
+    db: impl PgExecutor<'_>,
+    identity: &str,
+    event_type: &str,
+    reference: Option<&str>,
+    payload: &serde_json::Value,
+) -> sqlx::Result<bool> {
+    let inserted = sqlx::query_scalar!(
+        r#"INSERT INTO payment_events (id, identity, event_type, reference, payload)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (identity) DO NOTHING
+           RETURNING id"#,
+        Uuid::now_v7(),
+        identity,
+        event_type,
+        reference,
+        payload
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(inserted.is_some())
+}
+
 /// Removes the idempotency record of an order (its key, if there was one).
 pub async fn delete_idempotency_for(
     db: impl PgExecutor<'_>,

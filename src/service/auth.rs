@@ -420,7 +420,7 @@ pub async fn start_password_reset(
         return Ok(());
     };
     let otp = crypto::random_digits(6);
-    let otp_hash = crypto::keyed_hash(otp_key(state), &otp);
+    let otp_hash = crypto::keyed_hash(&otp_key(state), &otp);
     let reset_id = Uuid::now_v7();
     let expires = OffsetDateTime::now_utc() + OTP_TTL;
     let mut tx = state.db.begin().await?;
@@ -442,8 +442,14 @@ pub async fn start_password_reset(
     Ok(())
 }
 
-fn otp_key(state: &AppState) -> &[u8] {
-    state.config.jwt_secret.expose_secret().as_bytes()
+/// The OTP HMAC key: derived from the signing secret for this one purpose, so a reset code's
+/// hash never equals anything computed with the JWT key itself.
+fn otp_key(state: &AppState) -> Vec<u8> {
+    crypto::keyed_hash(
+        state.config.jwt_secret.expose_secret().as_bytes(),
+        "password-otp-key",
+    )
+    .into_bytes()
 }
 
 /// Checks the OTP; a good one becomes a single-use reset token valid 15 minutes.
@@ -469,7 +475,7 @@ pub async fn verify_reset_otp(state: &AppState, raw_email: &str, otp: &str) -> A
     if reset.otp_expires_at <= OffsetDateTime::now_utc() {
         return Err(expired());
     }
-    let candidate = crypto::keyed_hash(otp_key(state), otp.trim());
+    let candidate = crypto::keyed_hash(&otp_key(state), otp.trim());
     if !constant_time_eq(candidate.as_bytes(), reset.otp_hash.as_bytes()) {
         reset_metric("failed");
         return match repo::password_resets::record_failure(&state.db, reset.id, OTP_MAX_FAILURES)

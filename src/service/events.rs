@@ -65,16 +65,13 @@ pub fn ensure_owner(event: &EventRow, user_id: Uuid) -> AppResult<()> {
     }
 }
 
+/// Either way the client gets a 502: a refusal by the store is our configuration's fault,
+/// not the request's (the image was already checked).
 fn media_error(e: MediaError) -> AppError {
-    match e {
-        MediaError::Unavailable(cause) => AppError::Upstream {
-            provider: "image storage",
-            cause,
-        },
-        MediaError::Rejected(cause) => AppError::Upstream {
-            provider: "image storage",
-            cause,
-        },
+    let (MediaError::Unavailable(cause) | MediaError::Rejected(cause)) = e;
+    AppError::Upstream {
+        provider: "image storage",
+        cause,
     }
 }
 

@@ -102,20 +102,15 @@ pub async fn receive_webhook(
         e => format!("{e}:{}", crypto::token_hash(&String::from_utf8_lossy(raw))),
     };
     let payload: serde_json::Value = serde_json::from_slice(raw).unwrap_or_default();
-    let inserted = sqlx::query_scalar!(
-        r#"INSERT INTO payment_events (id, identity, event_type, reference, payload)
-           VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (identity) DO NOTHING
-           RETURNING id"#,
-        Uuid::now_v7(),
-        identity,
-        envelope.event,
+    let first = repo::orders::record_payment_event(
+        &state.db,
+        &identity,
+        &envelope.event,
         (!reference.is_empty()).then_some(reference.as_str()),
-        payload
+        &payload,
     )
-    .fetch_optional(&state.db)
     .await?;
-    if inserted.is_none() {
+    if !first {
         webhook_metric(&envelope.event, "duplicate");
         return Ok(());
     }

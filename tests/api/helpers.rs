@@ -394,6 +394,13 @@ pub async fn purchase(
         .unwrap()
 }
 
+/// A purchase that must succeed (201): the order.
+pub async fn hold(app: &TestApp, token: &str, event_id: &str, tier: &str, quantity: i32) -> Value {
+    let res = purchase(app, token, event_id, tier, quantity).await;
+    assert_eq!(res.status(), StatusCode::CREATED, "purchase");
+    res.json().await.unwrap()
+}
+
 /// The invariants of DESIGN.md, checked on the database after a scenario:
 /// taken = seats of orders holding seats ≤ quantity; non-void tickets = seats of paid orders;
 /// every paid order has exactly `quantity` tickets; gross = platform fee + organizer share and

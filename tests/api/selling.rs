@@ -13,8 +13,8 @@ use crate::{
         paystack::{Delivery, SECRET_KEY, fee, sign},
     },
     helpers::{
-        TestApp, add_tier, assert_invariants, attendees, event_with_tier, eventually, problem,
-        purchase, signup,
+        TestApp, add_tier, assert_invariants, attendees, event_with_tier, eventually, hold,
+        problem, purchase, signup,
     },
 };
 
@@ -314,24 +314,12 @@ async fn purchase_rules_quantity_tier_discount_and_closed_events() {
     problem(res, StatusCode::NOT_FOUND, "tier_not_found").await;
 
     // Discount while it lasts; an order that does not fit in it pays full price, never mixed.
-    let a: Value = purchase(&app, &buyer, &event_id, "Early", 2)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let a: Value = hold(&app, &buyer, &event_id, "Early", 2).await;
     assert_eq!(a["unit_price"], 800_000);
-    let b: Value = purchase(&app, &buyer, &event_id, "Early", 2)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let b: Value = hold(&app, &buyer, &event_id, "Early", 2).await;
     assert_eq!(b["unit_price"], 1_000_000);
     assert_eq!(b["total_amount"], 2_000_000);
-    let c: Value = purchase(&app, &buyer, &event_id, "Early", 1)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let c: Value = hold(&app, &buyer, &event_id, "Early", 1).await;
     assert_eq!(c["unit_price"], 800_000);
     let event: Value = app
         .get(&format!("/events/{event_id}"))
@@ -405,11 +393,7 @@ async fn forged_or_reserialised_signatures_are_401_and_change_nothing() {
     let app = TestApp::spawn().await;
     let (_, event_id, _) = event_with_tier(&app, PRICE, 5).await;
     let buyer = signup(&app, "rukky@example.com").await;
-    let order: Value = purchase(&app, &buyer, &event_id, "Regular", 1)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order: Value = hold(&app, &buyer, &event_id, "Regular", 1).await;
     let reference = order["reference"].as_str().unwrap();
 
     app.paystack.set_delivery(Delivery::BadSignature);
@@ -458,16 +442,8 @@ async fn a_webhook_whose_verify_disagrees_pays_nothing() {
     let app = TestApp::spawn().await;
     let (_, event_id, _) = event_with_tier(&app, PRICE, 5).await;
     let buyer = signup(&app, "sade@example.com").await;
-    let abandoned: Value = purchase(&app, &buyer, &event_id, "Regular", 1)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let short: Value = purchase(&app, &buyer, &event_id, "Regular", 1)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let abandoned: Value = hold(&app, &buyer, &event_id, "Regular", 1).await;
+    let short: Value = hold(&app, &buyer, &event_id, "Regular", 1).await;
     let (abandoned, short) = (
         abandoned["reference"].as_str().unwrap(),
         short["reference"].as_str().unwrap(),
@@ -534,11 +510,7 @@ async fn duplicate_and_concurrent_webhooks_issue_one_ticket_set_and_one_mail() {
     let sibling = app.spawn_sibling().await;
     let (_, event_id, _) = event_with_tier(&app, PRICE, 5).await;
     let buyer = signup(&app, "tolu@example.com").await;
-    let order: Value = purchase(&app, &buyer, &event_id, "Regular", 2)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order: Value = hold(&app, &buyer, &event_id, "Regular", 2).await;
     let reference = order["reference"].as_str().unwrap();
 
     app.paystack.set_delivery(Delivery::Twice);
@@ -586,11 +558,7 @@ async fn an_expired_hold_gives_its_tickets_back() {
     let (_, event_id, _) = event_with_tier(&app, PRICE, 2).await;
     let first = signup(&app, "uche@example.com").await;
     let second = signup(&app, "vera@example.com").await;
-    let order: Value = purchase(&app, &first, &event_id, "Regular", 2)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order: Value = hold(&app, &first, &event_id, "Regular", 2).await;
     let res = purchase(&app, &second, &event_id, "Regular", 1).await;
     problem(res, StatusCode::CONFLICT, "sold_out").await;
 
@@ -616,11 +584,7 @@ async fn a_late_payment_is_honoured_with_seats_left_and_owed_back_without() {
     );
 
     // Seats left: the late payment takes the seat again.
-    let first: Value = purchase(&app, &a, &event_id, "Regular", 1)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first: Value = hold(&app, &a, &event_id, "Regular", 1).await;
     let first_ref = first["reference"].as_str().unwrap();
     wait_for_status(&app, &a, first_ref, "expired").await;
     app.paystack.pay(first_ref).await;
@@ -630,11 +594,7 @@ async fn a_late_payment_is_honoured_with_seats_left_and_owed_back_without() {
 
     // No seats left: the payment is owed back.
     let (_, event2, _) = event_with_tier(&app, PRICE, 1).await;
-    let late: Value = purchase(&app, &a, &event2, "Regular", 1)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let late: Value = hold(&app, &a, &event2, "Regular", 1).await;
     let late_ref = late["reference"].as_str().unwrap();
     wait_for_status(&app, &a, late_ref, "expired").await;
     let res = purchase(&app, &b, &event2, "Regular", 1).await;
@@ -656,11 +616,7 @@ async fn a_lost_webhook_heals_through_the_sweeper() {
     let app = fast_sweeps().spawn().await;
     let (_, event_id, _) = event_with_tier(&app, PRICE, 3).await;
     let buyer = signup(&app, "yemi@example.com").await;
-    let order: Value = purchase(&app, &buyer, &event_id, "Regular", 3)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order: Value = hold(&app, &buyer, &event_id, "Regular", 3).await;
     let reference = order["reference"].as_str().unwrap();
     app.paystack.set_delivery(Delivery::Never);
     assert!(app.paystack.pay(reference).await.is_empty());
@@ -678,11 +634,7 @@ async fn a_paid_order_left_without_tickets_by_a_crash_heals_through_the_sweeper(
     let app = fast_sweeps().spawn().await;
     let (_, event_id, _) = event_with_tier(&app, PRICE, 2).await;
     let buyer = signup(&app, "zainab@example.com").await;
-    let order: Value = purchase(&app, &buyer, &event_id, "Regular", 2)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order: Value = hold(&app, &buyer, &event_id, "Regular", 2).await;
     let reference = order["reference"].as_str().unwrap();
     app.paystack.pay(reference).await;
     wait_for_status(&app, &buyer, reference, "paid").await;
@@ -737,11 +689,7 @@ async fn another_users_transaction_is_not_found() {
     let (_, event_id, _) = event_with_tier(&app, PRICE, 5).await;
     let buyer = signup(&app, "abe@example.com").await;
     let other = signup(&app, "bisi@example.com").await;
-    let order: Value = purchase(&app, &buyer, &event_id, "Regular", 1)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order: Value = hold(&app, &buyer, &event_id, "Regular", 1).await;
     let res = app
         .get_auth(
             &format!(
@@ -760,11 +708,7 @@ async fn two_gates_scanning_one_ticket_admit_it_once() {
     let sibling = app.spawn_sibling().await;
     let (owner, event_id, _) = event_with_tier(&app, 0, 10).await;
     let buyer = signup(&app, "gate@example.com").await;
-    let order: Value = purchase(&app, &buyer, &event_id, "Regular", 2)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order: Value = hold(&app, &buyer, &event_id, "Regular", 2).await;
     let keys: Vec<String> = order["tickets"]
         .as_array()
         .unwrap()
@@ -832,11 +776,7 @@ async fn a_ticket_for_another_event_of_the_same_organizer_is_refused() {
             .await;
     let event_b = event_b["id"].as_str().unwrap();
     let buyer = signup(&app, "hopper@example.com").await;
-    let order: Value = purchase(&app, &buyer, &event_a, "Regular", 1)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order: Value = hold(&app, &buyer, &event_a, "Regular", 1).await;
     let key = order["tickets"][0]["access_key"].as_str().unwrap();
     let res = app
         .post_json_auth(
@@ -853,11 +793,7 @@ async fn cancelling_an_event_voids_its_holds_and_tickets() {
     let app = TestApp::spawn().await;
     let (owner, event_id, _) = event_with_tier(&app, PRICE, 5).await;
     let buyer = signup(&app, "cancel@example.com").await;
-    let paid: Value = purchase(&app, &buyer, &event_id, "Regular", 1)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let paid: Value = hold(&app, &buyer, &event_id, "Regular", 1).await;
     let paid_ref = paid["reference"].as_str().unwrap();
     app.paystack.pay(paid_ref).await;
     let paid = wait_for_status(&app, &buyer, paid_ref, "paid").await;
@@ -865,11 +801,7 @@ async fn cancelling_an_event_voids_its_holds_and_tickets() {
         .as_str()
         .unwrap()
         .to_owned();
-    let held: Value = purchase(&app, &buyer, &event_id, "Regular", 2)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let held: Value = hold(&app, &buyer, &event_id, "Regular", 2).await;
     let held_ref = held["reference"].as_str().unwrap();
 
     let res = app
