@@ -1,5 +1,6 @@
-//! The application: shared state, the router with its middleware, the HTTP server and the
-//! job workers, and the graceful shutdown that stops them in order.
+//! The shell on top: the router with its middleware, the HTTP server and the job workers, and
+//! the graceful shutdown that stops them in order. Only `main.rs` (and tests) import it; the
+//! shared state lives in `state.rs`.
 //!
 //! `Application::build` does everything that can fail at start (database, migrations, port),
 //! so `run_until_stopped` only serves. Tests call the same two functions on a random port.
@@ -15,8 +16,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use metrics_exporter_prometheus::PrometheusHandle;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -28,115 +27,13 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_scalar::{Scalar, Servable};
 
+pub use crate::state::{AppState, JSON_BODY_LIMIT};
 use crate::{
-    clients::{
-        mail::{Mailer, OutboxMailer, ResendMailer},
-        media::{CloudinaryStore, LocalStore, MediaStore},
-        paystack::{PaymentGateway, PaystackClient, SandboxGateway},
-    },
     config::Config,
-    db,
     error::{AppError, problem_response},
     http::{self, openapi::ApiDoc},
-    kv::Redis,
-    queue::Queues,
-    security::jwt::JwtKeys,
     telemetry, workers,
 };
-
-/// Largest JSON body any route accepts. Poster uploads raise it on their own route.
-pub const JSON_BODY_LIMIT: usize = 64 * 1024;
-
-/// Everything a handler or job needs. One `Arc`: axum clones the state for every extractor
-/// of every request, and a clone of the fields themselves (queue configs, the Redis client's
-/// connection info) allocated — 20 % of the server's CPU on the sold-out path was malloc/free.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub db: PgPool,
-    pub redis: Redis,
-    pub queues: Queues,
-    pub mailer: Arc<dyn Mailer>,
-    pub http_client: reqwest::Client,
-    pub metrics: PrometheusHandle,
-    pub jwt: JwtKeys,
-    pub gateway: Arc<dyn PaymentGateway>,
-    pub media: Arc<dyn MediaStore>,
-    /// Tier ids by (event, name or id): see `service::purchase`.
-    pub tier_ids:
-        Arc<std::sync::Mutex<std::collections::HashMap<(uuid::Uuid, String), uuid::Uuid>>>,
-}
-
-impl AppState {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db =
-            db::connect_and_migrate(config.database_url(), config.database_max_connections).await?;
-        let redis = Redis::connect_lazy(
-            secrecy::ExposeSecret::expose_secret(&config.redis_url),
-            &config.redis_prefix,
-        )?;
-        // One HTTP client for every provider: connection pooling, rustls, our timeouts.
-        let http_client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            .user_agent(concat!("ticketing/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the HTTP client")?;
-        let mailer: Arc<dyn Mailer> = match &config.resend {
-            Some(resend) => Arc::new(ResendMailer::new(
-                resend,
-                config.mail_from.clone(),
-                http_client.clone(),
-            )?),
-            None => Arc::new(OutboxMailer::new(redis.clone())),
-        };
-        let queues = Queues::new(&redis);
-        let jwt = JwtKeys::new(
-            secrecy::ExposeSecret::expose_secret(&config.jwt_secret).as_bytes(),
-            config.access_token_ttl,
-        );
-        let gateway: Arc<dyn PaymentGateway> = match &config.paystack {
-            Some(p) => Arc::new(PaystackClient::new(
-                http_client.clone(),
-                &p.base_url,
-                p.secret_key.clone(),
-            )),
-            None => Arc::new(SandboxGateway::new(
-                redis.clone(),
-                config.public_base_url.clone(),
-            )),
-        };
-        let media: Arc<dyn MediaStore> = match &config.cloudinary {
-            Some(c) => Arc::new(CloudinaryStore::new(http_client.clone(), c.clone())),
-            None => Arc::new(LocalStore::new(
-                config.upload_dir.clone(),
-                config.public_base_url.clone(),
-            )),
-        };
-        Ok(Self(Arc::new(Shared {
-            tier_ids: Arc::default(),
-            gateway,
-            media,
-            jwt,
-            config: Arc::new(config),
-            db,
-            redis,
-            queues,
-            mailer,
-            http_client,
-            metrics: telemetry::prometheus(),
-        })))
-    }
-}
 
 pub struct Application {
     listener: Option<TcpListener>,

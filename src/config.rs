@@ -108,6 +108,17 @@ pub struct Config {
     pub paystack_base_url: String,
     pub platform_fee_schedule: FeeSchedule,
     pub payout_delay: Duration,
+    /// After a bank account change, how long payouts to the new account wait.
+    pub payout_account_cooldown: Duration,
+    /// Per Paystack call; a timeout on a write is an unknown outcome, looked up before resending.
+    pub paystack_timeout: Duration,
+    /// The shared Paystack budget (all instances, a Redis window per second) for the calls
+    /// that move money out: `POST /refund` and `POST /transfer`.
+    pub paystack_refunds_per_second: u32,
+    pub paystack_transfers_per_second: u32,
+    /// How old an unsettled webhook or an unfinished paid order must be before the sweeper
+    /// re-drives it (younger ones are still in their job's hands).
+    pub redrive_after: Duration,
     pub sweep_interval: Duration,
     pub hold_ttl: Duration,
     /// Age at which the cached Paystack bank list is refreshed in the background.
@@ -281,6 +292,11 @@ impl Config {
             paystack_base_url,
             platform_fee_schedule,
             payout_delay: seconds(&get, "PAYOUT_DELAY_SECONDS", 172_800)?,
+            payout_account_cooldown: seconds(&get, "PAYOUT_ACCOUNT_COOLDOWN_SECONDS", 86_400)?,
+            paystack_timeout: millis(&get, "PAYSTACK_TIMEOUT_MILLIS", 10_000)?,
+            paystack_refunds_per_second: parse_or(&get, "PAYSTACK_REFUNDS_PER_SECOND", 10)?,
+            paystack_transfers_per_second: parse_or(&get, "PAYSTACK_TRANSFERS_PER_SECOND", 15)?,
+            redrive_after: seconds(&get, "REDRIVE_AFTER_SECONDS", 30)?,
             sweep_interval: seconds(&get, "SWEEP_INTERVAL_SECONDS", 30)?,
             hold_ttl: seconds(&get, "HOLD_TTL_SECONDS", 900)?,
             banks_refresh_after: seconds(&get, "BANKS_REFRESH_SECONDS", 6 * 3600)?,

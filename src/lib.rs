@@ -13,5 +13,6 @@ pub mod queue;
 pub mod repo;
 pub mod security;
 pub mod service;
+pub mod state;
 pub mod telemetry;
 pub mod workers;

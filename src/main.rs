@@ -5,14 +5,19 @@ use tokio_util::sync::CancellationToken;
 use ticketing::{
     app::Application,
     config::{Config, RunMode},
-    db, telemetry,
+    db,
+    service::reconcile,
+    telemetry,
 };
 
-const USAGE: &str = "usage: ticketing [serve|migrate] [--mode all|http|worker]
+const USAGE: &str = "usage: ticketing [serve|migrate|reconcile] [--mode all|http|worker]
+                 [--event ID] [--organizer ID]
 
-  serve    run the HTTP server and/or the job workers (default)
-  migrate  create the database if needed, apply migrations, and exit
-  --mode   what `serve` runs (overrides RUN_MODE; default all)";
+  serve      run the HTTP server and/or the job workers (default)
+  migrate    create the database if needed, apply migrations, and exit
+  reconcile  check the money and seat invariants (of one event or organizer, or all);
+             prints one line per mismatch or stuck refund/payout, exits 1 on a mismatch
+  --mode     what `serve` runs (overrides RUN_MODE; default all)";
 
 fn main() -> ExitCode {
     limit_malloc_retention();
@@ -24,10 +29,19 @@ fn main() -> ExitCode {
         }
     };
     let mut command = "serve".to_owned();
+    let mut scope = reconcile::Scope::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "serve" | "migrate" => command = arg,
+            "serve" | "migrate" | "reconcile" => command = arg,
+            "--event" | "--organizer" => match args.next().map(|v| v.parse::<uuid::Uuid>()) {
+                Some(Ok(id)) if arg == "--event" => scope.event_id = Some(id),
+                Some(Ok(id)) => scope.organizer_id = Some(id),
+                _ => {
+                    eprintln!("{arg} needs a UUID\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             "--mode" => match args.next().map(|m| m.parse::<RunMode>()) {
                 Some(Ok(mode)) => config.run_mode = mode,
                 _ => {
@@ -57,11 +71,28 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
+    let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
         match command.as_str() {
             "migrate" => db::connect_and_migrate(config.database_url(), 1)
                 .await
                 .map(|_| tracing::info!("migrations applied")),
+            "reconcile" => {
+                let db = db::connect_and_migrate(config.database_url(), 1).await?;
+                let report = reconcile::check(&db, scope).await?;
+                for f in report.mismatches.iter().chain(&report.stuck) {
+                    println!("{}", reconcile::line(f));
+                }
+                println!(
+                    "reconcile: {} mismatches, {} stuck",
+                    report.mismatches.len(),
+                    report.stuck.len()
+                );
+                if report.is_consistent() {
+                    Ok(())
+                } else {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
             _ => {
                 let app = Application::build(config).await?;
                 if let Some(port) = app.port() {
@@ -72,9 +103,10 @@ fn main() -> ExitCode {
                 app.run_until_stopped(token).await
             }
         }
+        .map(|()| ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "fatal");
             eprintln!("ticketing: {e:#}");

@@ -65,6 +65,8 @@ pub enum TxStatus {
 
 #[derive(Debug, Clone)]
 pub struct Verification {
+    /// Paystack's numeric transaction id (what `GET /refund?transaction=` takes).
+    pub transaction_id: Option<i64>,
     pub status: TxStatus,
     pub amount: i64,
     pub currency: String,
@@ -86,6 +88,163 @@ pub enum GatewayError {
     Unavailable(String),
 }
 
+impl Verification {
+    fn not_found() -> Self {
+        Self {
+            transaction_id: None,
+            status: TxStatus::NotFound,
+            amount: 0,
+            currency: String::new(),
+            fees: None,
+        }
+    }
+}
+
+impl GatewayError {
+    /// Paystack's structured error code, when it refused with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            GatewayError::Rejected { code, .. } => code.as_deref(),
+            GatewayError::Unavailable(_) => None,
+        }
+    }
+
+    /// "Insufficient balance" on a refund or transfer: our balance, not the request, is
+    /// wrong — keep the item and retry later (DESIGN.md "Money details").
+    pub fn is_insufficient_balance(&self) -> bool {
+        match self {
+            GatewayError::Rejected { message, code, .. } => {
+                code.as_deref() == Some("insufficient_balance")
+                    || message.to_ascii_lowercase().contains("balance")
+            }
+            GatewayError::Unavailable(_) => false,
+        }
+    }
+}
+
+/// What we ask Paystack to refund: always the whole transaction (`amount` = what was paid).
+#[derive(Debug, Clone)]
+pub struct NewRefund<'a> {
+    /// Our order reference (Paystack accepts the reference or its numeric id).
+    pub transaction: &'a str,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub customer_note: &'a str,
+    pub merchant_note: &'a str,
+}
+
+/// A refund's status (external-apis.md §1.5). Unknown values are not final.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundStatus {
+    Pending,
+    Processing,
+    Processed,
+    Failed,
+    NeedsAttention,
+    Unknown(String),
+}
+
+impl RefundStatus {
+    fn parse(raw: &str) -> Self {
+        match raw {
+            "pending" => Self::Pending,
+            "processing" => Self::Processing,
+            "processed" => Self::Processed,
+            "failed" => Self::Failed,
+            "needs-attention" | "needs_attention" => Self::NeedsAttention,
+            other => {
+                tracing::warn!(
+                    status = other,
+                    "unknown Paystack refund status; treated as not final"
+                );
+                Self::Unknown(other.to_owned())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RefundInfo {
+    pub id: i64,
+    pub amount: i64,
+    pub status: RefundStatus,
+}
+
+/// A transfer to an organizer's recipient (§1.9). `reference` is Paystack's dedupe key.
+#[derive(Debug, Clone)]
+pub struct NewTransfer<'a> {
+    pub amount: i64,
+    pub recipient: &'a str,
+    pub reference: &'a str,
+    pub reason: &'a str,
+}
+
+/// A transfer's status: `success` and the failures are final; everything else is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferStatus {
+    Success,
+    /// `failed`, `abandoned`, `blocked`, `rejected`: no money left; a new attempt may start.
+    Failed(String),
+    /// Paid, then returned to our balance: a new attempt may start.
+    Reversed,
+    /// `pending`, `otp`, `received`, `processing` or anything new.
+    NotFinal(String),
+}
+
+impl TransferStatus {
+    fn parse(raw: &str) -> Self {
+        match raw {
+            "success" => Self::Success,
+            "reversed" => Self::Reversed,
+            "failed" | "abandoned" | "blocked" | "rejected" => Self::Failed(raw.to_owned()),
+            other => Self::NotFinal(other.to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TransferInfo {
+    pub transfer_code: Option<String>,
+    pub status: TransferStatus,
+}
+
+#[derive(Deserialize)]
+struct RawRefund {
+    #[serde(deserialize_with = "flexible_i64")]
+    id: Option<i64>,
+    #[serde(default, deserialize_with = "flexible_i64")]
+    amount: Option<i64>,
+    status: String,
+}
+
+impl RawRefund {
+    fn into_info(self) -> Result<RefundInfo, GatewayError> {
+        Ok(RefundInfo {
+            id: self
+                .id
+                .ok_or_else(|| GatewayError::Unavailable("refund without an id".into()))?,
+            amount: self.amount.unwrap_or(0),
+            status: RefundStatus::parse(&self.status),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct RawTransfer {
+    #[serde(default)]
+    transfer_code: Option<String>,
+    status: String,
+}
+
+impl From<RawTransfer> for TransferInfo {
+    fn from(r: RawTransfer) -> Self {
+        Self {
+            transfer_code: r.transfer_code,
+            status: TransferStatus::parse(&r.status),
+        }
+    }
+}
+
 #[async_trait]
 pub trait PaymentGateway: Send + Sync {
     /// Every active Nigerian bank, all cursor pages, deduplicated by code.
@@ -102,6 +261,16 @@ pub trait PaymentGateway: Send + Sync {
     async fn initialize(&self, tx: NewTransaction<'_>) -> Result<Checkout, GatewayError>;
     /// The state of a transaction: the only source of truth for payments.
     async fn verify(&self, reference: &str) -> Result<Verification, GatewayError>;
+    /// `POST /refund`. Not retried here: a lost answer is reconciled with `list_refunds`.
+    async fn refund(&self, refund: NewRefund<'_>) -> Result<RefundInfo, GatewayError>;
+    /// `GET /refund/:id`.
+    async fn fetch_refund(&self, id: i64) -> Result<RefundInfo, GatewayError>;
+    /// `GET /refund?transaction=<id>`: every refund of one transaction.
+    async fn list_refunds(&self, transaction_id: i64) -> Result<Vec<RefundInfo>, GatewayError>;
+    /// `POST /transfer`. Not retried here: a lost answer is looked up by its reference.
+    async fn transfer(&self, transfer: NewTransfer<'_>) -> Result<TransferInfo, GatewayError>;
+    /// `GET /transfer/verify/:reference`; `None` when Paystack has no such transfer.
+    async fn verify_transfer(&self, reference: &str) -> Result<Option<TransferInfo>, GatewayError>;
 }
 
 /// Money fields arrive as numbers or as strings (external-apis.md §0.1); accept both.
@@ -122,6 +291,8 @@ fn flexible_i64<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<i64>, 
 
 #[derive(Deserialize)]
 struct RawVerification {
+    #[serde(default, deserialize_with = "flexible_i64")]
+    id: Option<i64>,
     status: String,
     #[serde(default, deserialize_with = "flexible_i64")]
     amount: Option<i64>,
@@ -155,6 +326,8 @@ pub struct PaystackClient {
     http: reqwest::Client,
     base_url: String,
     secret_key: SecretString,
+    /// Per call (PAYSTACK_TIMEOUT_MILLIS): a timeout on a write is an unknown outcome.
+    timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -192,11 +365,17 @@ fn yes() -> bool {
 }
 
 impl PaystackClient {
-    pub fn new(http: reqwest::Client, base_url: &str, secret_key: SecretString) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        secret_key: SecretString,
+        timeout: Duration,
+    ) -> Self {
         Self {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
             secret_key,
+            timeout,
         }
     }
 
@@ -226,6 +405,7 @@ impl PaystackClient {
     ) -> Result<(T, Option<Meta>), GatewayError> {
         // without_url: the URL may carry an account number (/bank/resolve?account_number=…).
         let res = build()
+            .timeout(self.timeout)
             .bearer_auth(self.secret_key.expose_secret())
             .send()
             .await
@@ -404,6 +584,7 @@ impl PaymentGateway for PaystackClient {
             .await
         {
             Ok((raw, _)) => Ok(Verification {
+                transaction_id: raw.id,
                 status: tx_status(&raw.status),
                 amount: raw.amount.unwrap_or(0),
                 currency: raw.currency.unwrap_or_default(),
@@ -418,12 +599,69 @@ impl PaymentGateway for PaystackClient {
                 || code.as_deref() == Some("transaction_not_found")
                 || (status == 400 && message.to_ascii_lowercase().contains("not found")) =>
             {
-                Ok(Verification {
-                    status: TxStatus::NotFound,
-                    amount: 0,
-                    currency: String::new(),
-                    fees: None,
-                })
+                Ok(Verification::not_found())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn refund(&self, r: NewRefund<'_>) -> Result<RefundInfo, GatewayError> {
+        let body = serde_json::json!({
+            "transaction": r.transaction,
+            "amount": r.amount,
+            "currency": r.currency,
+            "customer_note": r.customer_note,
+            "merchant_note": r.merchant_note,
+        });
+        let (raw, _): (RawRefund, _) = self
+            .call(|| self.http.post(self.url("/refund")).json(&body), false)
+            .await?;
+        raw.into_info()
+    }
+
+    async fn fetch_refund(&self, id: i64) -> Result<RefundInfo, GatewayError> {
+        let path = format!("/refund/{id}");
+        let (raw, _): (RawRefund, _) = self.call(|| self.http.get(self.url(&path)), true).await?;
+        raw.into_info()
+    }
+
+    async fn list_refunds(&self, transaction_id: i64) -> Result<Vec<RefundInfo>, GatewayError> {
+        let query = [
+            ("transaction", transaction_id.to_string()),
+            ("perPage", "100".to_owned()),
+        ];
+        let (raw, _): (Vec<RawRefund>, _) = self
+            .call(|| self.http.get(self.url("/refund")).query(&query), true)
+            .await?;
+        raw.into_iter().map(RawRefund::into_info).collect()
+    }
+
+    async fn transfer(&self, t: NewTransfer<'_>) -> Result<TransferInfo, GatewayError> {
+        let body = serde_json::json!({
+            "source": "balance",
+            "amount": t.amount,
+            "recipient": t.recipient,
+            "reference": t.reference,
+            "reason": t.reason,
+            "currency": "NGN",
+        });
+        let (raw, _): (RawTransfer, _) = self
+            .call(|| self.http.post(self.url("/transfer")).json(&body), false)
+            .await?;
+        Ok(raw.into())
+    }
+
+    async fn verify_transfer(&self, reference: &str) -> Result<Option<TransferInfo>, GatewayError> {
+        let path = format!("/transfer/verify/{}", urlencode(reference));
+        match self
+            .call::<RawTransfer>(|| self.http.get(self.url(&path)), true)
+            .await
+        {
+            Ok((raw, _)) => Ok(Some(raw.into())),
+            Err(GatewayError::Rejected { status, code, .. })
+                if status == 404 || code.as_deref() == Some("transfer_not_found") =>
+            {
+                Ok(None)
             }
             Err(e) => Err(e),
         }
@@ -578,17 +816,160 @@ impl PaymentGateway for SandboxGateway {
     async fn verify(&self, reference: &str) -> Result<Verification, GatewayError> {
         Ok(match Self::load(&self.redis, reference).await? {
             Some(tx) => Verification {
+                transaction_id: None,
                 status: tx_status(&tx.status),
                 amount: tx.amount,
                 currency: tx.currency,
                 fees: Some(tx.amount * 15 / 1000),
             },
-            None => Verification {
-                status: TxStatus::NotFound,
-                amount: 0,
-                currency: String::new(),
-                fees: None,
-            },
+            None => Verification::not_found(),
         })
+    }
+
+    /// The sandbox refunds at once: there is no money to move.
+    async fn refund(&self, r: NewRefund<'_>) -> Result<RefundInfo, GatewayError> {
+        Ok(RefundInfo {
+            id: sandbox_id(r.transaction),
+            amount: r.amount,
+            status: RefundStatus::Processed,
+        })
+    }
+
+    async fn fetch_refund(&self, id: i64) -> Result<RefundInfo, GatewayError> {
+        Ok(RefundInfo {
+            id,
+            amount: 0,
+            status: RefundStatus::Processed,
+        })
+    }
+
+    async fn list_refunds(&self, _transaction_id: i64) -> Result<Vec<RefundInfo>, GatewayError> {
+        Ok(Vec::new())
+    }
+
+    async fn transfer(&self, t: NewTransfer<'_>) -> Result<TransferInfo, GatewayError> {
+        Ok(TransferInfo {
+            transfer_code: Some(format!("TRF_sandbox_{}", sandbox_id(t.reference))),
+            status: TransferStatus::Success,
+        })
+    }
+
+    async fn verify_transfer(&self, reference: &str) -> Result<Option<TransferInfo>, GatewayError> {
+        Ok(Some(TransferInfo {
+            transfer_code: Some(format!("TRF_sandbox_{}", sandbox_id(reference))),
+            status: TransferStatus::Success,
+        }))
+    }
+}
+
+/// A stable made-up numeric id for a sandbox object.
+fn sandbox_id(key: &str) -> i64 {
+    key.bytes()
+        .fold(7_i64, |h, b| h.wrapping_mul(31).wrapping_add(i64::from(b)))
+        .rem_euclid(1 << 40)
+}
+
+// ---- webhooks (external-apis.md §1.4) ----
+
+/// Checks `x-paystack-signature`: HMAC-SHA512 of the exact raw body under the secret key,
+/// compared in constant time (hmac's `verify_slice`).
+pub fn signature_is_valid(secret: &str, raw_body: &[u8], signature_hex: &str) -> bool {
+    use hmac::{Hmac, KeyInit, Mac};
+    let Ok(signature) = hex::decode(signature_hex.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = <Hmac<sha2::Sha512> as KeyInit>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(raw_body);
+    mac.verify_slice(&signature).is_ok()
+}
+
+/// A signed delivery, read: its event name, the reference it is about (our order reference
+/// for charges and refunds, our transfer reference for transfers) and its identity.
+#[derive(Debug)]
+pub struct WebhookEvent {
+    pub event: String,
+    pub reference: String,
+    /// Paystack events carry no id: the dedupe key of §1.4.
+    pub identity: String,
+    pub payload: serde_json::Value,
+}
+
+/// Reads a delivery whose signature was already checked; `None` when it is not JSON.
+pub fn parse_webhook(raw: &[u8]) -> Option<WebhookEvent> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        event: String,
+        #[serde(default)]
+        data: serde_json::Value,
+    }
+    let payload: serde_json::Value = serde_json::from_slice(raw).ok()?;
+    let envelope: Envelope = serde_json::from_value(payload.clone()).ok()?;
+    let data = &envelope.data;
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let event = envelope.event;
+    let reference = if event.starts_with("refund.") {
+        text(&data["transaction_reference"])
+    } else {
+        text(&data["reference"])
+    };
+    let identity = match event.as_str() {
+        "charge.success" => format!("charge.success:{}:{reference}", text(&data["id"])),
+        e if e.starts_with("refund.") => format!(
+            "{e}:{reference}:{}:{}:{}",
+            text(&data["id"]),
+            text(&data["status"]),
+            text(&data["amount"])
+        ),
+        e if e.starts_with("transfer.") => {
+            let code = if data["transfer_code"].is_null() {
+                text(&data["reference"])
+            } else {
+                text(&data["transfer_code"])
+            };
+            format!("{e}:{code}:{}", text(&data["reference"]))
+        }
+        e => format!(
+            "{e}:{}",
+            crate::security::crypto::token_hash(&String::from_utf8_lossy(raw))
+        ),
+    };
+    Some(WebhookEvent {
+        event,
+        reference,
+        identity,
+        payload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_the_documented_vector() {
+        let key = "sk_test_0000000000000000000000000000000000000000";
+        let body = br#"{"event":"charge.success","data":{"id":5001,"status":"success","reference":"ord_01J9ZK3","amount":1050000,"currency":"NGN"}}"#;
+        let sig = "459f08a395da5117c0baa32eb1cf629d685783f82df8ea3573812394b6fd4813e0d979ac7bff880d88c461b3cf1c0413842b0a886f1e2454aa9a803f61f376bc";
+        assert_eq!(body.len(), 124);
+        assert!(signature_is_valid(key, body, sig));
+        assert!(!signature_is_valid(key, &body[..123], sig));
+        assert!(!signature_is_valid("sk_test_other", body, sig));
+        assert!(!signature_is_valid(key, body, "zz"));
+    }
+
+    #[test]
+    fn refund_identities_tell_attempts_and_statuses_apart() {
+        let a = parse_webhook(br#"{"event":"refund.processed","data":{"id":"9","status":"processed","transaction_reference":"ord-1","amount":"500"}}"#).unwrap();
+        let b = parse_webhook(br#"{"event":"refund.processed","data":{"id":"10","status":"processed","transaction_reference":"ord-1","amount":500}}"#).unwrap();
+        assert_eq!(a.reference, "ord-1");
+        assert_ne!(a.identity, b.identity);
+        let t = parse_webhook(br#"{"event":"transfer.success","data":{"reference":"payout-x-1","transfer_code":"TRF_1"}}"#).unwrap();
+        assert_eq!(t.reference, "payout-x-1");
     }
 }

@@ -18,12 +18,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     domain::email::EmailAddress,
     error::{AppError, AppResult, Problem},
     http::extract::{AuthUser, Checks, MaybeAuthUser, Validate, ValidatedJson, client_ip},
     repo::users::UserRow,
     service::{auth, rate_limit},
+    state::AppState,
 };
 
 pub fn router(state: AppState) -> OpenApiRouter<AppState> {

@@ -12,13 +12,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     clients::media::{Image, ImageKind, MAX_POSTER_BYTES},
     domain::cursor,
     error::{AppError, AppResult, FieldError, Problem},
     http::extract::{Checks, Organizer, Validate, ValidatedJson, parse_json, query_pairs},
     repo::events::{EventFields, EventRow, TierRow},
     service::events::{self, BrowseQuery, CATEGORIES},
+    state::AppState,
 };
 
 /// Multipart bodies carry a poster of up to 5 MiB plus the JSON part.
@@ -32,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(uploads)
         .routes(routes!(cancel_event))
+        .routes(routes!(refund_order))
         .routes(routes!(nearby_events))
         .routes(routes!(browse_events))
 }
@@ -384,6 +385,11 @@ impl EventPatch {
             f.starts_at = v;
         }
         if let Some(v) = self.ends_at {
+            // Moving the end into the past would end a running event and start its payout
+            // clock early (API.md: 422 on `ends_at`).
+            if v <= OffsetDateTime::now_utc() {
+                return Err(AppError::validation("ends_at", "must not be in the past"));
+            }
             f.ends_at = v;
         }
         if let Some(v) = self.max_per_order {
@@ -569,7 +575,9 @@ impl Validate for CancelRequest {
     }
 }
 
-/// Cancel an event (its organizer only).
+/// Cancel an event (its organizer only): allowed until its payout has started, also after it
+/// ended. Every paid order is refunded in full (a refund job each, holders mailed), every
+/// ticket is void and pending holds are voided. A second cancel is 409 `event_cancelled`.
 #[utoipa::path(post, path = "/events/{event_id}/cancel", tag = "events", security(("bearer" = [])),
     params(("event_id" = Uuid, Path)),
     request_body = CancelRequest,
@@ -578,7 +586,8 @@ impl Validate for CancelRequest {
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`not_organizer`, `not_event_owner`", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`event_cancelled`, `event_ended`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`event_cancelled` (cancelled already), `payout_started`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn cancel_event(
     State(state): State<AppState>,
@@ -597,6 +606,41 @@ async fn cancel_event(
     let reason = request.reason;
     let event = events::cancel(&state, organizer.user_id, id, reason.as_deref()).await?;
     Ok((StatusCode::ACCEPTED, Json(event.into())))
+}
+
+/// Refund one paid order in full (the event's organizer only), before the event's payout has
+/// started. Its tickets are void at once; the refund is sent to Paystack by a job and the
+/// order becomes `refunded` once Paystack has processed it.
+#[utoipa::path(post, path = "/events/{event_id}/orders/{order_id}/refund", tag = "events", security(("bearer" = [])),
+    params(("event_id" = Uuid, Path), ("order_id" = Uuid, Path)),
+    request_body = CancelRequest,
+    responses(
+        (status = 202, description = "The order, `refund_pending`", body = crate::http::tickets::OrderResponse),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`not_organizer`, `not_event_owner`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown event, or no such order of this event", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`order_not_refundable` (not paid), `payout_started`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn refund_order(
+    State(state): State<AppState>,
+    organizer: Organizer,
+    Path((event_id, order_id)): Path<(String, String)>,
+    body: bytes::Bytes,
+) -> AppResult<(StatusCode, Json<crate::http::tickets::OrderResponse>)> {
+    let event_id = parse_id(&event_id, "Event")?;
+    let order_id = parse_id(&order_id, "Order")?;
+    if !body.is_empty() {
+        let request: CancelRequest = parse_json(&body)?;
+        request.validate().map_err(AppError::Validation)?;
+    }
+    let order =
+        crate::service::refunds::refund_order(&state, organizer.user_id, event_id, order_id)
+            .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(crate::http::tickets::order_response(&state, order).await?),
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]

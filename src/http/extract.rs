@@ -175,12 +175,12 @@ fn bearer(parts: &axum::http::request::Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-impl axum::extract::FromRequestParts<crate::app::AppState> for AuthUser {
+impl axum::extract::FromRequestParts<crate::state::AppState> for AuthUser {
     type Rejection = AppError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        state: &crate::app::AppState,
+        state: &crate::state::AppState,
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(|| {
             AppError::unauthorized("unauthorized", "A bearer access token is required.")
@@ -198,12 +198,12 @@ impl axum::extract::FromRequestParts<crate::app::AppState> for AuthUser {
 /// still 401.
 pub struct MaybeAuthUser(pub Option<AuthUser>);
 
-impl axum::extract::FromRequestParts<crate::app::AppState> for MaybeAuthUser {
+impl axum::extract::FromRequestParts<crate::state::AppState> for MaybeAuthUser {
     type Rejection = AppError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        state: &crate::app::AppState,
+        state: &crate::state::AppState,
     ) -> Result<Self, Self::Rejection> {
         if parts.headers.contains_key(header::AUTHORIZATION) {
             Ok(MaybeAuthUser(Some(
@@ -221,12 +221,12 @@ pub struct Organizer {
     pub organizer_id: uuid::Uuid,
 }
 
-impl axum::extract::FromRequestParts<crate::app::AppState> for Organizer {
+impl axum::extract::FromRequestParts<crate::state::AppState> for Organizer {
     type Rejection = AppError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        state: &crate::app::AppState,
+        state: &crate::state::AppState,
     ) -> Result<Self, Self::Rejection> {
         let user = AuthUser::from_request_parts(parts, state).await?;
         let organizer_id = crate::repo::organizers::id_for_user(&state.db, user.id)

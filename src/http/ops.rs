@@ -13,9 +13,9 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    app::AppState,
     clients::mail::OutboxMailer,
     error::{AppError, AppResult},
+    state::AppState,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -10,7 +10,6 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    app::AppState,
     clients::paystack::Bank,
     error::{AppResult, Problem},
     http::{
@@ -18,6 +17,7 @@ use crate::{
         tickets::{OrderResponse, order_response},
     },
     service::{banks, payments, purchase},
+    state::AppState,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {

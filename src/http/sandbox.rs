@@ -13,9 +13,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha512;
 
 use crate::{
-    app::AppState,
     clients::paystack::{SANDBOX_SECRET_KEY, SandboxGateway},
     error::{AppError, AppResult},
+    state::AppState,
 };
 
 pub fn router() -> Router<AppState> {

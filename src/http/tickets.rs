@@ -13,7 +13,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     domain::cursor,
     error::{AppError, AppResult, FieldError, Problem},
     http::{
@@ -22,6 +21,7 @@ use crate::{
     },
     repo::{self, orders::OrderRow, tickets::TicketRow},
     service::{purchase, tickets},
+    state::AppState,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -469,8 +469,8 @@ async fn event_sales(
         gross_amount: s.totals.gross_amount,
         platform_fee_amount: s.totals.platform_fee_amount,
         refunded_amount: s.totals.refunded_amount,
-        net_amount: s.totals.gross_amount - s.totals.refunded_amount - s.totals.platform_fee_amount,
-        checked_in: s.totals.checked_in,
+        net_amount: s.totals.net_amount,
+        checked_in: s.checked_in,
         currency: "NGN".to_owned(),
     }))
 }

@@ -12,7 +12,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     domain::email::EmailAddress,
     error::{AppError, AppResult, FieldError, Problem},
     http::{
@@ -22,12 +21,14 @@ use crate::{
     },
     repo::{self, organizers::OrganizerRow},
     service::{events, organizers, users},
+    state::AppState,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_profile, update_profile, delete_profile))
         .routes(routes!(get_organizer, create_organizer, update_organizer))
+        .routes(routes!(my_payouts))
         .routes(routes!(my_events))
 }
 
@@ -187,6 +188,10 @@ pub struct OrganizerRequest {
     pub description: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     pub website: Option<Option<String>>,
+    /// PATCH only: the account password, required when `bank_code` or `account_number` change.
+    pub password: Option<String>,
+    /// PATCH only: a current TOTP (or recovery) code, required with `password` when 2FA is on.
+    pub code: Option<String>,
 }
 
 /// `null` (clear) and absent (keep) are different things in a PATCH.
@@ -240,6 +245,12 @@ impl Validate for OrganizerRequest {
                 "must be a 10-digit account number",
             );
         }
+        if let Some(p) = &self.password {
+            c.check(p.len() <= 128, "password", "must be at most 128 characters");
+        }
+        if let Some(code) = &self.code {
+            c.check(code.len() <= 32, "code", "must be at most 32 characters");
+        }
         if let Some(Some(d)) = &self.description {
             c.check(
                 d.chars().count() <= 2000,
@@ -272,6 +283,8 @@ impl From<OrganizerRequest> for organizers::OrganizerInput {
             account_number: r.account_number,
             description: r.description,
             website: r.website,
+            password: r.password,
+            code: r.code,
         }
     }
 }
@@ -317,14 +330,18 @@ async fn create_organizer(
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
-/// Change the organizer profile; a changed bank or account is resolved again.
+/// Change the organizer profile. A changed bank or account needs `password` (and `code` when
+/// 2FA is on), is resolved again with a new recipient, is mailed to the login email and to
+/// the organizer email as it was, and receives payouts only after
+/// `PAYOUT_ACCOUNT_COOLDOWN_SECONDS`.
 #[utoipa::path(patch, path = "/users/organizer", tag = "users", security(("bearer" = [])),
     request_body = OrganizerRequest,
     responses(
         (status = 200, body = OrganizerResponse),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`invalid_password`", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid fields, `invalid_code`, a missing password", body = Problem, content_type = "application/problem+json"),
         (status = 502, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_organizer(
@@ -381,5 +398,74 @@ async fn my_events(
     Ok(Json(EventList {
         items: page.items.into_iter().map(EventResponse::from).collect(),
         next_cursor: page.next_cursor,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PayoutResponse {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub amount: i64,
+    pub currency: String,
+    /// `pending`, `success`, `failed` (retrying) or `reversed` (retrying).
+    pub status: String,
+    /// The transfer reference of the current attempt.
+    pub reference: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub settled_at: Option<OffsetDateTime>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BalanceResponse {
+    /// The share of events not yet payable (not ended, or inside `PAYOUT_DELAY_SECONDS`).
+    pub held_amount: i64,
+    /// The share of events past the delay and not yet paid out (failed payouts included).
+    pub payable_amount: i64,
+    /// Successful payouts.
+    pub paid_out_amount: i64,
+    pub currency: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PayoutsResponse {
+    pub balance: BalanceResponse,
+    pub items: Vec<PayoutResponse>,
+}
+
+/// The organizer's money: held, payable and paid out, and the payouts (newest first).
+#[utoipa::path(get, path = "/users/organizer/payouts", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 200, body = PayoutsResponse),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "the caller has no organizer profile", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn my_payouts(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> AppResult<Json<PayoutsResponse>> {
+    let b = crate::service::payouts::balance(&state, user.id).await?;
+    Ok(Json(PayoutsResponse {
+        balance: BalanceResponse {
+            held_amount: b.held_amount,
+            payable_amount: b.payable_amount,
+            paid_out_amount: b.paid_out_amount,
+            currency: "NGN".to_owned(),
+        },
+        items: b
+            .items
+            .into_iter()
+            .map(|p| PayoutResponse {
+                reference: p.reference(),
+                id: p.id,
+                event_id: p.event_id,
+                amount: p.amount,
+                currency: p.currency,
+                status: p.status,
+                created_at: p.created_at,
+                settled_at: p.settled_at,
+            })
+            .collect(),
     }))
 }

@@ -7,6 +7,7 @@
 use apalis::prelude::TaskSink;
 use apalis_redis::{Config as QueueConfig, RedisStorage};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::{clients::mail::Email, kv::Redis};
 
@@ -22,10 +23,24 @@ pub struct PaymentJob {
     pub reference: String,
 }
 
+/// Take the next step of an order's refund (idempotent: the refund's state decides).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundJob {
+    pub order_id: Uuid,
+}
+
+/// Take the next step of a payout (idempotent: the payout's state decides).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PayoutJob {
+    pub payout_id: Uuid,
+}
+
 #[derive(Clone)]
 pub struct Queues {
     mail: RedisStorage<MailJob>,
     payments: RedisStorage<PaymentJob>,
+    refunds: RedisStorage<RefundJob>,
+    payouts: RedisStorage<PayoutJob>,
 }
 
 impl Queues {
@@ -33,7 +48,33 @@ impl Queues {
         Self {
             mail: storage(redis, "mail"),
             payments: storage(redis, "payments"),
+            refunds: storage(redis, "refunds"),
+            payouts: storage(redis, "payouts"),
         }
+    }
+
+    pub fn refunds(&self) -> RedisStorage<RefundJob> {
+        self.refunds.clone()
+    }
+
+    pub fn payouts(&self) -> RedisStorage<PayoutJob> {
+        self.payouts.clone()
+    }
+
+    /// Queues a refund step. Losing it loses nothing: the sweeper drives every due refund.
+    pub async fn refund(&self, order_id: Uuid) -> anyhow::Result<()> {
+        let mut sink = self.refunds.clone();
+        sink.push(RefundJob { order_id })
+            .await
+            .map_err(|e| anyhow::anyhow!("enqueueing refund: {e}"))
+    }
+
+    /// Queues a payout step. Losing it loses nothing: the sweeper drives every due payout.
+    pub async fn payout(&self, payout_id: Uuid) -> anyhow::Result<()> {
+        let mut sink = self.payouts.clone();
+        sink.push(PayoutJob { payout_id })
+            .await
+            .map_err(|e| anyhow::anyhow!("enqueueing payout: {e}"))
     }
 
     pub fn mail(&self) -> RedisStorage<MailJob> {

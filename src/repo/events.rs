@@ -184,11 +184,50 @@ pub async fn update_fields(
 }
 
 /// scheduled → cancelled, only before the event is over.
+/// What the money paths need of an event, read under a row lock.
+#[derive(Debug)]
+pub struct EventLock {
+    pub organizer_id: Uuid,
+    pub title: String,
+    pub status: String,
+    pub ends_at: OffsetDateTime,
+    pub payout_started_at: Option<OffsetDateTime>,
+}
+
+/// `FOR UPDATE`: cancelling and refunding. Waits for every settlement in flight (they hold
+/// `FOR KEY SHARE`), so a payment is either settled before the cancel (and then refunded by
+/// it) or sees the event cancelled (and refunds itself) — never paid on a cancelled event.
+pub async fn lock_exclusive(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<EventLock>> {
+    sqlx::query_as!(
+        EventLock,
+        r#"SELECT organizer_id, title, status, ends_at, payout_started_at
+           FROM events WHERE id = $1 FOR UPDATE"#,
+        id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// `FOR KEY SHARE`: settlement. Settlements of one event do not block each other (the order
+/// inserts of every hold take this lock anyway, through their foreign key), but a cancel in
+/// flight is waited for, and a cancel waits for them.
+pub async fn lock_shared(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<EventLock>> {
+    sqlx::query_as!(
+        EventLock,
+        r#"SELECT organizer_id, title, status, ends_at, payout_started_at
+           FROM events WHERE id = $1 FOR KEY SHARE"#,
+        id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Cancels the event: allowed until its payout has started, also after it ended.
 pub async fn cancel(db: impl PgExecutor<'_>, id: Uuid, reason: Option<&str>) -> sqlx::Result<bool> {
     let res = sqlx::query!(
         r#"UPDATE events SET status = 'cancelled', cancel_reason = $2, cancelled_at = now(),
                updated_at = now()
-           WHERE id = $1 AND status = 'scheduled' AND ends_at > now()"#,
+           WHERE id = $1 AND status = 'scheduled' AND payout_started_at IS NULL"#,
         id,
         reason
     )

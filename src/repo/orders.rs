@@ -1,4 +1,5 @@
-//! Orders, idempotency records, tickets and ledger entries.
+//! Orders, their idempotency records and their tickets being issued. The ledger, refunds,
+//! payouts and webhook deliveries have modules of their own.
 //!
 //! Every state change is one guarded statement (`... WHERE status = <from>`), so two
 //! webhooks, two workers or two sweepers racing on one order change it once.
@@ -117,30 +118,6 @@ pub async fn idempotency_record(
     Ok(row.map(|r| (r.request_hash, r.order_id)))
 }
 
-/// Records a webhook delivery once; false when its identity was seen before (a duplicate).
-pub async fn record_payment_event(
-    db: impl PgExecutor<'_>,
-    identity: &str,
-    event_type: &str,
-    reference: Option<&str>,
-    payload: &serde_json::Value,
-) -> sqlx::Result<bool> {
-    let inserted = sqlx::query_scalar!(
-        r#"INSERT INTO payment_events (id, identity, event_type, reference, payload)
-           VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (identity) DO NOTHING
-           RETURNING id"#,
-        Uuid::now_v7(),
-        identity,
-        event_type,
-        reference,
-        payload
-    )
-    .fetch_optional(db)
-    .await?;
-    Ok(inserted.is_some())
-}
-
 /// Removes the idempotency record of an order (its key, if there was one).
 pub async fn delete_idempotency_for(
     db: impl PgExecutor<'_>,
@@ -154,25 +131,49 @@ pub async fn delete_idempotency_for(
     .await
 }
 
-/// Cancelling an event: paid orders are owed back (the refund job settles them) and every
-/// ticket of the event is void. Pending holds are ended by the caller, one guarded
-/// transition each, so their seats are given back once.
-pub async fn void_event_sales(db: &mut sqlx::PgConnection, event_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query!(
-        r#"UPDATE orders SET status = 'refund_pending', refund_reason = 'event_cancelled',
-               updated_at = now()
-           WHERE event_id = $1 AND status = 'paid'"#,
+/// paid → refund_pending (an organizer's refund or a cancelled event): the seats and their
+/// discount allowance go back to the tier and the tickets are void, in one statement. Returns
+/// `(order id, tier id)` of the orders this call moved; the caller reverses their ledger
+/// entries and creates their refunds in the same transaction.
+pub async fn owe_back_paid(
+    db: impl PgExecutor<'_>,
+    ids: &[Uuid],
+    reason: &str,
+) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
+    let rows = sqlx::query!(
+        r#"WITH moved AS (
+               UPDATE orders SET status = 'refund_pending', refund_reason = $2, holds_seats = false,
+                   updated_at = now()
+               WHERE id = ANY($1) AND status = 'paid'
+               RETURNING id, tier_id, quantity, discounted
+           ), per_tier AS (
+               SELECT tier_id, SUM(quantity)::int AS seats,
+                      COALESCE(SUM(quantity) FILTER (WHERE discounted), 0)::int AS discounted_seats
+               FROM moved GROUP BY tier_id
+           ), seats AS (
+               UPDATE ticket_tiers t SET taken = t.taken - p.seats,
+                   discount_taken = GREATEST(t.discount_taken - p.discounted_seats, 0)
+               FROM per_tier p WHERE t.id = p.tier_id
+           ), voided AS (
+               UPDATE tickets SET status = 'void'
+               WHERE order_id IN (SELECT id FROM moved) AND status <> 'void'
+           )
+           SELECT id, tier_id FROM moved"#,
+        ids,
+        reason
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.tier_id)).collect())
+}
+
+pub async fn paid_for_event(db: impl PgExecutor<'_>, event_id: Uuid) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        "SELECT id FROM orders WHERE event_id = $1 AND status = 'paid'",
         event_id
     )
-    .execute(&mut *db)
-    .await?;
-    sqlx::query!(
-        "UPDATE tickets SET status = 'void' WHERE event_id = $1 AND status <> 'void'",
-        event_id
-    )
-    .execute(&mut *db)
-    .await?;
-    Ok(())
+    .fetch_all(db)
+    .await
 }
 
 pub async fn pending_for_event(db: impl PgExecutor<'_>, event_id: Uuid) -> sqlx::Result<Vec<Uuid>> {
@@ -287,15 +288,17 @@ pub async fn mark_refund_pending(
     id: Uuid,
     from: &str,
     paid_amount: i64,
+    paystack_fee: i64,
     reason: &str,
 ) -> sqlx::Result<bool> {
     let res = sqlx::query!(
         r#"UPDATE orders SET status = 'refund_pending', paid_at = now(), paid_amount = $3,
-               refund_reason = $4, updated_at = now()
+               paystack_fee = $4, refund_reason = $5, updated_at = now()
            WHERE id = $1 AND status = $2"#,
         id,
         from,
         paid_amount,
+        paystack_fee,
         reason
     )
     .execute(db)
@@ -328,38 +331,6 @@ pub async fn issue_tickets(
     .execute(db)
     .await?;
     Ok(res.rows_affected())
-}
-
-/// The sale's ledger entries, once per order (unique per order and kind).
-pub async fn record_sale(
-    db: impl PgExecutor<'_>,
-    order: &OrderRow,
-    organizer_id: Uuid,
-    gross: i64,
-    paystack_fee: i64,
-    platform_fee: i64,
-) -> sqlx::Result<()> {
-    let kinds = ["gross", "paystack_fee", "platform_fee", "organizer_share"];
-    let amounts = [gross, paystack_fee, platform_fee, gross - platform_fee];
-    let ids: Vec<Uuid> = kinds.iter().map(|_| Uuid::now_v7()).collect();
-    let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
-    sqlx::query!(
-        r#"INSERT INTO ledger_entries (id, order_id, event_id, organizer_id, kind, amount, currency)
-           SELECT id, $2, $3, $4, kind, amount, $7
-           FROM UNNEST($1::uuid[], $5::text[], $6::bigint[]) AS t(id, kind, amount)
-           ON CONFLICT (order_id, kind) WHERE kind IN ('gross', 'paystack_fee', 'platform_fee', 'organizer_share')
-           DO NOTHING"#,
-        &ids,
-        order.id,
-        order.event_id,
-        organizer_id,
-        &kinds,
-        &amounts,
-        order.currency
-    )
-    .execute(db)
-    .await?;
-    Ok(())
 }
 
 pub async fn mark_mail_queued(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {

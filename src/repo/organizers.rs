@@ -66,11 +66,17 @@ pub async fn insert(db: impl PgExecutor<'_>, o: &OrganizerRow) -> sqlx::Result<O
     .await
 }
 
-pub async fn update(db: impl PgExecutor<'_>, o: &OrganizerRow) -> sqlx::Result<()> {
+/// Saves the profile; `bank_changed` starts the payout cooldown of the new account.
+pub async fn update(
+    db: impl PgExecutor<'_>,
+    o: &OrganizerRow,
+    bank_changed: bool,
+) -> sqlx::Result<()> {
     sqlx::query!(
         r#"UPDATE organizers SET name = $2, email = $3, phone = $4, bank_code = $5, bank_name = $6,
                account_number = $7, account_name = $8, recipient_code = $9, description = $10,
-               website = $11, updated_at = now()
+               website = $11, updated_at = now(),
+               bank_changed_at = CASE WHEN $12 THEN now() ELSE bank_changed_at END
            WHERE id = $1"#,
         o.id,
         o.name,
@@ -82,7 +88,8 @@ pub async fn update(db: impl PgExecutor<'_>, o: &OrganizerRow) -> sqlx::Result<(
         o.account_name,
         o.recipient_code,
         o.description,
-        o.website
+        o.website,
+        bank_changed
     )
     .execute(db)
     .await?;

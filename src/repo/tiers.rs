@@ -97,16 +97,24 @@ pub async fn release_seats(
 }
 
 /// Takes `quantity` seats back for a late payment, at the price already paid; false when
-/// there are not enough left.
+/// there are not enough left. A discounted order takes its discount allowance again too (its
+/// own went back when the hold ended): without it, discounted sales could exceed
+/// `discount_quantity`. If the allowance is gone, the payment cannot be honoured.
 pub async fn retake_seats(
     db: impl PgExecutor<'_>,
     tier_id: Uuid,
     quantity: i32,
+    discounted: bool,
 ) -> sqlx::Result<bool> {
     let res = sqlx::query!(
-        "UPDATE ticket_tiers SET taken = taken + $2 WHERE id = $1 AND taken + $2 <= quantity",
+        r#"UPDATE ticket_tiers
+           SET taken = taken + $2,
+               discount_taken = discount_taken + CASE WHEN $3 THEN $2 ELSE 0 END
+           WHERE id = $1 AND taken + $2 <= quantity
+             AND (NOT $3 OR discount_taken + $2 <= discount_quantity)"#,
         tier_id,
-        quantity
+        quantity,
+        discounted
     )
     .execute(db)
     .await?;
@@ -124,14 +132,16 @@ pub struct TierSales {
     pub gross_amount: i64,
 }
 
-/// Per tier: seats sold (paid orders), held (pending orders), and what paid orders brought.
+/// Per tier: seats sold (paid orders), held (pending orders), and the gross the ledger holds
+/// for its orders (everything ever paid, refunded or not, as the event total counts it).
 pub async fn sales(db: impl PgExecutor<'_>, event_id: Uuid) -> sqlx::Result<Vec<TierSales>> {
     sqlx::query_as!(
         TierSales,
         r#"SELECT t.id AS tier_id, t.name, t.quantity, t.taken,
                   COALESCE(SUM(o.quantity) FILTER (WHERE o.status = 'paid'), 0)::bigint AS "sold!",
                   COALESCE(SUM(o.quantity) FILTER (WHERE o.status = 'pending'), 0)::bigint AS "held!",
-                  COALESCE(SUM(o.paid_amount) FILTER (WHERE o.status = 'paid'), 0)::bigint AS "gross_amount!"
+                  COALESCE((SELECT SUM(l.amount) FROM ledger_entries l JOIN orders lo ON lo.id = l.order_id
+                            WHERE lo.tier_id = t.id AND l.kind = 'gross'), 0)::bigint AS "gross_amount!"
            FROM ticket_tiers t
            LEFT JOIN orders o ON o.event_id = t.event_id AND o.tier_id = t.id
            WHERE t.event_id = $1
@@ -143,24 +153,10 @@ pub async fn sales(db: impl PgExecutor<'_>, event_id: Uuid) -> sqlx::Result<Vec<
     .await
 }
 
-#[derive(Debug)]
-pub struct EventTotals {
-    pub gross_amount: i64,
-    pub platform_fee_amount: i64,
-    pub refunded_amount: i64,
-    pub checked_in: i64,
-}
-
-/// Event totals from the ledger (platform fees only of orders not refunded) and the door.
-pub async fn event_totals(db: impl PgExecutor<'_>, event_id: Uuid) -> sqlx::Result<EventTotals> {
-    sqlx::query_as!(
-        EventTotals,
-        r#"SELECT
-             COALESCE((SELECT SUM(amount) FROM ledger_entries WHERE event_id = $1 AND kind = 'gross'), 0)::bigint AS "gross_amount!",
-             COALESCE((SELECT SUM(l.amount) FROM ledger_entries l JOIN orders o ON o.id = l.order_id
-                       WHERE l.event_id = $1 AND l.kind = 'platform_fee' AND o.status <> 'refunded'), 0)::bigint AS "platform_fee_amount!",
-             COALESCE((SELECT -SUM(amount) FROM ledger_entries WHERE event_id = $1 AND kind = 'refund'), 0)::bigint AS "refunded_amount!",
-             (SELECT count(*) FROM tickets WHERE event_id = $1 AND status = 'used') AS "checked_in!""#,
+/// Tickets of the event checked in at the door.
+pub async fn checked_in(db: impl PgExecutor<'_>, event_id: Uuid) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM tickets WHERE event_id = $1 AND status = 'used'"#,
         event_id
     )
     .fetch_one(db)

@@ -14,12 +14,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     domain::email::EmailAddress,
     error::{AppError, AppResult},
     repo::{self, users::UserRow},
     security::{crypto, jwt::Claims, password, totp},
     service::{notifications, rate_limit},
+    state::AppState,
 };
 
 /// How long a login's two-factor challenge lives.
@@ -315,6 +315,46 @@ pub async fn confirm_two_factor(
     tx.commit().await?;
     refresh_two_factor_gauge(state).await;
     Ok(codes)
+}
+
+/// Re-checks who is at the keyboard before a sensitive change (the payout bank account): the
+/// password (403 `invalid_password`), and a current TOTP or recovery code when 2FA is on
+/// (422 `invalid_code`). A stolen access token alone is not enough.
+pub async fn confirm_identity(
+    state: &AppState,
+    user_id: Uuid,
+    password_attempt: Option<String>,
+    code: Option<&str>,
+) -> AppResult<UserRow> {
+    let user = current_user(state, user_id).await?;
+    let Some(attempt) = password_attempt else {
+        return Err(AppError::validation(
+            "password",
+            "is required to change the payout bank account",
+        ));
+    };
+    if !password::verify_blocking(attempt, Some(user.password_hash.clone())).await {
+        return Err(AppError::forbidden(
+            "invalid_password",
+            "The password is wrong.",
+        ));
+    }
+    if user.two_factor_enabled {
+        let ok = match code {
+            Some(code) => {
+                accept_totp(state, &user, code).await?
+                    || accept_recovery_code(state, &user, code).await?
+            }
+            None => false,
+        };
+        if !ok {
+            return Err(AppError::unprocessable(
+                "invalid_code",
+                "A current two-factor code is required.",
+            ));
+        }
+    }
+    Ok(user)
 }
 
 pub async fn disable_two_factor(state: &AppState, user_id: Uuid, code: &str) -> AppResult<()> {

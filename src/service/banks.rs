@@ -8,9 +8,9 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    app::AppState,
     clients::paystack::{Bank, GatewayError},
     error::{AppError, AppResult},
+    state::AppState,
 };
 
 #[derive(Serialize, Deserialize)]

@@ -8,7 +8,6 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     clients::media::{Image, MediaError, StoredImage},
     domain::cursor,
     error::{AppError, AppResult},
@@ -16,6 +15,8 @@ use crate::{
         self,
         events::{BrowseFilter, EventFields, EventRow, TierRow},
     },
+    service::holds,
+    state::AppState,
 };
 
 pub const CATEGORIES: [&str; 11] = [
@@ -42,13 +43,14 @@ pub fn status_of(event: &EventRow, now: OffsetDateTime) -> &'static str {
     }
 }
 
+fn cancelled() -> AppError {
+    AppError::conflict("event_cancelled", "The event is cancelled.")
+}
+
 /// Why an event cannot be changed any more, if it cannot.
 pub fn ensure_open(event: &EventRow) -> AppResult<()> {
     match status_of(event, OffsetDateTime::now_utc()) {
-        "cancelled" => Err(AppError::conflict(
-            "event_cancelled",
-            "The event is cancelled.",
-        )),
+        "cancelled" => Err(cancelled()),
         "ended" => Err(AppError::conflict("event_ended", "The event is over.")),
         _ => Ok(()),
     }
@@ -147,6 +149,11 @@ pub async fn update(
     load(state, id).await
 }
 
+/// `POST /events/:id/cancel`: allowed until the event's payout has started, also after it
+/// ended. In one transaction under the event row's lock (which waits for settlements in
+/// flight): the event is cancelled and every paid order is owed back — seats returned,
+/// tickets void, ledger reversed, a refund created. Then pending holds are voided and the
+/// refunds queued (their holders are mailed as each refund starts).
 pub async fn cancel(
     state: &AppState,
     user_id: Uuid,
@@ -155,22 +162,39 @@ pub async fn cancel(
 ) -> AppResult<EventRow> {
     let event = load(state, id).await?;
     ensure_owner(&event, user_id)?;
-    ensure_open(&event)?;
     let mut tx = state.db.begin().await?;
-    if !repo::events::cancel(&mut *tx, id, reason).await? {
-        tx.rollback().await.ok();
-        ensure_open(&load(state, id).await?)?;
-    } else {
-        repo::orders::void_event_sales(&mut tx, id).await?;
-        tx.commit().await?;
+    let locked = repo::events::lock_exclusive(&mut *tx, id)
+        .await?
+        .ok_or_else(|| AppError::not_found("Event"))?;
+    if locked.status == "cancelled" {
+        return Err(cancelled());
     }
+    if locked.payout_started_at.is_some() {
+        return Err(AppError::conflict(
+            "payout_started",
+            "The event's payout has started; it can no longer be cancelled.",
+        ));
+    }
+    if !repo::events::cancel(&mut *tx, id, reason).await? {
+        return Err(anyhow::anyhow!("event changed under its lock").into());
+    }
+    let paid = repo::orders::paid_for_event(&mut *tx, id).await?;
+    repo::orders::owe_back_paid(&mut *tx, &paid, "event_cancelled").await?;
+    let owed = repo::ledger::reverse_and_refund(&mut tx, &paid).await?;
+    tx.commit().await?;
     // Pending holds are voided one by one (each gives its seats back once); a hold paid
-    // meanwhile is refunded by the payment job, which sees the event cancelled.
+    // meanwhile sees the event cancelled and is refunded by its settlement.
     for order_id in repo::orders::pending_for_event(&state.db, id).await? {
-        crate::service::payments::end_hold(state, order_id, "cancelled").await?;
+        holds::end(state, order_id, "cancelled").await?;
+    }
+    for order_id in &owed {
+        if let Err(e) = state.queues.refund(*order_id).await {
+            tracing::warn!(error = %e, "refund jobs not queued; the sweeper will drive them");
+            break;
+        }
     }
     metrics::counter!("ticketing_events_cancelled_total").increment(1);
-    tracing::info!(event_id = %id, "event cancelled");
+    tracing::info!(event_id = %id, refunds = owed.len(), "event cancelled");
     load(state, id).await
 }
 

@@ -3,11 +3,17 @@
 
 pub mod auth;
 pub mod banks;
+pub mod budget;
 pub mod events;
+pub mod holds;
 pub mod notifications;
 pub mod organizers;
 pub mod payments;
+pub mod payouts;
 pub mod purchase;
 pub mod rate_limit;
+pub mod reconcile;
+pub mod refunds;
+pub mod sweeper;
 pub mod tickets;
 pub mod users;

@@ -103,6 +103,125 @@ pub fn tickets_issued(
     }
 }
 
+/// Naira from kobo, for people: `₦12,345.67`.
+fn naira(kobo: i64) -> String {
+    let whole = (kobo / 100).to_string();
+    let mut grouped = String::new();
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!("₦{grouped}.{:02}", kobo % 100)
+}
+
+/// Why an order is refunded, in words a buyer understands.
+fn refund_reason_text(reason: &str) -> &'static str {
+    match reason {
+        "event_cancelled" => "the event was cancelled",
+        "organizer_refund" => "the organizer refunded your order",
+        "late_payment_sold_out" => "your payment arrived after the tickets were gone",
+        "event_ended" => "your payment arrived after the event ended",
+        "amount_mismatch" => "the amount paid did not match the order",
+        _ => "your order could not be honoured",
+    }
+}
+
+/// The holder is told that a refund is on its way (the tickets, if any, are void).
+pub fn refund_started(
+    refund_id: Uuid,
+    to: &str,
+    first_name: &str,
+    event_title: &str,
+    amount: i64,
+    reason: &str,
+) -> Email {
+    let subject = format!("Your refund for {event_title}");
+    let why = refund_reason_text(reason);
+    Email {
+        to: to.to_owned(),
+        html: layout(
+            &subject,
+            &format!(
+                "<p>Hi {},</p><p>We are refunding {} for <strong>{}</strong> because {why}.                  Any tickets of this order are no longer valid.</p>",
+                escape(first_name),
+                naira(amount),
+                escape(event_title)
+            ),
+        ),
+        text: format!(
+            "Hi {first_name},\n\nWe are refunding {} for {event_title} because {why}.              Any tickets of this order are no longer valid.\n",
+            naira(amount)
+        ),
+        subject,
+        kind: "refund_started".to_owned(),
+        idempotency_key: format!("refund-started/{refund_id}"),
+    }
+}
+
+/// The refund reached the buyer's bank.
+pub fn refund_processed(
+    refund_id: Uuid,
+    to: &str,
+    first_name: &str,
+    event_title: &str,
+    amount: i64,
+) -> Email {
+    let subject = format!("Refund completed: {event_title}");
+    Email {
+        to: to.to_owned(),
+        html: layout(
+            &subject,
+            &format!(
+                "<p>Hi {},</p><p>Your refund of {} for <strong>{}</strong> has been processed.</p>",
+                escape(first_name),
+                naira(amount),
+                escape(event_title)
+            ),
+        ),
+        text: format!(
+            "Hi {first_name},\n\nYour refund of {} for {event_title} has been processed.\n",
+            naira(amount)
+        ),
+        subject,
+        kind: "refund_processed".to_owned(),
+        idempotency_key: format!("refund-processed/{refund_id}"),
+    }
+}
+
+/// The payout bank account changed: sent to the login email and to the organizer email as
+/// it was before the change, so a stolen session cannot change both silently.
+pub fn payout_account_changed(
+    organizer_id: Uuid,
+    changed_at: i64,
+    to: &str,
+    organizer_name: &str,
+    bank_name: &str,
+    last4: &str,
+    cooldown_hours: u64,
+) -> Email {
+    let subject = "Your payout bank account was changed".to_owned();
+    Email {
+        to: to.to_owned(),
+        html: layout(
+            &subject,
+            &format!(
+                "<p>The payout account of <strong>{}</strong> is now {} ending in {}.</p>                 <p>Payouts to it start after {cooldown_hours} hours. If you did not make this                  change, change your password and contact us at once.</p>",
+                escape(organizer_name),
+                escape(bank_name),
+                escape(last4)
+            ),
+        ),
+        text: format!(
+            "The payout account of {organizer_name} is now {bank_name} ending in {last4}.\n             Payouts to it start after {cooldown_hours} hours. If you did not make this change,              change your password and contact us at once.\n"
+        ),
+        subject,
+        kind: "payout_account_changed".to_owned(),
+        idempotency_key: format!("payout-account/{organizer_id}/{changed_at}/{to}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +232,12 @@ mod tests {
         assert!(m.html.contains("&lt;script&gt;"));
         assert!(m.text.contains("<script>"));
         assert_eq!(m.idempotency_key, format!("welcome/{}", Uuid::nil()));
+    }
+
+    #[test]
+    fn naira_groups_thousands_and_keeps_kobo() {
+        assert_eq!(naira(1_234_567), "₦12,345.67");
+        assert_eq!(naira(5), "₦0.05");
+        assert_eq!(naira(100_000_000), "₦1,000,000.00");
     }
 }

@@ -5,11 +5,11 @@
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     clients::paystack::{GatewayError, NewRecipient},
     error::{AppError, AppResult, FieldError},
     repo::{self, organizers::OrganizerRow},
-    service::banks,
+    service::{auth, banks, notifications},
+    state::AppState,
 };
 
 pub struct OrganizerInput {
@@ -20,6 +20,9 @@ pub struct OrganizerInput {
     pub account_number: Option<String>,
     pub description: Option<Option<String>>,
     pub website: Option<Option<String>>,
+    /// Needed (with `code` when 2FA is on) to change the bank account.
+    pub password: Option<String>,
+    pub code: Option<String>,
 }
 
 fn gateway_error(e: GatewayError, field: &str) -> AppError {
@@ -134,6 +137,21 @@ pub async fn update(
             .account_number
             .as_ref()
             .is_some_and(|a| *a != row.account_number);
+    // Checked before anything else happens: a stolen token cannot redirect payouts.
+    let login = if bank_changed {
+        Some(
+            auth::confirm_identity(
+                state,
+                user_id,
+                input.password.clone(),
+                input.code.as_deref(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let email_before = row.email.clone();
     if let Some(v) = input.name {
         row.name = v;
     }
@@ -162,6 +180,40 @@ pub async fn update(
         row.account_name = account_name;
         row.recipient_code = recipient_code;
     }
-    repo::organizers::update(&state.db, &row).await?;
+    repo::organizers::update(&state.db, &row, bank_changed).await?;
+    if let Some(login) = login {
+        notify_account_change(state, &row, &login.email, &email_before).await;
+        tracing::warn!(organizer_id = %row.id, "payout bank account changed; payouts wait for the cooldown");
+    }
     Ok(row)
+}
+
+/// Mails the change to the login email and to the organizer email as it was before (the same
+/// PATCH may change that one too).
+async fn notify_account_change(
+    state: &AppState,
+    row: &OrganizerRow,
+    login_email: &str,
+    email_before: &str,
+) {
+    let changed_at = time::OffsetDateTime::now_utc().unix_timestamp();
+    let last4 = &row.account_number[row.account_number.len().saturating_sub(4)..];
+    let mut to = vec![login_email.to_owned()];
+    if !email_before.eq_ignore_ascii_case(login_email) {
+        to.push(email_before.to_owned());
+    }
+    for address in to {
+        let mail = notifications::payout_account_changed(
+            row.id,
+            changed_at,
+            &address,
+            &row.name,
+            &row.bank_name,
+            last4,
+            state.config.payout_account_cooldown.as_secs() / 3600,
+        );
+        if let Err(e) = state.queues.send_mail(mail).await {
+            tracing::error!(error = %e, "account change notice not queued");
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! Payments after the checkout: signed webhooks, settlement (verify → paid → tickets →
-//! ledger → mail → status), releasing holds, and the sweeper's healing passes.
+//! Payments after the checkout: signed webhooks (recorded once, then handed to the job that
+//! owns them) and settlement (verify → paid → tickets → ledger → mail → status).
 //!
 //! Settlement is idempotent: every step is a guarded statement or an insert that skips what
 //! exists, so running it twice (two webhooks, a retried job, the sweeper) changes nothing the
@@ -7,39 +7,14 @@
 
 use std::time::Instant;
 
-use hmac::{Hmac, KeyInit, Mac};
-use redis::AsyncCommands;
-use serde::Deserialize;
-use sha2::Sha512;
-use uuid::Uuid;
-
 use crate::{
-    app::AppState,
-    clients::paystack::TxStatus,
+    clients::paystack::{self, TxStatus},
     error::{AppError, AppResult},
     repo::{self, orders::OrderRow},
     security::crypto,
-    service::notifications,
+    service::{holds, notifications},
+    state::AppState,
 };
-
-/// Checks `x-paystack-signature`: HMAC-SHA512 of the exact raw body under the secret key,
-/// compared in constant time (hmac's `verify_slice`).
-pub fn signature_is_valid(secret: &str, raw_body: &[u8], signature_hex: &str) -> bool {
-    let Ok(signature) = hex::decode(signature_hex.trim()) else {
-        return false;
-    };
-    let mut mac =
-        <Hmac<Sha512> as KeyInit>::new_from_slice(secret.as_bytes()).expect("any key size");
-    mac.update(raw_body);
-    mac.verify_slice(&signature).is_ok()
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    event: String,
-    #[serde(default)]
-    data: serde_json::Value,
-}
 
 fn webhook_metric(event: &str, result: &'static str) {
     let event = match event {
@@ -52,15 +27,16 @@ fn webhook_metric(event: &str, result: &'static str) {
         .increment(1);
 }
 
-/// `POST /payments/callback`: verify the signature, record the delivery once, queue the work.
-/// Duplicates, unknown events and unknown references answer 200 and change nothing.
+/// `POST /payments/callback`: verify the signature, record the delivery once, queue the work
+/// (each job asks Paystack for the truth; the body is only a hint). Duplicates, unknown
+/// events and unknown references answer 200 and change nothing.
 pub async fn receive_webhook(
     state: &AppState,
     raw: &[u8],
     signature: Option<&str>,
 ) -> AppResult<()> {
-    let valid =
-        signature.is_some_and(|s| signature_is_valid(state.config.webhook_secret(), raw, s));
+    let valid = signature
+        .is_some_and(|s| paystack::signature_is_valid(state.config.webhook_secret(), raw, s));
     if !valid {
         webhook_metric("unknown", "invalid_signature");
         return Err(AppError::unauthorized(
@@ -68,65 +44,51 @@ pub async fn receive_webhook(
             "The x-paystack-signature header does not match the body.",
         ));
     }
-    let Ok(envelope) = serde_json::from_slice::<Envelope>(raw) else {
+    let Some(hook) = paystack::parse_webhook(raw) else {
         webhook_metric("unknown", "unreadable");
         tracing::warn!("signed webhook with an unreadable body; ignored");
         return Ok(());
     };
-    let data = &envelope.data;
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    };
-    let reference = match envelope.event.as_str() {
-        e if e.starts_with("refund.") => text(&data["transaction_reference"]),
-        _ => text(&data["reference"]),
-    };
-    // Paystack events carry no id: identity as in external-apis.md §1.4.
-    let identity = match envelope.event.as_str() {
-        "charge.success" => format!("charge.success:{}:{reference}", text(&data["id"])),
-        e if e.starts_with("refund.") => format!(
-            "{e}:{reference}:{}:{}",
-            text(&data["status"]),
-            text(&data["amount"])
-        ),
-        e if e.starts_with("transfer.") => format!(
-            "{e}:{}",
-            if data["transfer_code"].is_null() {
-                text(&data["reference"])
-            } else {
-                text(&data["transfer_code"])
-            }
-        ),
-        e => format!("{e}:{}", crypto::token_hash(&String::from_utf8_lossy(raw))),
-    };
-    let payload: serde_json::Value = serde_json::from_slice(raw).unwrap_or_default();
-    let first = repo::orders::record_payment_event(
+    let reference = hook.reference.as_str();
+    let first = repo::payment_events::record_payment_event(
         &state.db,
-        &identity,
-        &envelope.event,
-        (!reference.is_empty()).then_some(reference.as_str()),
-        &payload,
+        &hook.identity,
+        &hook.event,
+        (!reference.is_empty()).then_some(reference),
+        &hook.payload,
     )
     .await?;
     if !first {
-        webhook_metric(&envelope.event, "duplicate");
+        webhook_metric(&hook.event, "duplicate");
         return Ok(());
     }
-    match envelope.event.as_str() {
+    // If Redis refuses a job, the delivery is still recorded and the sweeper re-drives it
+    // (charges by their unprocessed delivery, refunds and payouts by their due time).
+    let queued = match hook.event.as_str() {
         "charge.success" if !reference.is_empty() => {
-            // If Redis refuses the job the delivery is still recorded; the sweeper's verify
-            // of the expiring hold settles the payment anyway.
-            if let Err(e) = state.queues.settle_payment(&reference).await {
-                tracing::error!(error = %e, %reference, "payment job not queued; the sweeper will settle");
-            }
-            webhook_metric(&envelope.event, "queued");
+            state.queues.settle_payment(reference).await.map(|_| true)
         }
-        other => {
-            // Refunds and transfers are settled by their own features; recorded meanwhile.
-            tracing::info!(event = other, %reference, "webhook recorded");
-            webhook_metric(other, "recorded");
+        e if e.starts_with("refund.") => {
+            match repo::orders::find_by_reference(&state.db, reference).await? {
+                Some(order) => state.queues.refund(order.id).await.map(|_| true),
+                None => Ok(false),
+            }
+        }
+        e if e.starts_with("transfer.") => match crate::service::payouts::payout_of(reference) {
+            Some(payout_id) => state.queues.payout(payout_id).await.map(|_| true),
+            None => Ok(false),
+        },
+        _ => Ok(false),
+    };
+    match queued {
+        Ok(true) => webhook_metric(&hook.event, "queued"),
+        Ok(false) => {
+            tracing::info!(event = %hook.event, %reference, "webhook recorded; nothing to do");
+            webhook_metric(&hook.event, "recorded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, %reference, "webhook job not queued; the sweeper will re-drive");
+            webhook_metric(&hook.event, "not_queued");
         }
     }
     Ok(())
@@ -151,6 +113,14 @@ pub enum Settled {
 /// issues the tickets, writes the ledger, queues the mail and publishes the status.
 #[tracing::instrument(skip(state))]
 pub async fn settle(state: &AppState, reference: &str) -> AppResult<Settled> {
+    let settled = settle_once(state, reference).await?;
+    // Whatever the outcome, verify answered: the delivery needs no re-drive. (A payment not
+    // yet final is settled by its hold's expiry, which asks Paystack again.)
+    repo::payment_events::mark_charge_processed(&state.db, reference).await?;
+    Ok(settled)
+}
+
+async fn settle_once(state: &AppState, reference: &str) -> AppResult<Settled> {
     let started = Instant::now();
     let Some(order) = repo::orders::find_by_reference(&state.db, reference).await? else {
         tracing::info!("payment for an unknown reference; nothing to do");
@@ -205,7 +175,7 @@ pub async fn settle(state: &AppState, reference: &str) -> AppResult<Settled> {
                 metrics::histogram!("ticketing_payment_to_ticket_seconds")
                     .record(started.elapsed().as_secs_f64());
                 queue_ticket_mail(state, &order, &event_title).await;
-                publish_status(state, &order.reference, "paid").await;
+                holds::publish_status(state, &order.reference, "paid").await;
                 tracing::info!(tickets = issued, "order paid");
                 return Ok(Settled::Paid {
                     tickets_issued: issued,
@@ -213,7 +183,10 @@ pub async fn settle(state: &AppState, reference: &str) -> AppResult<Settled> {
             }
             Applied::RefundPending(reason) => {
                 tracing::warn!(reason, "payment cannot be honoured; refund pending");
-                publish_status(state, &order.reference, "refund_pending").await;
+                if let Err(e) = state.queues.refund(order.id).await {
+                    tracing::warn!(error = %e, "refund job not queued; the sweeper will drive it");
+                }
+                holds::publish_status(state, &order.reference, "refund_pending").await;
                 return Ok(Settled::RefundPending);
             }
             Applied::Raced => {
@@ -247,9 +220,15 @@ enum Applied {
 }
 
 /// One transaction applying a verified payment to the order in the state `order` shows:
-/// pending (open event) → paid; a late payment → paid again if seats are left; anything
-/// that cannot be honoured (closed event, no seats, wrong amount) → refund_pending, with the
-/// seats given back where the order still held them.
+/// pending (open event) → paid; a late payment → paid again if its seats (and discount
+/// allowance) are still there; anything that cannot be honoured (closed event, no seats,
+/// wrong amount) → refund_pending, with the money received in the ledger and reversed, and a
+/// refund created.
+///
+/// The event row is read `FOR KEY SHARE`: a cancel (which takes `FOR UPDATE`) either commits
+/// before this read — and the payment is refunded here — or waits for this commit — and then
+/// refunds the paid order itself. Without the lock, a cancel committing between the read and
+/// the write left a paid order with valid tickets on a cancelled event.
 async fn apply_payment(
     state: &AppState,
     order: &OrderRow,
@@ -257,76 +236,55 @@ async fn apply_payment(
     fee: i64,
     mismatch: bool,
 ) -> AppResult<Applied> {
-    let mut tx = state.db.begin().await?;
-    let event = repo::events::find(&mut *tx, order.event_id)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("order without its event"))?;
-    let now = time::OffsetDateTime::now_utc();
-    let closed_reason = if event.status == "cancelled" {
-        Some("event_cancelled")
-    } else if event.ends_at <= now {
-        Some("event_ended")
-    } else {
-        None
-    };
-    let refusal = if mismatch {
-        Some("amount_mismatch")
-    } else {
-        closed_reason
-    };
     let from = order.status.as_str();
     if !matches!(from, "pending" | "expired" | "failed" | "cancelled") {
         return Ok(Applied::Raced);
     }
+    let mut tx = state.db.begin().await?;
+    let event = repo::events::lock_shared(&mut *tx, order.event_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("order without its event"))?;
+    let now = time::OffsetDateTime::now_utc();
+    let refusal = if mismatch {
+        Some("amount_mismatch")
+    } else if event.status == "cancelled" {
+        Some("event_cancelled")
+    } else if event.ends_at <= now {
+        Some("event_ended")
+    } else if from == "pending" {
+        None
+    } else if repo::tiers::retake_seats(&mut *tx, order.tier_id, order.quantity, order.discounted)
+        .await?
+    {
+        // A late payment with seats left: honoured at the price already paid.
+        None
+    } else {
+        Some("late_payment_sold_out")
+    };
 
     if let Some(reason) = refusal {
         // Owed back. A pending order first gives its seats back (pending → failed).
         let from = if from == "pending" {
-            match repo::orders::end_hold(&mut *tx, order.id, "failed").await? {
-                Some(held) => {
-                    crate::service::purchase::seats_released(state, held.tier_id).await;
-                    repo::tiers::release_seats(
-                        &mut *tx,
-                        held.tier_id,
-                        held.quantity,
-                        held.discounted,
-                    )
-                    .await?;
-                    "failed"
-                }
+            match holds::end_in(state, &mut tx, order.id, "failed").await? {
+                Some(_) => "failed",
                 None => return Ok(Applied::Raced),
             }
         } else {
             from
         };
-        if !repo::orders::mark_refund_pending(&mut *tx, order.id, from, amount, reason).await? {
+        if !repo::orders::mark_refund_pending(&mut *tx, order.id, from, amount, fee, reason).await?
+        {
             return Ok(Applied::Raced);
         }
+        // Every kobo received is accounted for: a payment that never became a sale has its
+        // own entries (no platform fee), reversed at once, and its refund.
+        repo::ledger::record_sale(&mut *tx, order, event.organizer_id, amount, fee, 0).await?;
+        repo::ledger::reverse_and_refund(&mut tx, &[order.id]).await?;
         tx.commit().await?;
         return Ok(Applied::RefundPending(reason));
     }
 
-    let paid = if from == "pending" {
-        repo::orders::mark_paid(&mut *tx, order.id, "pending", amount, fee).await?
-    } else if repo::tiers::retake_seats(&mut *tx, order.tier_id, order.quantity).await? {
-        // A late payment with seats left: honoured at the price already paid.
-        repo::orders::mark_paid(&mut *tx, order.id, from, amount, fee).await?
-    } else {
-        if !repo::orders::mark_refund_pending(
-            &mut *tx,
-            order.id,
-            from,
-            amount,
-            "late_payment_sold_out",
-        )
-        .await?
-        {
-            return Ok(Applied::Raced);
-        }
-        tx.commit().await?;
-        return Ok(Applied::RefundPending("late_payment_sold_out"));
-    };
-    if !paid {
+    if !repo::orders::mark_paid(&mut *tx, order.id, from, amount, fee).await? {
         return Ok(Applied::Raced);
     }
     let platform_fee = state
@@ -334,7 +292,7 @@ async fn apply_payment(
         .platform_fee_schedule
         .fee_per_ticket(order.unit_price)
         * i64::from(order.quantity);
-    repo::orders::record_sale(
+    repo::ledger::record_sale(
         &mut *tx,
         order,
         event.organizer_id,
@@ -358,7 +316,7 @@ pub async fn complete_free_order(state: &AppState, order: &OrderRow) -> AppResul
         .await?
         .ok_or_else(|| anyhow::anyhow!("order without its event"))?;
     if repo::orders::mark_paid(&mut *tx, order.id, "pending", 0, 0).await? {
-        repo::orders::record_sale(&mut *tx, order, event.organizer_id, 0, 0, 0).await?;
+        repo::ledger::record_sale(&mut *tx, order, event.organizer_id, 0, 0, 0).await?;
         let issued =
             repo::orders::issue_tickets(&mut *tx, order, &access_keys(order.quantity)).await?;
         metrics::counter!("ticketing_tickets_issued_total").increment(issued);
@@ -418,86 +376,5 @@ async fn queue_ticket_mail(state: &AppState, order: &OrderRow, event_title: &str
     .await;
     if let Err(e) = result {
         tracing::warn!(error = %e, order_id = %order.id, "ticket mail not queued; the sweeper will retry");
-    }
-}
-
-/// Tells every instance's websocket subscribers about a status change.
-pub async fn publish_status(state: &AppState, reference: &str, status: &str) {
-    let mut conn = state.redis.conn();
-    let message = serde_json::json!({ "reference": reference, "status": status }).to_string();
-    let channel = state.redis.key("orders:status");
-    if let Err(e) = conn.publish::<_, _, ()>(channel, message).await {
-        tracing::debug!(error = %e, "status not published");
-    }
-}
-
-/// pending → `to`, giving the seats back in the same transaction. False when the order was
-/// no longer pending (paid or released by someone else).
-pub async fn end_hold(state: &AppState, order_id: Uuid, to: &str) -> AppResult<bool> {
-    let mut tx = state.db.begin().await?;
-    let Some(order) = repo::orders::end_hold(&mut *tx, order_id, to).await? else {
-        return Ok(false);
-    };
-    // Before the commit, so no attempt is shed once the seats are free (see purchase.rs).
-    crate::service::purchase::seats_released(state, order.tier_id).await;
-    repo::tiers::release_seats(&mut *tx, order.tier_id, order.quantity, order.discounted).await?;
-    tx.commit().await?;
-    if to == "expired" {
-        metrics::counter!("ticketing_holds_expired_total").increment(1);
-    }
-    publish_status(state, &order.reference, to).await;
-    Ok(true)
-}
-
-/// One sweeper pass, safe on every instance at once (each transition is guarded):
-/// expires holds past `expires_at` after asking Paystack whether they were paid, and
-/// re-drives paid orders whose tickets or mail are missing.
-pub async fn sweep(state: &AppState) -> AppResult<(usize, usize)> {
-    let mut expired = 0;
-    for (order_id, reference) in repo::orders::expired_holds(&state.db, 200).await? {
-        match state.gateway.verify(&reference).await {
-            Ok(v) if v.status == TxStatus::Success => {
-                // Paid after all (a lost webhook): settle instead of expiring.
-                if let Err(e) = settle(state, &reference).await {
-                    tracing::warn!(error = %e, %reference, "settling a paid hold failed; next pass retries");
-                }
-            }
-            Ok(_) => match end_hold(state, order_id, "expired").await {
-                Ok(true) => expired += 1,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, %reference, "expiring a hold failed"),
-            },
-            // Paystack unreachable: keep the hold; the next pass asks again.
-            Err(e) => tracing::warn!(error = %e, %reference, "cannot verify an expired hold yet"),
-        }
-    }
-    let stuck = repo::orders::incomplete_paid(&state.db, 30.0, 100).await?;
-    for reference in &stuck {
-        if let Err(e) = settle(state, reference).await {
-            tracing::warn!(error = %e, %reference, "re-driving a paid order failed");
-        }
-    }
-    // A gauge from the database, not from increments: holds are made on one instance and
-    // released on another, so only the shared count is true.
-    if let Ok(n) = repo::orders::count_pending(&state.db).await {
-        metrics::gauge!("ticketing_holds_active").set(n as f64);
-    }
-    Ok((expired, stuck.len()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signature_matches_the_documented_vector() {
-        let key = "sk_test_0000000000000000000000000000000000000000";
-        let body = br#"{"event":"charge.success","data":{"id":5001,"status":"success","reference":"ord_01J9ZK3","amount":1050000,"currency":"NGN"}}"#;
-        let sig = "459f08a395da5117c0baa32eb1cf629d685783f82df8ea3573812394b6fd4813e0d979ac7bff880d88c461b3cf1c0413842b0a886f1e2454aa9a803f61f376bc";
-        assert_eq!(body.len(), 124);
-        assert!(signature_is_valid(key, body, sig));
-        assert!(!signature_is_valid(key, &body[..123], sig));
-        assert!(!signature_is_valid("sk_test_other", body, sig));
-        assert!(!signature_is_valid(key, body, "zz"));
     }
 }

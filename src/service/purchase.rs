@@ -5,14 +5,14 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     clients::paystack::{GatewayError, NewTransaction, TxStatus},
     error::{AppError, AppResult},
     repo::{
         self,
         orders::{HoldRequest, OrderRow},
     },
-    service::{events, payments},
+    service::{events, holds, payments},
+    state::AppState,
 };
 
 fn outcome(o: &'static str) {
@@ -77,39 +77,15 @@ pub struct Buyer<'a> {
 // ---- sold-out shedding ----
 //
 // After a tier sells out, every further attempt would still cost a PostgreSQL round trip
-// that waits on the hot tier row. Instead, the first attempt that finds the tier sold out
-// writes `soldout:<tier> = E`, where E is the tier's release epoch it read *before* trying.
-// Later attempts read both keys in one round trip and answer 409 at once while they are
-// equal. Anything that gives seats back increments the epoch *before* its transaction
-// commits, so from the moment a seat is free again no attempt is shed: a ticket that is
-// still available is never refused. If Redis is unavailable, nothing is shed.
-
-fn soldout_key(state: &AppState, tier_id: Uuid) -> String {
-    state.redis.key(format!("soldout:{tier_id}"))
-}
-
-fn epoch_key(state: &AppState, tier_id: Uuid) -> String {
-    state.redis.key(format!("epoch:{tier_id}"))
-}
+// that waits on the hot tier row. Instead, attempts read the sold-out flag and the release
+// epoch (`service::holds`) in one Redis round trip and answer 409 at once while they are
+// equal. If Redis is unavailable, nothing is shed.
 
 fn idem_key(state: &AppState, user_id: Uuid, key: &str) -> String {
     state.redis.key(format!(
         "idem:{user_id}:{}",
         crate::security::crypto::token_hash(key)
     ))
-}
-
-/// Called (before commit) by whatever gives seats back.
-pub async fn seats_released(state: &AppState, tier_id: Uuid) {
-    let mut conn = state.redis.conn();
-    let r: Result<i64, _> = redis::cmd("INCR")
-        .arg(epoch_key(state, tier_id))
-        .query_async(&mut conn)
-        .await;
-    if let Err(e) = r {
-        // Shedding then stays on a stale flag until it expires: bounded by its TTL.
-        tracing::warn!(error = %e, %tier_id, "release epoch not bumped");
-    }
 }
 
 /// How long a sold-out flag lives at most, bounding the damage of a lost epoch bump.
@@ -173,7 +149,10 @@ pub async fn purchase(
 
     // One Redis round trip: the sold-out flag, the release epoch, and a replayable key.
     let mut conn = state.redis.conn();
-    let mut keys = vec![soldout_key(state, tier_id), epoch_key(state, tier_id)];
+    let mut keys = vec![
+        holds::soldout_key(state, tier_id),
+        holds::epoch_key(state, tier_id),
+    ];
     if let Some(k) = idempotency_key {
         keys.push(idem_key(state, user_id, k));
     }
@@ -338,7 +317,7 @@ async fn not_held(
     if fully_taken {
         let mut conn = state.redis.conn();
         let _: Result<(), _> = redis::cmd("SET")
-            .arg(soldout_key(state, tier_id))
+            .arg(holds::soldout_key(state, tier_id))
             .arg(epoch)
             .arg("EX")
             .arg(SOLDOUT_TTL_SECS)
@@ -362,7 +341,7 @@ async fn gateway_failed(state: &AppState, order: &OrderRow, err: GatewayError) -
         },
     };
     if release {
-        if let Err(e) = payments::end_hold(state, order.id, "failed").await {
+        if let Err(e) = holds::end(state, order.id, "failed").await {
             tracing::error!(error = %e, "could not release a failed hold; the sweeper will");
         }
         // The first answer was a 5xx: a retry with the same key must try again rather than

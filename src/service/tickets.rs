@@ -4,10 +4,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     error::{AppError, AppResult},
     repo::{self, events::TierRow, tiers::NewTier},
     service::events,
+    state::AppState,
 };
 
 pub struct TierInput {
@@ -74,7 +74,8 @@ pub async fn remove_discount(
 
 pub struct Sales {
     pub tiers: Vec<repo::tiers::TierSales>,
-    pub totals: repo::tiers::EventTotals,
+    pub totals: repo::ledger::EventTotals,
+    pub checked_in: i64,
 }
 
 pub async fn sales(state: &AppState, user_id: Uuid, event_id: Uuid) -> AppResult<Sales> {
@@ -82,7 +83,8 @@ pub async fn sales(state: &AppState, user_id: Uuid, event_id: Uuid) -> AppResult
     events::ensure_owner(&event, user_id)?;
     Ok(Sales {
         tiers: repo::tiers::sales(&state.db, event_id).await?,
-        totals: repo::tiers::event_totals(&state.db, event_id).await?,
+        totals: repo::ledger::event_totals(&state.db, event_id).await?,
+        checked_in: repo::tiers::checked_in(&state.db, event_id).await?,
     })
 }
 

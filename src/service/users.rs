@@ -3,10 +3,10 @@
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     error::{AppError, AppResult},
     repo,
     security::password,
+    state::AppState,
 };
 
 /// Deletes the account after checking the password. Refused while the user organizes an

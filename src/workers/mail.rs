@@ -2,7 +2,7 @@
 
 use apalis::prelude::{Attempt, BoxDynError, Data};
 
-use crate::{app::AppState, clients::mail::MailError, queue::MailJob, workers::job_error};
+use crate::{clients::mail::MailError, queue::MailJob, state::AppState, workers::job_error};
 
 pub async fn send_mail(
     job: MailJob,

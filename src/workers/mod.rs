@@ -8,6 +8,8 @@
 
 pub mod mail;
 pub mod payment;
+pub mod payout;
+pub mod refund;
 pub mod sweeper;
 
 use std::time::Duration;
@@ -22,7 +24,7 @@ use apalis::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Starts every worker; the returned task ends once `shutdown` is cancelled and the jobs in
 /// flight have finished.
@@ -38,6 +40,10 @@ pub fn start(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
     let mail_name = format!("{}:mail:{instance}", state.redis.prefix());
     let pay_state = state.clone();
     let pay_name = format!("{}:payments:{instance}", state.redis.prefix());
+    let refund_state = state.clone();
+    let refund_name = format!("{}:refunds:{instance}", state.redis.prefix());
+    let payout_state = state.clone();
+    let payout_name = format!("{}:payouts:{instance}", state.redis.prefix());
     let monitor = Monitor::new()
         .register(move |_run| {
             WorkerBuilder::new(mail_name.clone())
@@ -54,6 +60,22 @@ pub fn start(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
                 .concurrency(concurrency)
                 .retry(retry_policy(&pay_state))
                 .build(payment::settle_payment)
+        })
+        .register(move |_run| {
+            WorkerBuilder::new(refund_name.clone())
+                .backend(refund_state.queues.refunds().poll_with_interval(poll))
+                .data(refund_state.clone())
+                .concurrency(concurrency)
+                .retry(retry_policy(&refund_state))
+                .build(refund::drive_refund)
+        })
+        .register(move |_run| {
+            WorkerBuilder::new(payout_name.clone())
+                .backend(payout_state.queues.payouts().poll_with_interval(poll))
+                .data(payout_state.clone())
+                .concurrency(concurrency)
+                .retry(retry_policy(&payout_state))
+                .build(payout::drive_payout)
         });
     let sweeper = tokio::spawn(sweeper::run(state.clone(), shutdown.clone()));
 

@@ -3,7 +3,7 @@
 use apalis::prelude::{Attempt, BoxDynError, Data};
 
 use crate::{
-    app::AppState, error::AppError, queue::PaymentJob, service::payments, workers::job_error,
+    error::AppError, queue::PaymentJob, service::payments, state::AppState, workers::job_error,
 };
 
 pub async fn settle_payment(

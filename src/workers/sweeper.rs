@@ -1,10 +1,9 @@
-//! The sweeper: every `SWEEP_INTERVAL_SECONDS`, on every instance that runs workers. Safe to
-//! run concurrently — each transition it makes is a guarded statement — so there is no
-//! leader election; what one instance does, another's attempt finds already done.
+//! The sweeper task: every `SWEEP_INTERVAL_SECONDS`, on every instance that runs workers
+//! (see `service::sweeper` for why that is safe).
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{app::AppState, service::payments};
+use crate::{service::sweeper, state::AppState};
 
 pub async fn run(state: AppState, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(state.config.sweep_interval);
@@ -14,15 +13,9 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        match payments::sweep(&state).await {
-            Ok((0, 0)) => {}
-            Ok((expired, redriven)) => {
-                tracing::info!(
-                    expired,
-                    redriven,
-                    "sweep: holds expired, paid orders re-driven"
-                );
-            }
+        match sweeper::sweep(&state).await {
+            Ok(done) if done == sweeper::Sweep::default() => {}
+            Ok(done) => tracing::info!(?done, "sweep"),
             Err(e) => tracing::warn!(error = %e, "sweep failed; next pass retries"),
         }
     }

@@ -462,4 +462,14 @@ pub async fn assert_invariants(app: &TestApp) {
             "order {id}: gross = platform fee + organizer share"
         );
     }
+    // And the reconciliation check the operators run (ledger reversals, refunds, payouts).
+    let report = ticketing::service::reconcile::check(db, Default::default())
+        .await
+        .unwrap();
+    let lines: Vec<String> = report
+        .mismatches
+        .iter()
+        .map(ticketing::service::reconcile::line)
+        .collect();
+    assert!(lines.is_empty(), "reconcile: {lines:#?}");
 }

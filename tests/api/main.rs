@@ -8,5 +8,6 @@ mod fakes;
 mod foundation;
 #[allow(dead_code)]
 mod helpers;
+mod money;
 mod organizers;
 mod selling;

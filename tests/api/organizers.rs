@@ -118,7 +118,8 @@ async fn a_changed_account_is_resolved_again_with_a_new_recipient() {
         .client
         .patch(app.url("/users/organizer"))
         .bearer_auth(&token)
-        .json(&json!({ "bank_code": "044", "account_number": "0987654321" }))
+        // API.md: a bank change needs the account password.
+        .json(&json!({ "bank_code": "044", "account_number": "0987654321", "password": PASSWORD }))
         .send()
         .await
         .unwrap();

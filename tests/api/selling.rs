@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::{
     fakes::{
         Fault,
-        paystack::{Delivery, SECRET_KEY, fee, sign},
+        paystack::{Delivery, RefundOutcome, SECRET_KEY, fee, sign},
     },
     helpers::{
         TestApp, add_tier, assert_invariants, attendees, event_with_tier, eventually, hold,
@@ -440,6 +440,9 @@ async fn forged_or_reserialised_signatures_are_401_and_change_nothing() {
 #[tokio::test]
 async fn a_webhook_whose_verify_disagrees_pays_nothing() {
     let app = TestApp::spawn().await;
+    // Refunds stay at Paystack until told: this test looks at orders while they are owed.
+    app.paystack
+        .set_default_refund_outcome(RefundOutcome::Manual);
     let (_, event_id, _) = event_with_tier(&app, PRICE, 5).await;
     let buyer = signup(&app, "sade@example.com").await;
     let abandoned: Value = hold(&app, &buyer, &event_id, "Regular", 1).await;
@@ -577,6 +580,9 @@ async fn an_expired_hold_gives_its_tickets_back() {
 #[tokio::test]
 async fn a_late_payment_is_honoured_with_seats_left_and_owed_back_without() {
     let app = fast_sweeps().spawn().await;
+    // Refunds stay at Paystack until told: this test looks at orders while they are owed.
+    app.paystack
+        .set_default_refund_outcome(RefundOutcome::Manual);
     let (_, event_id, _) = event_with_tier(&app, PRICE, 1).await;
     let (a, b) = (
         signup(&app, "wale@example.com").await,
@@ -791,6 +797,9 @@ async fn a_ticket_for_another_event_of_the_same_organizer_is_refused() {
 #[tokio::test]
 async fn cancelling_an_event_voids_its_holds_and_tickets() {
     let app = TestApp::spawn().await;
+    // Refunds stay at Paystack until told: this test looks at orders while they are owed.
+    app.paystack
+        .set_default_refund_outcome(RefundOutcome::Manual);
     let (owner, event_id, _) = event_with_tier(&app, PRICE, 5).await;
     let buyer = signup(&app, "cancel@example.com").await;
     let paid: Value = hold(&app, &buyer, &event_id, "Regular", 1).await;

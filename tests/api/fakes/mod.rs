@@ -42,4 +42,7 @@ pub enum Fault {
     HtmlUnavailable,
     /// No answer for this long.
     Hang(std::time::Duration),
+    /// The provider did the work, then held the answer this long (past the client's timeout):
+    /// "succeeded but the answer was lost". Only the Paystack fake honours it.
+    HangAfterAccept(std::time::Duration),
 }

@@ -1,0 +1,85 @@
+//! The end of a hold, in one place: an order stops holding seats exactly once (a guarded
+//! transition), its seats and discount allowance go back to the tier in the same
+//! transaction, the tier's release epoch moves before the commit (so sold-out shedding never
+//! refuses a free seat), and the new status is published to every instance.
+//!
+//! Used by the purchase (a checkout that could not start), settlement (a payment that cannot
+//! be honoured), cancellation (voided holds) and the sweeper (expired holds).
+
+use redis::AsyncCommands;
+use uuid::Uuid;
+
+use crate::{
+    error::AppResult,
+    repo::{self, orders::OrderRow},
+    state::AppState,
+};
+
+// ---- sold-out shedding keys ----
+//
+// After a tier sells out, the first attempt that finds it so writes `soldout:<tier> = E`,
+// where E is the tier's release epoch it read *before* trying; later attempts answer 409 at
+// once while the two are equal (see `service::purchase`). Anything that gives seats back
+// increments the epoch *before* its transaction commits.
+
+pub fn soldout_key(state: &AppState, tier_id: Uuid) -> String {
+    state.redis.key(format!("soldout:{tier_id}"))
+}
+
+pub fn epoch_key(state: &AppState, tier_id: Uuid) -> String {
+    state.redis.key(format!("epoch:{tier_id}"))
+}
+
+/// Called (before commit) by whatever gives seats back.
+pub async fn seats_released(state: &AppState, tier_id: Uuid) {
+    let mut conn = state.redis.conn();
+    let r: Result<i64, _> = redis::cmd("INCR")
+        .arg(epoch_key(state, tier_id))
+        .query_async(&mut conn)
+        .await;
+    if let Err(e) = r {
+        // Shedding then stays on a stale flag until it expires: bounded by its TTL.
+        tracing::warn!(error = %e, %tier_id, "release epoch not bumped");
+    }
+}
+
+/// pending → `to` inside the caller's transaction, giving the seats back. `None` when the
+/// order was no longer pending (paid or released by someone else).
+pub async fn end_in(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    order_id: Uuid,
+    to: &str,
+) -> AppResult<Option<OrderRow>> {
+    let Some(order) = repo::orders::end_hold(&mut *tx, order_id, to).await? else {
+        return Ok(None);
+    };
+    seats_released(state, order.tier_id).await;
+    repo::tiers::release_seats(&mut *tx, order.tier_id, order.quantity, order.discounted).await?;
+    Ok(Some(order))
+}
+
+/// pending → `to` (expired, failed, cancelled) in its own transaction, then published.
+/// False when the order was no longer pending.
+pub async fn end(state: &AppState, order_id: Uuid, to: &str) -> AppResult<bool> {
+    let mut tx = state.db.begin().await?;
+    let Some(order) = end_in(state, &mut tx, order_id, to).await? else {
+        return Ok(false);
+    };
+    tx.commit().await?;
+    if to == "expired" {
+        metrics::counter!("ticketing_holds_expired_total").increment(1);
+    }
+    publish_status(state, &order.reference, to).await;
+    Ok(true)
+}
+
+/// Tells every instance's websocket subscribers about a status change.
+pub async fn publish_status(state: &AppState, reference: &str, status: &str) {
+    let mut conn = state.redis.conn();
+    let message = serde_json::json!({ "reference": reference, "status": status }).to_string();
+    let channel = state.redis.key("orders:status");
+    if let Err(e) = conn.publish::<_, _, ()>(channel, message).await {
+        tracing::debug!(error = %e, "status not published");
+    }
+}

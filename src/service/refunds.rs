@@ -1,0 +1,444 @@
+//! Refunds: an organizer's refund of one order, and the driver that takes every refund from
+//! `pending` to `processed` at Paystack (DESIGN.md "Refunds and revenue", "Money details").
+//!
+//! An order enters refund_pending in one transaction with its ledger reversal and its refund
+//! row (`repo::ledger::reverse_and_refund`); from then on only `drive` changes the refund,
+//! holding its lease. The rules that keep one refund per order at Paystack:
+//! - the state is `sending` from just before `POST /refund` until the answer is known, so a
+//!   timeout, a crash or a 5xx is looked up (`GET /refund?transaction=`) before any resend;
+//! - `transaction_reversed` ("already fully refunded") is looked up the same way;
+//! - a webhook never changes a refund by itself: it queues a drive, which asks Paystack.
+//!
+//! Paystack keeps its fee on a refund; the buyer gets the whole amount back, so the cost is
+//! the platform's (the paystack_fee entry is never reversed).
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    clients::paystack::{GatewayError, NewRefund, RefundInfo, RefundStatus, TxStatus},
+    error::{AppError, AppResult},
+    repo::{
+        self,
+        orders::OrderRow,
+        refunds::{RefundRow, RefundUpdate},
+    },
+    service::{
+        budget::{self, Call},
+        events, holds,
+    },
+    state::AppState,
+};
+
+/// Longer than the Paystack calls one step can make (verify, list, refund, each ≤ timeout).
+const LEASE_SECONDS: f64 = 120.0;
+
+pub fn payout_started() -> AppError {
+    AppError::conflict(
+        "payout_started",
+        "The event's payout has started; its orders can no longer be refunded.",
+    )
+}
+
+/// `POST /events/:eventId/orders/:orderId/refund`: the owner refunds one paid order in full,
+/// before the event's payout has started. Tickets are void at once.
+pub async fn refund_order(
+    state: &AppState,
+    user_id: Uuid,
+    event_id: Uuid,
+    order_id: Uuid,
+) -> AppResult<OrderRow> {
+    let event = events::load(state, event_id).await?;
+    events::ensure_owner(&event, user_id)?;
+    let order = repo::orders::find(&state.db, order_id)
+        .await?
+        .filter(|o| o.event_id == event_id)
+        .ok_or_else(|| AppError::not_found("Order"))?;
+    let mut tx = state.db.begin().await?;
+    // Under the event's lock: the payout (which takes it too) cannot start in between.
+    let locked = repo::events::lock_exclusive(&mut *tx, event_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("Event"))?;
+    if locked.payout_started_at.is_some() {
+        return Err(payout_started());
+    }
+    let moved = repo::orders::owe_back_paid(&mut *tx, &[order_id], "organizer_refund").await?;
+    if moved.is_empty() {
+        return Err(AppError::conflict(
+            "order_not_refundable",
+            "Only a paid order can be refunded.",
+        ));
+    }
+    for (_, tier_id) in &moved {
+        // Its seats are free again: shedding must not refuse them.
+        holds::seats_released(state, *tier_id).await;
+    }
+    repo::ledger::reverse_and_refund(&mut tx, &[order_id]).await?;
+    tx.commit().await?;
+    tracing::info!(%order_id, "order refunded by the organizer");
+    holds::publish_status(state, &order.reference, "refund_pending").await;
+    enqueue(state, &[order_id]).await;
+    repo::orders::find(&state.db, order_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("order vanished").into())
+}
+
+/// Queues the first step of these refunds. A job Redis refuses is not lost: every due
+/// refund is driven by the sweeper.
+pub async fn enqueue(state: &AppState, order_ids: &[Uuid]) {
+    for order_id in order_ids {
+        if let Err(e) = state.queues.refund(*order_id).await {
+            tracing::warn!(error = %e, %order_id, "refund job not queued; the sweeper will drive it");
+            return;
+        }
+    }
+}
+
+/// What one drive ended with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Driven {
+    /// Another driver holds the refund, or there is nothing left to do.
+    NotClaimed,
+    /// Processed: the order is refunded.
+    Done,
+    /// Waiting for Paystack, a retry or the budget; the refund says when to look again.
+    Later,
+}
+
+/// Takes the order's refund one or more steps forward, holding its lease.
+#[tracing::instrument(skip(state))]
+pub async fn drive(state: &AppState, order_id: Uuid) -> AppResult<Driven> {
+    let lease = Uuid::now_v7();
+    let Some(refund) = repo::refunds::claim(&state.db, order_id, lease, LEASE_SECONDS).await?
+    else {
+        return Ok(Driven::NotClaimed);
+    };
+    let mut driver = Driver {
+        state,
+        lease,
+        refund,
+    };
+    let result = driver.run().await;
+    if result.is_err() {
+        // Let the next job or sweep try at once rather than after the lease runs out.
+        let _ = repo::refunds::release(&state.db, driver.refund.id, lease).await;
+    }
+    result
+}
+
+struct Driver<'a> {
+    state: &'a AppState,
+    lease: Uuid,
+    refund: RefundRow,
+}
+
+/// `retry_base × 2^attempts`, at most an hour.
+fn backoff(state: &AppState, attempts: i32) -> f64 {
+    let base = state.config.job_retry_base.as_secs_f64().max(0.001);
+    (base * 2f64.powi(attempts.clamp(0, 16))).min(3600.0)
+}
+
+fn metric(outcome: &'static str, reason: &str) {
+    let reason = match reason {
+        "event_cancelled"
+        | "organizer_refund"
+        | "late_payment_sold_out"
+        | "event_ended"
+        | "amount_mismatch" => reason.to_owned(),
+        _ => "other".to_owned(),
+    };
+    metrics::counter!("ticketing_refunds_total", "outcome" => outcome, "reason" => reason)
+        .increment(1);
+}
+
+impl Driver<'_> {
+    async fn run(&mut self) -> AppResult<Driven> {
+        // Each pass either finishes, defers, or moves to a state whose next pass needs no
+        // new send; a few passes are always enough.
+        for _ in 0..4 {
+            let step = match self.refund.status.as_str() {
+                "processed" => return self.finish(self.refund.paystack_refund_id).await,
+                "pending" | "failed" => self.send().await?,
+                "sending" => self.look_up().await?,
+                _ => self.check().await?,
+            };
+            if let Some(done) = step {
+                return Ok(done);
+            }
+        }
+        self.defer(self.refund.status.clone(), None, 1.0).await
+    }
+
+    /// Writes the state back and lets go: try again in `seconds`.
+    async fn defer(
+        &mut self,
+        status: String,
+        error: Option<&str>,
+        seconds: f64,
+    ) -> AppResult<Driven> {
+        repo::refunds::set_status(
+            &self.state.db,
+            self.refund.id,
+            self.lease,
+            &RefundUpdate {
+                status: &status,
+                paystack_refund_id: self.refund.paystack_refund_id,
+                last_error: error,
+                retry_in_seconds: seconds,
+            },
+            true,
+        )
+        .await?;
+        Ok(Driven::Later)
+    }
+
+    /// pending/failed → a new `POST /refund`, once due.
+    async fn send(&mut self) -> AppResult<Option<Driven>> {
+        let state = self.state;
+        let r = &self.refund;
+        if r.next_attempt_at > OffsetDateTime::now_utc() {
+            repo::refunds::release(&state.db, r.id, self.lease).await?;
+            return Ok(Some(Driven::Later));
+        }
+        if r.holder_mailed_at.is_none() {
+            self.mail_holder(false).await;
+        }
+        if self.refund.amount == 0 {
+            // A free order: nothing to send back (DESIGN.md "Money details").
+            return self.finish(None).await.map(Some);
+        }
+        if !budget::take(state, Call::Refund).await {
+            let status = self.refund.status.clone();
+            return self.defer(status, None, 1.0).await.map(Some);
+        }
+        if !repo::refunds::start_sending(&state.db, self.refund.id, self.lease).await? {
+            return Ok(Some(Driven::NotClaimed));
+        }
+        self.refund.status = "sending".into();
+        self.refund.attempts += 1;
+        let note = format!("{} {}", self.refund.reason, self.refund.order_id);
+        let sent = state
+            .gateway
+            .refund(NewRefund {
+                transaction: &self.refund.reference,
+                amount: self.refund.amount,
+                currency: &self.refund.currency,
+                customer_note: "Refund of your ticket order",
+                merchant_note: &note,
+            })
+            .await;
+        match sent {
+            Ok(info) => self.apply(info).await.map(Some),
+            // Already fully refunded (our earlier call went through): look it up.
+            Err(e) if e.code() == Some("transaction_reversed") => Ok(None),
+            Err(e @ GatewayError::Rejected { .. }) => {
+                // Nothing was created: retried when due, and visible (insufficient balance
+                // included) until it goes through.
+                metric("retry", &self.refund.reason);
+                let wait = backoff(state, self.refund.attempts);
+                self.defer("failed".into(), Some(&e.to_string()), wait)
+                    .await
+                    .map(Some)
+            }
+            Err(e) => {
+                // Unknown outcome: stay `sending`; the next step looks it up first.
+                let wait = backoff(state, self.refund.attempts);
+                self.defer("sending".into(), Some(&e.to_string()), wait)
+                    .await
+                    .map(Some)
+            }
+        }
+    }
+
+    /// `sending`: did an earlier call create a refund? Adopt it, or send again.
+    async fn look_up(&mut self) -> AppResult<Option<Driven>> {
+        let state = self.state;
+        let wait = backoff(state, self.refund.attempts);
+        let verified = match state.gateway.verify(&self.refund.reference).await {
+            Ok(v) => v,
+            Err(e) => {
+                return self
+                    .defer("sending".into(), Some(&e.to_string()), wait)
+                    .await
+                    .map(Some);
+            }
+        };
+        let Some(transaction_id) = verified.transaction_id else {
+            if verified.status == TxStatus::NotFound {
+                return self
+                    .defer(
+                        "failed".into(),
+                        Some("Paystack has no such transaction"),
+                        wait,
+                    )
+                    .await
+                    .map(Some);
+            }
+            // A gateway that lists no refunds (the sandbox) refunds at once.
+            self.refund.status = "pending".into();
+            self.refund.next_attempt_at = OffsetDateTime::now_utc();
+            return Ok(None);
+        };
+        let found = match state.gateway.list_refunds(transaction_id).await {
+            Ok(found) => found,
+            Err(e) => {
+                return self
+                    .defer("sending".into(), Some(&e.to_string()), wait)
+                    .await
+                    .map(Some);
+            }
+        };
+        let adopt = found
+            .iter()
+            .find(|f| f.status == RefundStatus::Processed)
+            .or_else(|| found.iter().find(|f| f.status != RefundStatus::Failed));
+        match adopt {
+            Some(info) => self.apply(info.clone()).await.map(Some),
+            None => {
+                // No live refund at Paystack: the earlier call never arrived. Send now.
+                repo::refunds::set_status(
+                    &state.db,
+                    self.refund.id,
+                    self.lease,
+                    &RefundUpdate {
+                        status: "pending",
+                        paystack_refund_id: None,
+                        last_error: None,
+                        retry_in_seconds: 0.0,
+                    },
+                    false,
+                )
+                .await?;
+                self.refund.status = "pending".into();
+                self.refund.next_attempt_at = OffsetDateTime::now_utc();
+                Ok(None)
+            }
+        }
+    }
+
+    /// processing/needs_attention: ask Paystack how the refund stands.
+    async fn check(&mut self) -> AppResult<Option<Driven>> {
+        let Some(id) = self.refund.paystack_refund_id else {
+            self.refund.status = "sending".into();
+            return Ok(None);
+        };
+        match self.state.gateway.fetch_refund(id).await {
+            Ok(info) => self.apply(info).await.map(Some),
+            Err(e) => {
+                let wait = backoff(self.state, self.refund.attempts);
+                let status = self.refund.status.clone();
+                self.defer(status, Some(&e.to_string()), wait)
+                    .await
+                    .map(Some)
+            }
+        }
+    }
+
+    /// Records what Paystack says of our refund.
+    async fn apply(&mut self, info: RefundInfo) -> AppResult<Driven> {
+        self.refund.paystack_refund_id = Some(info.id);
+        let base = self.state.config.job_retry_base.as_secs_f64();
+        match info.status {
+            RefundStatus::Processed => self.finish(Some(info.id)).await,
+            RefundStatus::Failed => {
+                // The money is back in our balance: a new refund when due.
+                metric("failed", &self.refund.reason);
+                let wait = backoff(self.state, self.refund.attempts);
+                self.defer(
+                    "failed".into(),
+                    Some("Paystack reported the refund failed"),
+                    wait,
+                )
+                .await
+            }
+            RefundStatus::NeedsAttention => {
+                metric("needs_attention", &self.refund.reason);
+                self.defer(
+                    "needs_attention".into(),
+                    Some("Paystack needs the buyer's bank details"),
+                    base * 3600.0,
+                )
+                .await
+            }
+            RefundStatus::Pending | RefundStatus::Processing | RefundStatus::Unknown(_) => {
+                self.defer("processing".into(), None, base * 60.0).await
+            }
+        }
+    }
+
+    /// processed: the refund and the order's `refunded` in one transaction, then the mail.
+    async fn finish(&mut self, paystack_refund_id: Option<i64>) -> AppResult<Driven> {
+        let state = self.state;
+        let mut tx = state.db.begin().await?;
+        let updated = repo::refunds::set_status(
+            &mut *tx,
+            self.refund.id,
+            self.lease,
+            &RefundUpdate {
+                status: "processed",
+                paystack_refund_id,
+                last_error: None,
+                retry_in_seconds: 0.0,
+            },
+            true,
+        )
+        .await?;
+        if !updated {
+            return Ok(Driven::NotClaimed);
+        }
+        let refunded = repo::refunds::mark_order_refunded(&mut *tx, self.refund.order_id).await?;
+        tx.commit().await?;
+        if refunded {
+            metric("processed", &self.refund.reason);
+            metrics::counter!("ticketing_refunded_kobo_total").increment(self.refund.amount as u64);
+            tracing::info!(order_id = %self.refund.order_id, amount = self.refund.amount, "refund processed");
+            holds::publish_status(state, &self.refund.reference, "refunded").await;
+            self.mail_holder(true).await;
+        }
+        Ok(Driven::Done)
+    }
+
+    /// The holder hears that the refund started (once) and that it was processed.
+    async fn mail_holder(&mut self, processed: bool) {
+        let state = self.state;
+        let r = &self.refund;
+        let sent = async {
+            let Some(user) = repo::users::find_by_id(&state.db, r.user_id).await? else {
+                return Ok::<_, AppError>(());
+            };
+            let title = repo::events::find(&state.db, r.event_id)
+                .await?
+                .map(|e| e.title)
+                .unwrap_or_default();
+            let mail = if processed {
+                crate::service::notifications::refund_processed(
+                    r.id,
+                    &user.email,
+                    &user.first_name,
+                    &title,
+                    r.amount,
+                )
+            } else {
+                crate::service::notifications::refund_started(
+                    r.id,
+                    &user.email,
+                    &user.first_name,
+                    &title,
+                    r.amount,
+                    &r.reason,
+                )
+            };
+            state.queues.send_mail(mail).await?;
+            if !processed {
+                repo::refunds::mark_holder_mailed(&state.db, r.id).await?;
+            }
+            Ok(())
+        }
+        .await;
+        match sent {
+            Ok(()) if !processed => self.refund.holder_mailed_at = Some(OffsetDateTime::now_utc()),
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "refund mail not queued"),
+        }
+    }
+}
