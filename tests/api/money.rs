@@ -592,6 +592,13 @@ async fn a_late_payment_cannot_retake_a_discount_seat_given_back() {
 async fn ends_at_cannot_be_moved_into_the_past() {
     let app = TestApp::spawn().await;
     let (owner, event_id, _) = event_with_tier(&app, PRICE, 10).await;
+    // A running event: it started two hours ago (the API refuses past dates, so the fixture
+    // writes the row), and its owner tries to end it an hour ago.
+    sqlx::query("UPDATE events SET starts_at = now() - interval '2 hours' WHERE id = $1::uuid")
+        .bind(&event_id)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
     let past = (time::OffsetDateTime::now_utc() - time::Duration::hours(1))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
