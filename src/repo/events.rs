@@ -194,28 +194,30 @@ pub struct EventLock {
     pub payout_started_at: Option<OffsetDateTime>,
 }
 
-/// `FOR UPDATE`: cancelling and refunding. Waits for every settlement in flight (they hold
-/// `FOR KEY SHARE`), so a payment is either settled before the cancel (and then refunded by
+/// `FOR NO KEY UPDATE`: cancelling and refunding. Waits for every settlement in flight (they
+/// hold `FOR SHARE`), so a payment is either settled before the cancel (and then refunded by
 /// it) or sees the event cancelled (and refunds itself) — never paid on a cancelled event.
+/// Not `FOR UPDATE`: purchases take `FOR KEY SHARE` on the event (their order's foreign key)
+/// while holding the tier row, and a cancel that then updates the tier would deadlock.
 pub async fn lock_exclusive(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<EventLock>> {
     sqlx::query_as!(
         EventLock,
         r#"SELECT organizer_id, title, status, ends_at, payout_started_at
-           FROM events WHERE id = $1 FOR UPDATE"#,
+           FROM events WHERE id = $1 FOR NO KEY UPDATE"#,
         id
     )
     .fetch_optional(db)
     .await
 }
 
-/// `FOR KEY SHARE`: settlement. Settlements of one event do not block each other (the order
-/// inserts of every hold take this lock anyway, through their foreign key), but a cancel in
-/// flight is waited for, and a cancel waits for them.
+/// `FOR SHARE`: settlement. Settlements of one event do not block each other, but a cancel,
+/// a refund or a payout start in flight (`FOR NO KEY UPDATE`, or the payout's guarded
+/// update) is waited for, and they wait for it.
 pub async fn lock_shared(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<EventLock>> {
     sqlx::query_as!(
         EventLock,
         r#"SELECT organizer_id, title, status, ends_at, payout_started_at
-           FROM events WHERE id = $1 FOR KEY SHARE"#,
+           FROM events WHERE id = $1 FOR SHARE"#,
         id
     )
     .fetch_optional(db)

@@ -53,6 +53,8 @@ pub async fn unprocessed_charges(
                WHERE processed_at IS NULL AND event_type = 'charge.success'
                  AND reference IS NOT NULL
                  AND received_at < now() - make_interval(secs => $1)
+                 -- Paystack retries for 72 hours; past a week a delivery is for the operator.
+                 AND received_at > now() - interval '7 days'
                ORDER BY received_at LIMIT $2) AS due"#,
         grace_seconds,
         limit

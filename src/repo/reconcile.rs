@@ -38,6 +38,7 @@ pub async fn findings(
                       count(*) FILTER (WHERE kind = 'refund') AS n_refund,
                       COALESCE(SUM(amount) FILTER (WHERE kind = 'gross'), 0) AS gross,
                       COALESCE(SUM(amount) FILTER (WHERE kind = 'platform_fee'), 0) AS pf,
+                      COALESCE(SUM(amount) FILTER (WHERE kind = 'paystack_fee'), 0) AS paystack_fee,
                       COALESCE(SUM(amount) FILTER (WHERE kind = 'organizer_share'), 0) AS share,
                       COALESCE(SUM(amount) FILTER (WHERE kind = 'refund'), 0) AS refund,
                       COALESCE(SUM(amount) FILTER (WHERE kind = 'platform_fee_reversal'), 0) AS pf_rev,
@@ -93,6 +94,7 @@ pub async fn findings(
            WHERE o.status IN ('paid', 'refund_pending', 'refunded')
              AND (l.order_id IS NULL OR l.n_gross <> 1 OR l.n_sale_rest <> 3
                   OR l.gross <> COALESCE(o.paid_amount, -1) OR l.gross <> l.pf + l.share
+                  OR l.paystack_fee <> COALESCE(o.paystack_fee, 0)
                   OR (o.status = 'paid' AND l.gross <> o.total_amount))
            UNION ALL
            -- Reversal: an order owed back reverses exactly its sale; a paid order reverses nothing.
@@ -137,6 +139,7 @@ pub async fn findings(
               OR (SELECT COALESCE(SUM(amount), 0) FROM ledger_entries l WHERE l.event_id = p.event_id
                   AND l.kind IN ('organizer_share', 'organizer_share_reversal', 'payout')) <> 0
               OR (p.amount > 0) <> EXISTS (SELECT 1 FROM ledger_entries l WHERE l.payout_id = p.id)
+              OR EXISTS (SELECT 1 FROM ledger_entries l WHERE l.payout_id = p.id AND l.amount <> -p.amount)
            UNION ALL
            -- A cancelled event keeps no sale: every paid order is owed back.
            SELECT 'mismatch', 'paid_on_cancelled', o.id, o.event_id, 'paid order on a cancelled event'
@@ -149,13 +152,15 @@ pub async fn findings(
                   format('refund of %s for order %s: %s after %s attempts: %s', r.amount, o.reference,
                          r.status, r.attempts, COALESCE(r.last_error, ''))
            FROM ord o JOIN refunds r ON r.order_id = o.id
-           WHERE r.status IN ('failed', 'needs_attention') OR (r.status <> 'processed' AND r.attempts >= 3)
+           WHERE r.status IN ('failed', 'needs_attention')
+              OR (r.status <> 'processed' AND (r.attempts >= 3 OR r.created_at < now() - interval '1 day'))
            UNION ALL
            SELECT 'stuck', 'payout_stuck', p.id, p.event_id,
                   format('payout of %s: %s, attempt %s: %s', p.amount, p.status, p.attempt,
                          COALESCE(p.last_error, ''))
            FROM payouts p JOIN scope s ON s.id = p.event_id
-           WHERE p.status IN ('failed', 'reversed')"#,
+           WHERE p.status IN ('failed', 'reversed')
+              OR (p.status = 'pending' AND p.created_at < now() - interval '1 day')"#,
         event_id,
         organizer_id
     )

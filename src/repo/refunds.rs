@@ -142,6 +142,13 @@ pub async fn mark_order_refunded(db: impl PgExecutor<'_>, order_id: Uuid) -> sql
     Ok(res.rows_affected() == 1)
 }
 
+/// The status of an order's refund, if it has one.
+pub async fn status_of(db: impl PgExecutor<'_>, order_id: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!("SELECT status FROM refunds WHERE order_id = $1", order_id)
+        .fetch_optional(db)
+        .await
+}
+
 /// Orders whose refund is due: unfinished, its time come, no live lease.
 pub async fn due(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar!(

@@ -327,6 +327,8 @@ pub async fn confirm_identity(
     code: Option<&str>,
 ) -> AppResult<UserRow> {
     let user = current_user(state, user_id).await?;
+    // The login lock counts these too: a stolen token must not become a password oracle.
+    rate_limit::check_account_lock(&state.redis, &user.email).await?;
     let Some(attempt) = password_attempt else {
         return Err(AppError::validation(
             "password",
@@ -334,6 +336,7 @@ pub async fn confirm_identity(
         ));
     };
     if !password::verify_blocking(attempt, Some(user.password_hash.clone())).await {
+        rate_limit::record_login_failure(&state.redis, &user.email).await?;
         return Err(AppError::forbidden(
             "invalid_password",
             "The password is wrong.",

@@ -100,7 +100,10 @@ pub enum Settled {
     /// No order has this reference.
     UnknownReference,
     /// Paystack does not (yet) say `success` for the order's amount and currency.
-    NotPaid,
+    NotPaid {
+        /// The order is still a hold: its expiry verifies again.
+        still_pending: bool,
+    },
     Paid {
         tickets_issued: u64,
     },
@@ -114,9 +117,15 @@ pub enum Settled {
 #[tracing::instrument(skip(state))]
 pub async fn settle(state: &AppState, reference: &str) -> AppResult<Settled> {
     let settled = settle_once(state, reference).await?;
-    // Whatever the outcome, verify answered: the delivery needs no re-drive. (A payment not
-    // yet final is settled by its hold's expiry, which asks Paystack again.)
-    repo::payment_events::mark_charge_processed(&state.db, reference).await?;
+    // Done with the delivery unless verify did not (yet) say paid for an order that no hold
+    // expiry will ask about again (expired, failed, cancelled): the sweeper re-drives those.
+    let final_outcome = match &settled {
+        Settled::NotPaid { still_pending } => *still_pending,
+        _ => true,
+    };
+    if final_outcome {
+        repo::payment_events::mark_charge_processed(&state.db, reference).await?;
+    }
     Ok(settled)
 }
 
@@ -148,7 +157,9 @@ async fn settle_once(state: &AppState, reference: &str) -> AppResult<Settled> {
         if verification.status == TxStatus::Failed {
             metrics::counter!("ticketing_payments_failed_total").increment(1);
         }
-        return Ok(Settled::NotPaid);
+        return Ok(Settled::NotPaid {
+            still_pending: order.status == "pending",
+        });
     }
     let mismatch =
         verification.amount != order.total_amount || verification.currency != order.currency;
@@ -225,10 +236,11 @@ enum Applied {
 /// wrong amount) → refund_pending, with the money received in the ledger and reversed, and a
 /// refund created.
 ///
-/// The event row is read `FOR KEY SHARE`: a cancel (which takes `FOR UPDATE`) either commits
-/// before this read — and the payment is refunded here — or waits for this commit — and then
-/// refunds the paid order itself. Without the lock, a cancel committing between the read and
-/// the write left a paid order with valid tickets on a cancelled event.
+/// The event row is read `FOR SHARE`: a cancel (which takes `FOR NO KEY UPDATE`) either
+/// commits before this read — and the payment is refunded here — or waits for this commit —
+/// and then refunds the paid order itself. Without the lock, a cancel committing between the
+/// read and the write left a paid order with valid tickets on a cancelled event. A payout
+/// start waits the same way, so no sale lands after its amount was fixed.
 async fn apply_payment(
     state: &AppState,
     order: &OrderRow,
@@ -310,11 +322,18 @@ async fn apply_payment(
 }
 
 /// Free tiers: paid at once, tickets issued, mail queued.
+/// Under the settlement lock, like a paid order: a free hold whose event was cancelled
+/// meanwhile is voided instead.
 pub async fn complete_free_order(state: &AppState, order: &OrderRow) -> AppResult<()> {
     let mut tx = state.db.begin().await?;
-    let event = repo::events::find(&mut *tx, order.event_id)
+    let event = repo::events::lock_shared(&mut *tx, order.event_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("order without its event"))?;
+    if event.status == "cancelled" {
+        holds::end_in(state, &mut tx, order.id, "cancelled").await?;
+        tx.commit().await?;
+        return Ok(());
+    }
     if repo::orders::mark_paid(&mut *tx, order.id, "pending", 0, 0).await? {
         repo::ledger::record_sale(&mut *tx, order, event.organizer_id, 0, 0, 0).await?;
         let issued =

@@ -23,7 +23,11 @@ use crate::{
     state::AppState,
 };
 
-const LEASE_SECONDS: f64 = 120.0;
+/// Longer than one drive's Paystack calls (verify with a quick retry, the transfer, a
+/// second verify), each bounded by the timeout, plus the budget wait and a margin.
+fn lease_seconds(state: &AppState) -> f64 {
+    6.0 * state.config.paystack_timeout.as_secs_f64() + 60.0
+}
 
 /// The payout a transfer reference belongs to (`payout-<id>-<attempt>`).
 pub fn payout_of(reference: &str) -> Option<Uuid> {
@@ -112,7 +116,8 @@ fn metric(outcome: &'static str, amount: i64) {
 #[tracing::instrument(skip(state))]
 pub async fn drive(state: &AppState, payout_id: Uuid, recheck: bool) -> AppResult<Driven> {
     let lease = Uuid::now_v7();
-    let Some(payout) = repo::payouts::claim(&state.db, payout_id, lease, LEASE_SECONDS).await?
+    let Some(payout) =
+        repo::payouts::claim(&state.db, payout_id, lease, lease_seconds(state)).await?
     else {
         return Ok(Driven::NotClaimed);
     };

@@ -30,8 +30,18 @@ use crate::{
     state::AppState,
 };
 
-/// Longer than the Paystack calls one step can make (verify, list, refund, each ≤ timeout).
-const LEASE_SECONDS: f64 = 120.0;
+/// Longer than everything one drive can do: up to six Paystack calls (verify and list with a
+/// quick retry each, the refund, a refund check), each bounded by the timeout, plus the budget
+/// wait and a margin. A lease that ran out lets another driver in, so it must not run out.
+fn lease_seconds(state: &AppState) -> f64 {
+    6.0 * state.config.paystack_timeout.as_secs_f64() + 60.0
+}
+
+/// How long after an unknown outcome before we conclude from an empty list that the call
+/// never arrived: a request Paystack received late would otherwise be sent twice.
+fn lookup_delay(state: &AppState, attempts: i32) -> f64 {
+    backoff(state, attempts).max(60.0 * state.config.job_retry_base.as_secs_f64())
+}
 
 pub fn payout_started() -> AppError {
     AppError::conflict(
@@ -101,17 +111,24 @@ pub enum Driven {
     NotClaimed,
     /// Processed: the order is refunded.
     Done,
-    /// Waiting for Paystack, a retry or the budget; the refund says when to look again.
+    /// Waiting for Paystack or a retry; the refund says when to look again.
     Later,
+    /// The shared budget is spent: the job should come back shortly.
+    Throttled,
 }
 
 /// Takes the order's refund one or more steps forward, holding its lease.
 #[tracing::instrument(skip(state))]
 pub async fn drive(state: &AppState, order_id: Uuid) -> AppResult<Driven> {
     let lease = Uuid::now_v7();
-    let Some(refund) = repo::refunds::claim(&state.db, order_id, lease, LEASE_SECONDS).await?
+    let Some(refund) =
+        repo::refunds::claim(&state.db, order_id, lease, lease_seconds(state)).await?
     else {
-        return Ok(Driven::NotClaimed);
+        // Finished (a late duplicate webhook) or held by another driver.
+        return Ok(match repo::refunds::status_of(&state.db, order_id).await? {
+            Some(s) if s != "processed" => Driven::NotClaimed,
+            _ => Driven::Done,
+        });
     };
     let mut driver = Driver {
         state,
@@ -209,7 +226,8 @@ impl Driver<'_> {
         }
         if !budget::take(state, Call::Refund).await {
             let status = self.refund.status.clone();
-            return self.defer(status, None, 1.0).await.map(Some);
+            self.defer(status, None, 1.0).await?;
+            return Ok(Some(Driven::Throttled));
         }
         if !repo::refunds::start_sending(&state.db, self.refund.id, self.lease).await? {
             return Ok(Some(Driven::NotClaimed));
@@ -231,9 +249,8 @@ impl Driver<'_> {
             Ok(info) => self.apply(info).await.map(Some),
             // Already fully refunded (our earlier call went through): look it up.
             Err(e) if e.code() == Some("transaction_reversed") => Ok(None),
-            Err(e @ GatewayError::Rejected { .. }) => {
-                // Nothing was created: retried when due, and visible (insufficient balance
-                // included) until it goes through.
+            Err(e) if e.is_insufficient_balance() => {
+                // Nothing was created: retried when due, visible until it goes through.
                 metric("retry", &self.refund.reason);
                 let wait = backoff(state, self.refund.attempts);
                 self.defer("failed".into(), Some(&e.to_string()), wait)
@@ -241,8 +258,12 @@ impl Driver<'_> {
                     .map(Some)
             }
             Err(e) => {
-                // Unknown outcome: stay `sending`; the next step looks it up first.
-                let wait = backoff(state, self.refund.attempts);
+                // Any other answer (a refusal we cannot be sure of, a 5xx, a timeout) is an
+                // unknown outcome: stay `sending`, and look it up before anything is resent.
+                if matches!(e, GatewayError::Rejected { .. }) {
+                    metric("retry", &self.refund.reason);
+                }
+                let wait = lookup_delay(state, self.refund.attempts);
                 self.defer("sending".into(), Some(&e.to_string()), wait)
                     .await
                     .map(Some)
@@ -253,7 +274,7 @@ impl Driver<'_> {
     /// `sending`: did an earlier call create a refund? Adopt it, or send again.
     async fn look_up(&mut self) -> AppResult<Option<Driven>> {
         let state = self.state;
-        let wait = backoff(state, self.refund.attempts);
+        let wait = lookup_delay(state, self.refund.attempts);
         let verified = match state.gateway.verify(&self.refund.reference).await {
             Ok(v) => v,
             Err(e) => {
@@ -275,9 +296,7 @@ impl Driver<'_> {
                     .map(Some);
             }
             // A gateway that lists no refunds (the sandbox) refunds at once.
-            self.refund.status = "pending".into();
-            self.refund.next_attempt_at = OffsetDateTime::now_utc();
-            return Ok(None);
+            return self.resend_now().await;
         };
         let found = match state.gateway.list_refunds(transaction_id).await {
             Ok(found) => found,
@@ -294,26 +313,29 @@ impl Driver<'_> {
             .or_else(|| found.iter().find(|f| f.status != RefundStatus::Failed));
         match adopt {
             Some(info) => self.apply(info.clone()).await.map(Some),
-            None => {
-                // No live refund at Paystack: the earlier call never arrived. Send now.
-                repo::refunds::set_status(
-                    &state.db,
-                    self.refund.id,
-                    self.lease,
-                    &RefundUpdate {
-                        status: "pending",
-                        paystack_refund_id: None,
-                        last_error: None,
-                        retry_in_seconds: 0.0,
-                    },
-                    false,
-                )
-                .await?;
-                self.refund.status = "pending".into();
-                self.refund.next_attempt_at = OffsetDateTime::now_utc();
-                Ok(None)
-            }
+            // No live refund at Paystack: the earlier call never arrived. Send now.
+            None => self.resend_now().await,
         }
+    }
+
+    /// Back to `pending`, due now, keeping the lease: the next pass sends.
+    async fn resend_now(&mut self) -> AppResult<Option<Driven>> {
+        repo::refunds::set_status(
+            &self.state.db,
+            self.refund.id,
+            self.lease,
+            &RefundUpdate {
+                status: "pending",
+                paystack_refund_id: None,
+                last_error: None,
+                retry_in_seconds: 0.0,
+            },
+            false,
+        )
+        .await?;
+        self.refund.status = "pending".into();
+        self.refund.next_attempt_at = OffsetDateTime::now_utc();
+        Ok(None)
     }
 
     /// processing/needs_attention: ask Paystack how the refund stands.

@@ -18,8 +18,8 @@ pub async fn drive_refund(
     match refunds::drive(&state, job.order_id).await {
         // Another driver holds it (a webhook raced the first send): try again shortly, so
         // what the webhook announced is looked at; the sweeper catches it otherwise.
-        Ok(Driven::NotClaimed) => Err(job_error(
-            anyhow::anyhow!("refund busy"),
+        Ok(Driven::NotClaimed | Driven::Throttled) => Err(job_error(
+            anyhow::anyhow!("refund busy or throttled; retried"),
             false,
             &attempt,
             max,

@@ -125,6 +125,10 @@ async fn cancelling_refunds_every_paid_order_exactly_once_through_faults_and_dis
             "{reference}: a second live refund: {at_paystack:?}"
         );
     }
+    // Not one refund was sent twice: 30 first calls, a resend for each call that never
+    // reached Paystack (the 500 and the 503 page) and for each refund that failed at the
+    // processor; the two whose answers were lost were looked up, not resent.
+    assert_eq!(app.paystack.count("POST /refund"), 30 + 2 + 3);
     // Redelivered webhooks and a second sweep add nothing.
     app.paystack.wait_for_webhooks().await;
     assert_eq!(
