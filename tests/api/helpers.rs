@@ -200,6 +200,16 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn patch_json_auth(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.client
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Starts the graceful shutdown and returns once the app has stopped.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -472,4 +482,22 @@ pub async fn assert_invariants(app: &TestApp) {
         .map(ticketing::service::reconcile::line)
         .collect();
     assert!(lines.is_empty(), "reconcile: {lines:#?}");
+}
+
+/// The buyer's view of an order (`GET /payments/transactions/:reference`).
+pub async fn order_status(app: &TestApp, token: &str, reference: &str) -> Value {
+    let res = app
+        .get_auth(&format!("/payments/transactions/{reference}"), token)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.unwrap()
+}
+
+/// Waits until the order reaches `status` (jobs, webhooks and the sweeper move it).
+pub async fn wait_for_status(app: &TestApp, token: &str, reference: &str, status: &str) -> Value {
+    eventually(Duration::from_secs(30), || async {
+        let order = order_status(app, token, reference).await;
+        (order["status"] == status).then_some(order)
+    })
+    .await
 }

@@ -14,27 +14,12 @@ use crate::{
     },
     helpers::{
         PASSWORD, TestApp, TestAppBuilder, add_tier, assert_invariants, attendees, create_event,
-        end_event, event_body, event_with_tier, eventually, hold, organizer, problem, signup,
+        end_event, event_body, event_with_tier, eventually, hold, order_status, organizer, problem,
+        signup, wait_for_status,
     },
 };
 
 const PRICE: i64 = 500_000; // ₦5,000.00: 7.5 % platform fee by the default schedule
-
-async fn order_status(app: &TestApp, token: &str, reference: &str) -> Value {
-    let res = app
-        .get_auth(&format!("/payments/transactions/{reference}"), token)
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
-    res.json().await.unwrap()
-}
-
-async fn wait_for_status(app: &TestApp, token: &str, reference: &str, status: &str) -> Value {
-    eventually(Duration::from_secs(30), || async {
-        let order = order_status(app, token, reference).await;
-        (order["status"] == status).then_some(order)
-    })
-    .await
-}
 
 /// Fast sweeps, refunds and payouts due at once, Paystack calls that time out after a second.
 fn money_app() -> TestAppBuilder {
@@ -365,35 +350,20 @@ async fn a_changed_bank_account_needs_the_password_and_waits_out_the_cooldown() 
                          "email": "new-inbox@example.com" });
 
     let res = app
-        .client
-        .patch(app.url("/users/organizer"))
-        .bearer_auth(&owner)
-        .json(&change)
-        .send()
-        .await
-        .unwrap();
+        .patch_json_auth("/users/organizer", &owner, &change)
+        .await;
     problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     let mut wrong = change.clone();
     wrong["password"] = json!("not the password");
     let res = app
-        .client
-        .patch(app.url("/users/organizer"))
-        .bearer_auth(&owner)
-        .json(&wrong)
-        .send()
-        .await
-        .unwrap();
+        .patch_json_auth("/users/organizer", &owner, &wrong)
+        .await;
     problem(res, StatusCode::FORBIDDEN, "invalid_password").await;
     let mut right = change.clone();
     right["password"] = json!(PASSWORD);
     let res = app
-        .client
-        .patch(app.url("/users/organizer"))
-        .bearer_auth(&owner)
-        .json(&right)
-        .send()
-        .await
-        .unwrap();
+        .patch_json_auth("/users/organizer", &owner, &right)
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     let after: Value = res.json().await.unwrap();
     assert_eq!(after["account_number_last4"], "4321");
@@ -537,14 +507,18 @@ async fn a_charge_whose_job_gave_up_is_redriven_by_the_sweeper() {
     app.paystack.pay(reference).await;
     let paid = wait_for_status(&app, &buyer, reference, "paid").await;
     assert_eq!(paid["tickets"].as_array().unwrap().len(), 1);
-    let unprocessed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM payment_events WHERE reference = $1 AND processed_at IS NULL",
-    )
-    .bind(reference)
-    .fetch_one(&app.state.db)
-    .await
-    .unwrap();
-    assert_eq!(unprocessed, 0);
+    // The delivery is marked settled right after the settlement commits.
+    eventually(Duration::from_secs(10), || async {
+        let unprocessed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM payment_events WHERE reference = $1 AND processed_at IS NULL",
+        )
+        .bind(reference)
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+        (unprocessed == 0).then_some(())
+    })
+    .await;
     assert_invariants(&app).await;
 }
 

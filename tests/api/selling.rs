@@ -14,27 +14,11 @@ use crate::{
     },
     helpers::{
         TestApp, add_tier, assert_invariants, attendees, event_with_tier, eventually, hold,
-        problem, purchase, signup,
+        order_status, problem, purchase, signup, wait_for_status,
     },
 };
 
 const PRICE: i64 = 500_000; // ₦5,000.00
-
-async fn order_status(app: &TestApp, token: &str, reference: &str) -> Value {
-    let res = app
-        .get_auth(&format!("/payments/transactions/{reference}"), token)
-        .await;
-    assert_eq!(res.status(), StatusCode::OK);
-    res.json().await.unwrap()
-}
-
-async fn wait_for_status(app: &TestApp, token: &str, reference: &str, status: &str) -> Value {
-    eventually(Duration::from_secs(15), || async {
-        let order = order_status(app, token, reference).await;
-        (order["status"] == status).then_some(order)
-    })
-    .await
-}
 
 #[tokio::test]
 async fn tiers_are_added_by_the_owner_with_unique_names_and_valid_discounts() {
