@@ -144,6 +144,94 @@ impl AppError {
         }
     }
 
+    // ---- the domain errors of API.md, one constructor per code used in more than one place
+    // (or that a client switches on): the code and its wording live here only ----
+
+    pub fn not_organizer() -> Self {
+        Self::forbidden(
+            "not_organizer",
+            "Only organizers may do this; create an organizer profile first.",
+        )
+    }
+
+    pub fn not_event_owner() -> Self {
+        Self::forbidden("not_event_owner", "Only the event's organizer may do this.")
+    }
+
+    pub fn event_cancelled() -> Self {
+        Self::conflict("event_cancelled", "The event is cancelled.")
+    }
+
+    pub fn event_ended() -> Self {
+        Self::conflict("event_ended", "The event is over.")
+    }
+
+    pub fn tier_not_found() -> Self {
+        AppError::NotFound {
+            code: "tier_not_found",
+            detail: "No tier of this event has that name or id.".into(),
+        }
+    }
+
+    pub fn sold_out() -> Self {
+        Self::conflict("sold_out", "Not enough tickets are left in this tier.")
+    }
+
+    pub fn payout_started() -> Self {
+        Self::conflict(
+            "payout_started",
+            "The event's payout has started; it can no longer be cancelled or refunded.",
+        )
+    }
+
+    pub fn order_not_refundable() -> Self {
+        Self::conflict("order_not_refundable", "Only a paid order can be refunded.")
+    }
+
+    pub fn invalid_password() -> Self {
+        Self::forbidden("invalid_password", "The password is wrong.")
+    }
+
+    /// A wrong or reused 2FA code when confirming or disabling 2FA, or changing the bank
+    /// account (422); at login it is a 401 (`invalid_login_code`).
+    pub fn invalid_code() -> Self {
+        Self::unprocessable("invalid_code", "The code is not valid.")
+    }
+
+    pub fn invalid_login_code() -> Self {
+        Self::unauthorized("invalid_code", "The code or challenge is not valid.")
+    }
+
+    pub fn two_factor_already_enabled() -> Self {
+        Self::conflict(
+            "two_factor_already_enabled",
+            "Two-factor authentication is already on; disable it first.",
+        )
+    }
+
+    pub fn email_taken() -> Self {
+        Self::conflict("email_taken", "An account with this email already exists.")
+    }
+
+    pub fn organizer_exists() -> Self {
+        Self::conflict(
+            "organizer_exists",
+            "You already have an organizer profile; update it instead.",
+        )
+    }
+
+    pub fn tier_name_taken() -> Self {
+        Self::conflict(
+            "tier_name_taken",
+            "This event already has a tier with that name.",
+        )
+    }
+
+    /// The token's user no longer exists (deleted).
+    pub fn account_gone() -> Self {
+        Self::unauthorized("unauthorized", "The account no longer exists.")
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::MalformedJson(_) | AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -269,6 +357,25 @@ impl IntoResponse for AppError {
                 .insert(header::RETRY_AFTER, retry_after_secs(*retry_after).into());
         }
         res
+    }
+}
+
+/// Turns a unique violation of one named constraint into a client error, everything else
+/// into the usual mapping: `repo::users::insert(..).await.on_constraint("users_email_key",
+/// AppError::email_taken)?`. The constraint names are the ones the migrations declare.
+pub trait OnConstraint<T> {
+    fn on_constraint(self, name: &str, error: impl FnOnce() -> AppError) -> AppResult<T>;
+}
+
+impl<T> OnConstraint<T> for Result<T, sqlx::Error> {
+    fn on_constraint(self, name: &str, error: impl FnOnce() -> AppError) -> AppResult<T> {
+        self.map_err(|e| {
+            if crate::repo::is_unique_violation(&e, name) {
+                error()
+            } else {
+                e.into()
+            }
+        })
     }
 }
 

@@ -96,6 +96,8 @@ fn args() -> anyhow::Result<Args> {
 #[derive(Clone, Default)]
 struct Fake {
     txs: Arc<Mutex<HashMap<String, (i64, String)>>>,
+    /// Refunds asked for, by transaction reference (each processed at once).
+    refunds: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 fn ok(data: Value) -> Json<Value> {
@@ -148,6 +150,22 @@ async fn fake_verify(
     }
 }
 
+/// `POST /refund`: processed at once (the bench measures our pacing, not Paystack's).
+async fn fake_refund(State(f): State<Fake>, Json(body): Json<Value>) -> Json<Value> {
+    let reference = body["transaction"].as_str().unwrap_or_default().to_owned();
+    let n = {
+        let mut refunds = f.refunds.lock().unwrap();
+        let n = refunds.entry(reference).or_default();
+        *n += 1;
+        refunds.values().sum::<usize>()
+    };
+    ok(json!({ "id": n, "amount": body["amount"], "currency": "NGN", "status": "processed" }))
+}
+
+async fn fake_refund_get(Path(id): Path<u64>) -> Json<Value> {
+    ok(json!({ "id": id, "status": "processed" }))
+}
+
 async fn start_fake() -> anyhow::Result<(Fake, String)> {
     let fake = Fake::default();
     let router = Router::new()
@@ -156,6 +174,8 @@ async fn start_fake() -> anyhow::Result<(Fake, String)> {
         .route("/transferrecipient", post(fake_recipient))
         .route("/transaction/initialize", post(fake_initialize))
         .route("/transaction/verify/{reference}", get(fake_verify))
+        .route("/refund", post(fake_refund))
+        .route("/refund/{id}", get(fake_refund_get))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -629,7 +649,72 @@ async fn flash_sale(
         ));
     }
     let latencies = latencies.lock().unwrap().clone();
+
+    // The ledger after the sale, then cancel the event and refund every order: the
+    // reconciliation check must pass both times.
+    let reconcile_after_sale = reconcile(a, tag, &event_id).await?;
+    eprintln!(
+        "flash: cancelling the event and refunding {} orders…",
+        holds.len()
+    );
+    let cancel_start = Instant::now();
+    let (status, body) = api
+        .post(
+            &format!("/events/{event_id}/cancel"),
+            Some(&owner),
+            &json!({ "reason": "bench" }),
+        )
+        .await?;
+    if status != 202 {
+        violations.push(format!("cancel answered {status}: {body}"));
+    }
+    {
+        let (api, holds, tokens) = (api.clone(), holds.clone(), tokens.clone());
+        run_pool(holds.len(), 16, move |i| {
+            let (api, holds, tokens) = (api.clone(), holds.clone(), tokens.clone());
+            async move {
+                let (reference, token) = &holds[i];
+                loop {
+                    let (_, order) = api
+                        .get(
+                            &format!("/payments/transactions/{reference}"),
+                            Some(&tokens[*token]),
+                        )
+                        .await
+                        .unwrap_or((0, Value::Null));
+                    if order["status"] == "refunded" {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        })
+        .await;
+    }
+    let all_refunded_s = cancel_start.elapsed().as_secs_f64();
+    let refund_calls: usize = fake.refunds.lock().unwrap().values().sum();
+    let refunded_twice = fake
+        .refunds
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|n| **n > 1)
+        .count();
+    if refunded_twice > 0 {
+        violations.push(format!("{refunded_twice} orders refunded more than once"));
+    }
+    let reconcile_after_cancel = reconcile(a, tag, &event_id).await?;
+    for (when, r) in [
+        ("sale", &reconcile_after_sale),
+        ("cancel", &reconcile_after_cancel),
+    ] {
+        if r["exit"] != 0 {
+            violations.push(format!("reconcile after the {when}: {}", r["output"]));
+        }
+    }
     Ok(json!({
+        "reconcile_after_sale": reconcile_after_sale, "reconcile_after_cancel": reconcile_after_cancel,
+        "all_refunded_seconds": all_refunded_s, "refund_calls": refund_calls,
         "holds": holds.len(), "sold_out": sold_h.len(), "errors": errors.iter().map(|(k, v)| (k.to_string(), *v)).collect::<HashMap<_, _>>(),
         "contested_seconds": last_hold.as_secs_f64(), "holds_per_s": holds_per_s,
         "sold_out_per_s": sold_out_per_s, "sold_out_after_sellout": sold_after.len(),
@@ -639,6 +724,25 @@ async fn flash_sale(
         "oversold": (holds.len() as i64 - a.capacity).max(0),
         "violations": violations,
     }))
+}
+
+/// `ticketing reconcile --event ID` against the bench's database: its output and exit code.
+async fn reconcile(a: &Args, tag: &str, event_id: &str) -> anyhow::Result<Value> {
+    let base = a
+        .database_admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or_default();
+    let out = tokio::process::Command::new(&a.server_bin)
+        .args(["reconcile", "--event", event_id])
+        .env("DATABASE_URL", format!("{base}/ticketing_bench_{tag}"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .context("running ticketing reconcile")?;
+    let output = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    eprintln!("$ ticketing reconcile --event {event_id}\n{output}");
+    Ok(json!({ "exit": out.status.code(), "output": output }))
 }
 
 async fn checkin(a: &Args, api: Arc<Api>, tag: &str) -> anyhow::Result<Value> {
@@ -820,6 +924,23 @@ async fn main() -> anyhow::Result<()> {
             "sold-out answers/s after {:>10.0}",
             f["sold_out_per_s"].as_f64().unwrap_or(0.0)
         );
+        println!(
+            "cancel → all refunded    {:>10.1} s   ({} refund calls; paced by PAYSTACK_REFUNDS_PER_SECOND)",
+            f["all_refunded_seconds"].as_f64().unwrap_or(0.0),
+            f["refund_calls"]
+        );
+        for key in ["reconcile_after_sale", "reconcile_after_cancel"] {
+            println!(
+                "{key}: exit {}, {}",
+                f[key]["exit"],
+                f[key]["output"]
+                    .as_str()
+                    .unwrap_or("")
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+        }
         for (name, key) in [("hold", "latency_hold"), ("sold_out", "latency_sold_out")] {
             let l = &f[key];
             println!(

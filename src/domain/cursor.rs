@@ -19,6 +19,26 @@ pub fn decode(cursor: &str) -> Option<(OffsetDateTime, Uuid)> {
     Some((at, Uuid::parse_str(id).ok()?))
 }
 
+/// Keyset paging: the caller fetched `limit + 1` rows; keep `limit` of them and, when there
+/// was one more, the cursor of the last row kept. The one place that cuts a page.
+pub fn cut<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> (OffsetDateTime, Uuid),
+) -> (Vec<T>, Option<String>) {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    if rows.len() > limit {
+        rows.truncate(limit);
+        let next = rows.last().map(|r| {
+            let (at, id) = key(r);
+            encode(at, id)
+        });
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -29,6 +49,22 @@ mod tests {
         let id = Uuid::now_v7();
         assert_eq!(decode(&encode(at, id)), Some((at, id)));
         assert_eq!(decode("not-a-cursor"), None);
+        let rows: Vec<i64> = (0..3).collect();
+        let key = |i: &i64| {
+            (
+                OffsetDateTime::from_unix_timestamp(*i).unwrap(),
+                Uuid::nil(),
+            )
+        };
+        let (page, next) = cut(rows.clone(), 2, key);
+        assert_eq!(page, vec![0, 1]);
+        assert_eq!(
+            next.as_deref()
+                .and_then(decode)
+                .map(|c| c.0.unix_timestamp()),
+            Some(1)
+        );
+        assert_eq!(cut(rows, 3, key).1, None);
         assert_eq!(decode(""), None);
     }
 }

@@ -2,21 +2,25 @@
 
 use axum::{
     Json,
-    extract::{DefaultBodyLimit, FromRequest, Multipart, Path, RawQuery, Request, State},
+    extract::{DefaultBodyLimit, FromRequest, Multipart, RawQuery, Request, State},
     http::{StatusCode, header},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use uuid::Uuid;
 
 use crate::{
     clients::media::{Image, ImageKind, MAX_POSTER_BYTES},
-    domain::cursor,
     error::{AppError, AppResult, FieldError, Problem},
-    http::extract::{Checks, Organizer, Validate, ValidatedJson, parse_json, query_pairs},
-    repo::events::{EventFields, EventRow, TierRow},
+    http::{
+        extract::{
+            Checks, Organizer, Page, PathId, PathIds, Validate, ValidatedJson, bad_query,
+            parse_json, parse_time, query_pairs,
+        },
+        responses::{EventList, EventResponse, OrderResponse, TierResponse, order_response},
+    },
+    repo::events::EventFields,
     service::events::{self, BrowseQuery, CATEGORIES},
     state::AppState,
 };
@@ -37,127 +41,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(browse_events))
 }
 
-// ---- wire types ----
-
-#[derive(Serialize, ToSchema)]
-pub struct OrganizerRef {
-    pub id: Uuid,
-    pub name: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DiscountResponse {
-    pub price: i64,
-    pub quantity: i32,
-    pub remaining: i32,
-    #[serde(with = "time::serde::rfc3339")]
-    pub expires_at: OffsetDateTime,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TierResponse {
-    pub id: Uuid,
-    pub name: String,
-    pub price: i64,
-    pub currency: String,
-    pub quantity: i32,
-    pub available: i32,
-    pub benefits: Vec<String>,
-    pub discount: Option<DiscountResponse>,
-}
-
-impl From<TierRow> for TierResponse {
-    fn from(t: TierRow) -> Self {
-        let discount = match (t.discount_price, t.discount_quantity, t.discount_expires_at) {
-            (Some(price), Some(quantity), Some(expires_at)) => Some(DiscountResponse {
-                price,
-                quantity,
-                remaining: (quantity - t.discount_taken).max(0),
-                expires_at,
-            }),
-            _ => None,
-        };
-        Self {
-            id: t.id,
-            name: t.name,
-            price: t.price,
-            currency: t.currency,
-            quantity: t.quantity,
-            available: (t.quantity - t.taken).max(0),
-            benefits: t.benefits,
-            discount,
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct EventResponse {
-    pub id: Uuid,
-    pub title: String,
-    pub description: String,
-    pub category: String,
-    pub venue: String,
-    pub address: String,
-    pub city: String,
-    pub country: String,
-    pub latitude: f64,
-    pub longitude: f64,
-    #[serde(with = "time::serde::rfc3339")]
-    pub starts_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub ends_at: OffsetDateTime,
-    pub timezone: String,
-    pub max_per_order: i32,
-    pub age_restriction: Option<i32>,
-    pub organizer: OrganizerRef,
-    pub poster_url: Option<String>,
-    /// `scheduled`, `cancelled` or `ended`.
-    pub status: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tiers: Option<Vec<TierResponse>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub distance_km: Option<f64>,
-}
-
-impl From<EventRow> for EventResponse {
-    fn from(e: EventRow) -> Self {
-        let status = events::status_of(&e, OffsetDateTime::now_utc()).to_owned();
-        Self {
-            id: e.id,
-            title: e.title,
-            description: e.description,
-            category: e.category,
-            venue: e.venue,
-            address: e.address,
-            city: e.city,
-            country: e.country,
-            latitude: e.latitude,
-            longitude: e.longitude,
-            starts_at: e.starts_at,
-            ends_at: e.ends_at,
-            timezone: e.timezone,
-            max_per_order: e.max_per_order,
-            age_restriction: e.age_restriction,
-            organizer: OrganizerRef {
-                id: e.organizer_id,
-                name: e.organizer_name,
-            },
-            poster_url: e.poster_url,
-            status,
-            created_at: e.created_at,
-            tiers: None,
-            distance_km: None,
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct EventList {
-    pub items: Vec<EventResponse>,
-    pub next_cursor: Option<String>,
-}
+// ---- request types ----
 
 /// `event input` of API.md.
 #[derive(Deserialize, ToSchema)]
@@ -472,11 +356,6 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> AppError {
     }
 }
 
-/// A path id that is not a UUID is a 404, like an unknown id.
-pub fn parse_id(raw: &str, what: &str) -> AppResult<Uuid> {
-    Uuid::parse_str(raw).map_err(|_| AppError::not_found(what))
-}
-
 // ---- handlers ----
 
 /// Create an event (organizers only). JSON, or multipart with `data` (JSON) and `poster`.
@@ -515,9 +394,8 @@ async fn create_event(
     ))]
 async fn get_event(
     State(state): State<AppState>,
-    Path(event_id): Path<String>,
+    PathId(id): PathId,
 ) -> AppResult<Json<EventResponse>> {
-    let id = parse_id(&event_id, "Event")?;
     let (event, tiers) = events::with_tiers(&state, id).await?;
     let mut body = EventResponse::from(event);
     body.tiers = Some(tiers.into_iter().map(TierResponse::from).collect());
@@ -539,10 +417,9 @@ async fn get_event(
 async fn update_event(
     State(state): State<AppState>,
     organizer: Organizer,
-    Path(event_id): Path<String>,
+    PathId(id): PathId,
     payload: EventPayload<EventPatch>,
 ) -> AppResult<Json<EventResponse>> {
-    let id = parse_id(&event_id, "Event")?;
     let patch = payload.data;
     let event = events::update(
         &state,
@@ -592,10 +469,9 @@ impl Validate for CancelRequest {
 async fn cancel_event(
     State(state): State<AppState>,
     organizer: Organizer,
-    Path(event_id): Path<String>,
+    PathId(id): PathId,
     body: bytes::Bytes,
 ) -> AppResult<(StatusCode, Json<EventResponse>)> {
-    let id = parse_id(&event_id, "Event")?;
     // The body is optional: none at all means no reason.
     let request: CancelRequest = if body.is_empty() {
         CancelRequest::default()
@@ -615,7 +491,7 @@ async fn cancel_event(
     params(("event_id" = Uuid, Path), ("order_id" = Uuid, Path)),
     request_body = CancelRequest,
     responses(
-        (status = 202, description = "The order, `refund_pending`", body = crate::http::tickets::OrderResponse),
+        (status = 202, description = "The order, `refund_pending`", body = OrderResponse),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`not_organizer`, `not_event_owner`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown event, or no such order of this event", body = Problem, content_type = "application/problem+json"),
@@ -625,11 +501,9 @@ async fn cancel_event(
 async fn refund_order(
     State(state): State<AppState>,
     organizer: Organizer,
-    Path((event_id, order_id)): Path<(String, String)>,
+    PathIds(event_id, order_id): PathIds,
     body: bytes::Bytes,
-) -> AppResult<(StatusCode, Json<crate::http::tickets::OrderResponse>)> {
-    let event_id = parse_id(&event_id, "Event")?;
-    let order_id = parse_id(&order_id, "Order")?;
+) -> AppResult<(StatusCode, Json<OrderResponse>)> {
     if !body.is_empty() {
         let request: CancelRequest = parse_json(&body)?;
         request.validate().map_err(AppError::Validation)?;
@@ -639,7 +513,7 @@ async fn refund_order(
             .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(crate::http::tickets::order_response(&state, order).await?),
+        Json(order_response(&state, order).await?),
     ))
 }
 
@@ -717,35 +591,6 @@ async fn nearby_events(
     }))
 }
 
-fn bad_query(detail: impl Into<String>) -> AppError {
-    AppError::bad_request("invalid_query", detail)
-}
-
-/// `?limit=` (default 20, 1..=100) and `?cursor=` of every list.
-pub fn parse_paging(
-    limit: Option<&str>,
-    cursor_raw: Option<&str>,
-) -> AppResult<(i64, Option<(OffsetDateTime, Uuid)>)> {
-    let limit = match limit {
-        None => 20,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=100).contains(l))
-            .ok_or_else(|| bad_query("limit must be a whole number from 1 to 100"))?,
-    };
-    let cursor = match cursor_raw {
-        None | Some("") => None,
-        Some(c) => Some(cursor::decode(c).ok_or_else(|| bad_query("cursor is not valid"))?),
-    };
-    Ok((limit, cursor))
-}
-
-fn parse_time(field: &str, v: &str) -> AppResult<OffsetDateTime> {
-    OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| bad_query(format!("{field} must be an RFC 3339 time")))
-}
-
 /// Upcoming events, soonest first. `category` may repeat; `q` matches title, venue and city
 /// (case-insensitive substring); `from`/`to` bound `starts_at` to `[from, to)`.
 #[utoipa::path(get, path = "/events", tag = "events",
@@ -788,7 +633,10 @@ async fn browse_events(
             _ => limit = Some(v),
         }
     }
-    let (limit, cursor) = parse_paging(limit.as_deref(), cursor_raw.as_deref())?;
+    let Page {
+        limit,
+        after: cursor,
+    } = Page::parse(limit.as_deref(), cursor_raw.as_deref())?;
     if categories.len() > 11 {
         return Err(bad_query("too many categories"));
     }

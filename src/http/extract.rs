@@ -1,5 +1,6 @@
-//! Extractors shared by every handler: validated JSON bodies (our problem shape on every
-//! rejection), and later authentication and idempotency keys.
+//! Extractors and request parsing shared by every handler: validated JSON bodies (our
+//! problem shape on every rejection), authentication, path ids, the `Idempotency-Key`
+//! header, query strings and paging. Handlers never parse these by hand.
 
 use axum::{
     extract::{FromRequest, Request, rejection::BytesRejection},
@@ -229,19 +230,122 @@ impl axum::extract::FromRequestParts<crate::state::AppState> for Organizer {
         state: &crate::state::AppState,
     ) -> Result<Self, Self::Rejection> {
         let user = AuthUser::from_request_parts(parts, state).await?;
-        let organizer_id = crate::repo::organizers::id_for_user(&state.db, user.id)
+        let organizer_id = crate::service::organizers::id_of_user(state, user.id)
             .await?
-            .ok_or_else(|| {
-                AppError::forbidden(
-                    "not_organizer",
-                    "Only organizers may do this; create an organizer profile first.",
-                )
-            })?;
+            .ok_or_else(AppError::not_organizer)?;
         Ok(Organizer {
             user_id: user.id,
             organizer_id,
         })
     }
+}
+
+/// One id in the path. A segment that is not a UUID is a 404, like an unknown id (API.md).
+pub struct PathId(pub uuid::Uuid);
+
+/// Two ids in the path (`/events/{event_id}/orders/{order_id}`), each like `PathId`.
+pub struct PathIds(pub uuid::Uuid, pub uuid::Uuid);
+
+fn not_found_path() -> AppError {
+    AppError::not_found("This resource")
+}
+
+fn parse_uuid(raw: &str) -> Result<uuid::Uuid, AppError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| not_found_path())
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathId {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| not_found_path())?;
+        parse_uuid(&raw).map(PathId)
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathIds {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path((a, b)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| not_found_path())?;
+        Ok(PathIds(parse_uuid(&a)?, parse_uuid(&b)?))
+    }
+}
+
+/// The optional `Idempotency-Key` header: 1–255 visible ASCII characters (else 422).
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyKey {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(v) = parts.headers.get("idempotency-key") else {
+            return Ok(IdempotencyKey(None));
+        };
+        let key = v
+            .to_str()
+            .map_err(|_| AppError::validation("Idempotency-Key", "must be visible ASCII"))?;
+        if key.is_empty() || key.len() > 255 {
+            return Err(AppError::validation(
+                "Idempotency-Key",
+                "must be 1 to 255 characters",
+            ));
+        }
+        Ok(IdempotencyKey(Some(key.to_owned())))
+    }
+}
+
+/// A 400 `invalid_query`.
+pub fn bad_query(detail: impl Into<String>) -> AppError {
+    AppError::bad_request("invalid_query", detail)
+}
+
+/// `?limit=` (default 20, 1..=100) and `?cursor=` of every list (API.md "lists").
+pub struct Page {
+    pub limit: i64,
+    /// The keyset position the cursor encodes: `(time, id)` of the last item seen.
+    pub after: Option<(time::OffsetDateTime, uuid::Uuid)>,
+}
+
+impl Page {
+    pub fn parse(limit: Option<&str>, cursor_raw: Option<&str>) -> Result<Self, AppError> {
+        let limit = match limit {
+            None => 20,
+            Some(l) => l
+                .parse::<i64>()
+                .ok()
+                .filter(|l| (1..=100).contains(l))
+                .ok_or_else(|| bad_query("limit must be a whole number from 1 to 100"))?,
+        };
+        let after = match cursor_raw {
+            None | Some("") => None,
+            Some(c) => Some(
+                crate::domain::cursor::decode(c).ok_or_else(|| bad_query("cursor is not valid"))?,
+            ),
+        };
+        Ok(Page { limit, after })
+    }
+}
+
+/// An RFC 3339 time in a query string.
+pub fn parse_time(field: &str, v: &str) -> Result<time::OffsetDateTime, AppError> {
+    time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| bad_query(format!("{field} must be an RFC 3339 time")))
 }
 
 /// The pairs of a query string, in order (a key may repeat); a parameter the route does not

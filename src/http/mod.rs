@@ -7,6 +7,7 @@ pub mod extract;
 pub mod openapi;
 pub mod ops;
 pub mod payments;
+pub mod responses;
 pub mod sandbox;
 pub mod tickets;
 pub mod users;

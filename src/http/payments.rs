@@ -14,7 +14,7 @@ use crate::{
     error::{AppResult, Problem},
     http::{
         extract::AuthUser,
-        tickets::{OrderResponse, order_response},
+        responses::{OrderResponse, order_response},
     },
     service::{banks, payments, purchase},
     state::AppState,

@@ -3,8 +3,8 @@
 
 use axum::{
     Json,
-    extract::{Path, RawQuery, State},
-    http::{HeaderMap, StatusCode},
+    extract::{RawQuery, State},
+    http::StatusCode,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -13,13 +13,16 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    domain::cursor,
     error::{AppError, AppResult, FieldError, Problem},
     http::{
-        events::{TierResponse, parse_id, parse_paging},
-        extract::{AuthUser, Checks, Organizer, Validate, ValidatedJson, query_pairs},
+        extract::{
+            AuthUser, Checks, IdempotencyKey, Organizer, Page, PathId, Validate, ValidatedJson,
+            query_pairs,
+        },
+        responses::{
+            OrderResponse, TicketResponse, TierResponse, order_response, ticket_responses,
+        },
     },
-    repo::{self, orders::OrderRow, tickets::TicketRow},
     service::{purchase, tickets},
     state::AppState,
 };
@@ -119,10 +122,9 @@ impl Validate for TierRequest {
 async fn add_tier(
     State(state): State<AppState>,
     organizer: Organizer,
-    Path(event_id): Path<String>,
+    PathId(event_id): PathId,
     ValidatedJson(body): ValidatedJson<TierRequest>,
 ) -> AppResult<(StatusCode, Json<TierResponse>)> {
-    let event_id = parse_id(&event_id, "Event")?;
     let tier = tickets::add_tier(
         &state,
         organizer.user_id,
@@ -151,10 +153,9 @@ async fn add_tier(
 async fn remove_discount(
     State(state): State<AppState>,
     organizer: Organizer,
-    Path(event_id): Path<String>,
+    PathId(event_id): PathId,
     RawQuery(query): RawQuery,
 ) -> AppResult<Json<TierResponse>> {
-    let event_id = parse_id(&event_id, "Event")?;
     let tier = query_pairs(query.as_deref(), &["tier"])?
         .into_iter()
         .find(|(k, _)| k == "tier")
@@ -187,131 +188,6 @@ impl Validate for PurchaseRequest {
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct TicketEventRef {
-    pub id: Uuid,
-    pub title: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub starts_at: OffsetDateTime,
-    pub venue: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TicketTierRef {
-    pub id: Uuid,
-    pub name: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TicketResponse {
-    pub id: Uuid,
-    pub event: TicketEventRef,
-    pub tier: TicketTierRef,
-    /// What the door scans.
-    pub access_key: String,
-    /// `valid`, `used` or `void`.
-    pub status: String,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub checked_in_at: Option<OffsetDateTime>,
-    /// Base64 PNG QR code of `access_key`.
-    pub qr_code_png: String,
-}
-
-/// Renders tickets with their QR codes (on the blocking pool: QR encoding is CPU work).
-pub async fn ticket_responses(rows: Vec<TicketRow>) -> AppResult<Vec<TicketResponse>> {
-    let rendered = tokio::task::spawn_blocking(move || {
-        rows.into_iter()
-            .map(|t| {
-                let qr = qrcodegen_image::draw_base64(&t.access_key).unwrap_or_default();
-                TicketResponse {
-                    id: t.id,
-                    event: TicketEventRef {
-                        id: t.event_id,
-                        title: t.event_title,
-                        starts_at: t.event_starts_at,
-                        venue: t.event_venue,
-                    },
-                    tier: TicketTierRef {
-                        id: t.tier_id,
-                        name: t.tier_name,
-                    },
-                    access_key: t.access_key,
-                    status: t.status,
-                    checked_in_at: t.checked_in_at,
-                    qr_code_png: qr,
-                }
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(anyhow::Error::from)?;
-    Ok(rendered)
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct OrderResponse {
-    pub id: Uuid,
-    pub reference: String,
-    pub event_id: Uuid,
-    pub tier_id: Uuid,
-    pub quantity: i32,
-    pub unit_price: i64,
-    pub total_amount: i64,
-    pub currency: String,
-    /// pending, paid, failed, expired, cancelled, refund_pending, refunded
-    pub status: String,
-    pub authorization_url: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
-    pub expires_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    /// Present once the order is paid.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tickets: Option<Vec<TicketResponse>>,
-}
-
-/// The order as clients see it, with its tickets once paid.
-pub async fn order_response(state: &AppState, o: OrderRow) -> AppResult<OrderResponse> {
-    let tickets = if o.status == "paid" {
-        Some(ticket_responses(repo::tickets::for_order(&state.db, o.id).await?).await?)
-    } else {
-        None
-    };
-    Ok(OrderResponse {
-        id: o.id,
-        reference: o.reference,
-        event_id: o.event_id,
-        tier_id: o.tier_id,
-        quantity: o.quantity,
-        unit_price: o.unit_price,
-        total_amount: o.total_amount,
-        currency: o.currency,
-        status: o.status,
-        authorization_url: o.authorization_url,
-        expires_at: o.expires_at,
-        created_at: o.created_at,
-        tickets,
-    })
-}
-
-fn idempotency_key(headers: &HeaderMap) -> AppResult<Option<String>> {
-    match headers.get("idempotency-key") {
-        None => Ok(None),
-        Some(v) => {
-            let key = v
-                .to_str()
-                .map_err(|_| AppError::validation("Idempotency-Key", "must be visible ASCII"))?;
-            if key.is_empty() || key.len() > 255 {
-                return Err(AppError::validation(
-                    "Idempotency-Key",
-                    "must be 1 to 255 characters",
-                ));
-            }
-            Ok(Some(key.to_owned()))
-        }
-    }
-}
-
 /// Buy tickets: holds them until `expires_at` and answers the Paystack checkout URL. A free
 /// tier is issued at once. With `Idempotency-Key`, a retry answers the first order again.
 #[utoipa::path(post, path = "/events/{event_id}/tickets/purchase", tag = "tickets", security(("bearer" = [])),
@@ -329,12 +205,10 @@ fn idempotency_key(headers: &HeaderMap) -> AppResult<Option<String>> {
 async fn purchase_tickets(
     State(state): State<AppState>,
     user: AuthUser,
-    Path(event_id): Path<String>,
-    headers: HeaderMap,
+    PathId(event_id): PathId,
+    IdempotencyKey(key): IdempotencyKey,
     ValidatedJson(body): ValidatedJson<PurchaseRequest>,
 ) -> AppResult<(StatusCode, Json<OrderResponse>)> {
-    let event_id = parse_id(&event_id, "Event")?;
-    let key = idempotency_key(&headers)?;
     let bought = purchase::purchase(
         &state,
         purchase::Buyer {
@@ -396,12 +270,11 @@ pub struct ValidateResponse {
     ))]
 async fn validate_ticket(
     State(state): State<AppState>,
-    organizer: Organizer,
-    Path(event_id): Path<String>,
+    user: AuthUser,
+    PathId(event_id): PathId,
     ValidatedJson(body): ValidatedJson<ValidateRequest>,
 ) -> AppResult<Json<ValidateResponse>> {
-    let event_id = parse_id(&event_id, "Event")?;
-    let ticket = tickets::check_in(&state, organizer.user_id, event_id, &body.access_key).await?;
+    let ticket = tickets::check_in(&state, user.id, event_id, &body.access_key).await?;
     let checked_in_at = ticket.checked_in_at.unwrap_or_else(OffsetDateTime::now_utc);
     let ticket = ticket_responses(vec![ticket])
         .await?
@@ -449,9 +322,8 @@ pub struct SalesResponse {
 async fn event_sales(
     State(state): State<AppState>,
     organizer: Organizer,
-    Path(event_id): Path<String>,
+    PathId(event_id): PathId,
 ) -> AppResult<Json<SalesResponse>> {
-    let event_id = parse_id(&event_id, "Event")?;
     let s = tickets::sales(&state, organizer.user_id, event_id).await?;
     Ok(Json(SalesResponse {
         tiers: s
@@ -503,14 +375,8 @@ async fn my_tickets(
             _ => limit = Some(v),
         }
     }
-    let (limit, before) = parse_paging(limit.as_deref(), cursor_raw.as_deref())?;
-    let mut rows = repo::tickets::for_user(&state.db, user.id, before, limit + 1).await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|t| cursor::encode(t.created_at, t.id))
-    } else {
-        None
-    };
+    let page = Page::parse(limit.as_deref(), cursor_raw.as_deref())?;
+    let (rows, next_cursor) = tickets::of_user(&state, user.id, page.after, page.limit).await?;
     Ok(Json(TicketList {
         items: ticket_responses(rows).await?,
         next_cursor,

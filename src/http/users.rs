@@ -16,10 +16,10 @@ use crate::{
     error::{AppError, AppResult, FieldError, Problem},
     http::{
         auth::UserResponse,
-        events::{EventList, EventResponse, parse_paging},
-        extract::{AuthUser, Checks, Validate, ValidatedJson, query_pairs},
+        extract::{AuthUser, Checks, Page, Validate, ValidatedJson, query_pairs},
+        responses::{EventList, EventResponse},
     },
-    repo::{self, organizers::OrganizerRow},
+    repo::organizers::OrganizerRow,
     service::{events, organizers, users},
     state::AppState,
 };
@@ -32,10 +32,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(my_events))
 }
 
-fn gone() -> AppError {
-    AppError::unauthorized("unauthorized", "The account no longer exists.")
-}
-
 /// The caller's profile.
 #[utoipa::path(get, path = "/users/profile", tag = "users", security(("bearer" = [])),
     responses(
@@ -46,10 +42,7 @@ async fn get_profile(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> AppResult<Json<UserResponse>> {
-    let row = repo::users::find_by_id(&state.db, user.id)
-        .await?
-        .ok_or_else(gone)?;
-    Ok(Json(row.into()))
+    Ok(Json(users::profile(&state, user.id).await?.into()))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -93,16 +86,13 @@ async fn update_profile(
     user: AuthUser,
     ValidatedJson(body): ValidatedJson<ProfilePatch>,
 ) -> AppResult<Json<UserResponse>> {
-    repo::users::update_names(
-        &state.db,
+    let row = users::rename(
+        &state,
         user.id,
-        body.first_name.as_deref().map(str::trim),
-        body.last_name.as_deref().map(str::trim),
+        body.first_name.as_deref(),
+        body.last_name.as_deref(),
     )
     .await?;
-    let row = repo::users::find_by_id(&state.db, user.id)
-        .await?
-        .ok_or_else(gone)?;
     Ok(Json(row.into()))
 }
 
@@ -289,10 +279,6 @@ impl From<OrganizerRequest> for organizers::OrganizerInput {
     }
 }
 
-fn no_organizer() -> AppError {
-    AppError::not_found("Organizer profile")
-}
-
 /// The caller's organizer profile (404 when there is none).
 #[utoipa::path(get, path = "/users/organizer", tag = "users", security(("bearer" = [])),
     responses(
@@ -304,10 +290,7 @@ async fn get_organizer(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> AppResult<Json<OrganizerResponse>> {
-    let row = repo::organizers::find_by_user(&state.db, user.id)
-        .await?
-        .ok_or_else(no_organizer)?;
-    Ok(Json(row.into()))
+    Ok(Json(organizers::of_user(&state, user.id).await?.into()))
 }
 
 /// Become an organizer. The bank account is resolved with Paystack and a transfer recipient
@@ -378,9 +361,9 @@ async fn my_events(
             _ => limit = Some(v),
         }
     }
-    let (limit, after) = parse_paging(limit.as_deref(), cursor.as_deref())?;
+    let Page { limit, after } = Page::parse(limit.as_deref(), cursor.as_deref())?;
     let page = match role.as_deref() {
-        Some("organizer") => match repo::organizers::id_for_user(&state.db, user.id).await? {
+        Some("organizer") => match organizers::id_of_user(&state, user.id).await? {
             Some(organizer_id) => events::organized_by(&state, organizer_id, after, limit).await?,
             None => events::Page {
                 items: vec![],

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::email::EmailAddress,
-    error::{AppError, AppResult},
+    error::{AppError, AppResult, OnConstraint},
     repo::{self, users::UserRow},
     security::{crypto, jwt::Claims, password, totp},
     service::{notifications, rate_limit},
@@ -68,16 +68,9 @@ pub async fn signup(state: &AppState, input: NewUser) -> AppResult<Session> {
     let email = input.email.as_str();
     let first_name = input.first_name.trim().to_owned();
     let last_name = input.last_name.trim().to_owned();
-    match repo::users::insert(&state.db, id, email, &hash, &first_name, &last_name).await {
-        Ok(_) => {}
-        Err(e) if repo::is_unique_violation(&e, "users_email_key") => {
-            return Err(AppError::conflict(
-                "email_taken",
-                "An account with this email already exists.",
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    }
+    repo::users::insert(&state.db, id, email, &hash, &first_name, &last_name)
+        .await
+        .on_constraint("users_email_key", AppError::email_taken)?;
     let user = repo::users::find_by_id(&state.db, id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("user vanished right after signup"))?;
@@ -225,18 +218,12 @@ async fn current_user(state: &AppState, user_id: Uuid) -> AppResult<UserRow> {
 pub async fn enable_two_factor(state: &AppState, user_id: Uuid) -> AppResult<Enrollment> {
     let user = current_user(state, user_id).await?;
     if user.two_factor_enabled {
-        return Err(AppError::conflict(
-            "two_factor_already_enabled",
-            "Two-factor authentication is already on; disable it first.",
-        ));
+        return Err(AppError::two_factor_already_enabled());
     }
     let secret = totp::new_secret();
     let sealed = crypto::seal(&state.config.totp_encryption_key, &secret)?;
     if !repo::users::set_pending_totp(&state.db, user_id, &sealed).await? {
-        return Err(AppError::conflict(
-            "two_factor_already_enabled",
-            "Two-factor authentication is already on; disable it first.",
-        ));
+        return Err(AppError::two_factor_already_enabled());
     }
     let account = user.email.clone();
     let enrollment = tokio::task::spawn_blocking(move || totp::enrollment(&secret, &account))
@@ -282,10 +269,7 @@ pub async fn confirm_two_factor(
 ) -> AppResult<Vec<String>> {
     let user = current_user(state, user_id).await?;
     if user.two_factor_enabled {
-        return Err(AppError::conflict(
-            "two_factor_already_enabled",
-            "Two-factor authentication is already on.",
-        ));
+        return Err(AppError::two_factor_already_enabled());
     }
     if user.totp_secret.is_none() {
         return Err(AppError::conflict(
@@ -294,10 +278,7 @@ pub async fn confirm_two_factor(
         ));
     }
     if !accept_totp(state, &user, code).await? {
-        return Err(AppError::unprocessable(
-            "invalid_code",
-            "The code is not valid.",
-        ));
+        return Err(AppError::invalid_code());
     }
     let codes = totp::recovery_codes();
     let hashes: Vec<String> = codes
@@ -306,10 +287,7 @@ pub async fn confirm_two_factor(
         .collect();
     let mut tx = state.db.begin().await?;
     if !repo::users::set_two_factor(&mut *tx, user_id, true).await? {
-        return Err(AppError::conflict(
-            "two_factor_already_enabled",
-            "Two-factor authentication is already on.",
-        ));
+        return Err(AppError::two_factor_already_enabled());
     }
     repo::users::replace_recovery_codes(&mut tx, user_id, &hashes).await?;
     tx.commit().await?;
@@ -337,10 +315,7 @@ pub async fn confirm_identity(
     };
     if !password::verify_blocking(attempt, Some(user.password_hash.clone())).await {
         rate_limit::record_login_failure(&state.redis, &user.email).await?;
-        return Err(AppError::forbidden(
-            "invalid_password",
-            "The password is wrong.",
-        ));
+        return Err(AppError::invalid_password());
     }
     if user.two_factor_enabled {
         let ok = match code {
@@ -351,10 +326,7 @@ pub async fn confirm_identity(
             None => false,
         };
         if !ok {
-            return Err(AppError::unprocessable(
-                "invalid_code",
-                "A current two-factor code is required.",
-            ));
+            return Err(AppError::invalid_code());
         }
     }
     Ok(user)
@@ -371,10 +343,7 @@ pub async fn disable_two_factor(state: &AppState, user_id: Uuid, code: &str) -> 
     let ok =
         accept_totp(state, &user, code).await? || accept_recovery_code(state, &user, code).await?;
     if !ok {
-        return Err(AppError::unprocessable(
-            "invalid_code",
-            "The code is not valid.",
-        ));
+        return Err(AppError::invalid_code());
     }
     let mut tx = state.db.begin().await?;
     repo::users::set_two_factor(&mut *tx, user_id, false).await?;
@@ -391,7 +360,7 @@ pub async fn verify_login_challenge(
     challenge_token: &str,
     code: &str,
 ) -> AppResult<Session> {
-    let invalid = || AppError::unauthorized("invalid_code", "The code or challenge is not valid.");
+    let invalid = AppError::invalid_login_code;
     let key = challenge_key(state, challenge_token);
     let mut conn = state.redis.conn();
     let user_id: Option<String> = conn.get(&key).await?;

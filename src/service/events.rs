@@ -43,15 +43,11 @@ pub fn status_of(event: &EventRow, now: OffsetDateTime) -> &'static str {
     }
 }
 
-fn cancelled() -> AppError {
-    AppError::conflict("event_cancelled", "The event is cancelled.")
-}
-
 /// Why an event cannot be changed any more, if it cannot.
 pub fn ensure_open(event: &EventRow) -> AppResult<()> {
     match status_of(event, OffsetDateTime::now_utc()) {
-        "cancelled" => Err(cancelled()),
-        "ended" => Err(AppError::conflict("event_ended", "The event is over.")),
+        "cancelled" => Err(AppError::event_cancelled()),
+        "ended" => Err(AppError::event_ended()),
         _ => Ok(()),
     }
 }
@@ -60,10 +56,24 @@ pub fn ensure_owner(event: &EventRow, user_id: Uuid) -> AppResult<()> {
     if event.organizer_user_id == user_id {
         Ok(())
     } else {
-        Err(AppError::forbidden(
-            "not_event_owner",
-            "Only the event's organizer may do this.",
-        ))
+        Err(AppError::not_event_owner())
+    }
+}
+
+/// Like `ensure_owner`, but a caller who is no organizer at all hears `not_organizer`, as
+/// on every organizer route — with the organizer lookup only on the refusing path, so the
+/// door's hot path pays nothing for it.
+pub async fn ensure_owner_explained(
+    state: &AppState,
+    event: &EventRow,
+    user_id: Uuid,
+) -> AppResult<()> {
+    if event.organizer_user_id == user_id {
+        return Ok(());
+    }
+    match repo::organizers::id_for_user(&state.db, user_id).await? {
+        Some(_) => Err(AppError::not_event_owner()),
+        None => Err(AppError::not_organizer()),
     }
 }
 
@@ -167,13 +177,10 @@ pub async fn cancel(
         .await?
         .ok_or_else(|| AppError::not_found("Event"))?;
     if locked.status == "cancelled" {
-        return Err(cancelled());
+        return Err(AppError::event_cancelled());
     }
     if locked.payout_started_at.is_some() {
-        return Err(AppError::conflict(
-            "payout_started",
-            "The event's payout has started; it can no longer be cancelled.",
-        ));
+        return Err(AppError::payout_started());
     }
     if !repo::events::cancel(&mut *tx, id, reason).await? {
         return Err(anyhow::anyhow!("event changed under its lock").into());
@@ -219,13 +226,7 @@ async fn load_page(
     rows: Vec<(Uuid, OffsetDateTime)>,
     limit: i64,
 ) -> AppResult<Page<EventRow>> {
-    let more = rows.len() as i64 > limit;
-    let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
-    let next_cursor = if more {
-        rows.last().map(|(id, at)| cursor::encode(*at, *id))
-    } else {
-        None
-    };
+    let (rows, next_cursor) = cursor::cut(rows, limit, |(id, at)| (*at, *id));
     let ids: Vec<Uuid> = rows.into_iter().map(|(id, _)| id).collect();
     Ok(Page {
         items: repo::events::load_many(&state.db, &ids).await?,

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::{
     clients::paystack::{GatewayError, NewRecipient},
-    error::{AppError, AppResult, FieldError},
+    error::{AppError, AppResult, FieldError, OnConstraint},
     repo::{self, organizers::OrganizerRow},
     service::{auth, banks, notifications},
     state::AppState,
@@ -69,6 +69,18 @@ async fn verify_bank_account(
     Ok((bank.name, resolved.account_name, recipient))
 }
 
+/// The caller's organizer profile (404 when there is none).
+pub async fn of_user(state: &AppState, user_id: Uuid) -> AppResult<OrganizerRow> {
+    repo::organizers::find_by_user(&state.db, user_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("Organizer profile"))
+}
+
+/// The caller's organizer id, if the caller is an organizer.
+pub async fn id_of_user(state: &AppState, user_id: Uuid) -> AppResult<Option<Uuid>> {
+    Ok(repo::organizers::id_for_user(&state.db, user_id).await?)
+}
+
 pub async fn create(
     state: &AppState,
     user_id: Uuid,
@@ -78,10 +90,7 @@ pub async fn create(
         .await?
         .is_some()
     {
-        return Err(AppError::conflict(
-            "organizer_exists",
-            "You already have an organizer profile; update it instead.",
-        ));
+        return Err(AppError::organizer_exists());
     }
     let required = |v: Option<String>, field: &str| {
         v.ok_or_else(|| AppError::validation(field, "is required"))
@@ -108,16 +117,9 @@ pub async fn create(
         website: input.website.flatten(),
         created_at: time::OffsetDateTime::now_utc(),
     };
-    match repo::organizers::insert(&state.db, &row).await {
-        Ok(created_at) => row.created_at = created_at,
-        Err(e) if repo::is_unique_violation(&e, "organizers_user_id_key") => {
-            return Err(AppError::conflict(
-                "organizer_exists",
-                "You already have an organizer profile; update it instead.",
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    }
+    row.created_at = repo::organizers::insert(&state.db, &row)
+        .await
+        .on_constraint("organizers_user_id_key", AppError::organizer_exists)?;
     Ok(row)
 }
 

@@ -121,10 +121,7 @@ async fn resolve_tier(state: &AppState, event_id: Uuid, tier: &str) -> AppResult
         }
         None => {
             events::load(state, event_id).await?;
-            Err(AppError::NotFound {
-                code: "tier_not_found",
-                detail: "No tier of this event has that name or id.".into(),
-            })
+            Err(AppError::tier_not_found())
         }
     }
 }
@@ -178,7 +175,7 @@ pub async fn purchase(
     let epoch = epoch.unwrap_or_else(|| "0".to_owned());
     if soldout.as_deref() == Some(epoch.as_str()) {
         outcome("sold_out_shed");
-        return Err(sold_out());
+        return Err(AppError::sold_out());
     }
 
     let order_id = Uuid::now_v7();
@@ -276,10 +273,6 @@ pub async fn purchase(
     }
 }
 
-fn sold_out() -> AppError {
-    AppError::conflict("sold_out", "Not enough tickets are left in this tier.")
-}
-
 fn quantity_error(max: i32) -> AppError {
     AppError::unprocessable(
         "quantity_out_of_range",
@@ -325,7 +318,7 @@ async fn not_held(
             .await;
     }
     outcome("sold_out");
-    sold_out()
+    AppError::sold_out()
 }
 
 /// Paystack refused or did not answer. A refusal means no transaction exists: release the

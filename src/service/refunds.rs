@@ -43,13 +43,6 @@ fn lookup_delay(state: &AppState, attempts: i32) -> f64 {
     backoff(state, attempts).max(60.0 * state.config.job_retry_base.as_secs_f64())
 }
 
-pub fn payout_started() -> AppError {
-    AppError::conflict(
-        "payout_started",
-        "The event's payout has started; its orders can no longer be refunded.",
-    )
-}
-
 /// `POST /events/:eventId/orders/:orderId/refund`: the owner refunds one paid order in full,
 /// before the event's payout has started. Tickets are void at once.
 pub async fn refund_order(
@@ -70,14 +63,11 @@ pub async fn refund_order(
         .await?
         .ok_or_else(|| AppError::not_found("Event"))?;
     if locked.payout_started_at.is_some() {
-        return Err(payout_started());
+        return Err(AppError::payout_started());
     }
     let moved = repo::orders::owe_back_paid(&mut *tx, &[order_id], "organizer_refund").await?;
     if moved.is_empty() {
-        return Err(AppError::conflict(
-            "order_not_refundable",
-            "Only a paid order can be refunded.",
-        ));
+        return Err(AppError::order_not_refundable());
     }
     for (_, tier_id) in &moved {
         // Its seats are free again: shedding must not refuse them.

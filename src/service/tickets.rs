@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    error::{AppError, AppResult},
+    error::{AppError, AppResult, OnConstraint},
     repo::{self, events::TierRow, tiers::NewTier},
     service::events,
     state::AppState,
@@ -27,7 +27,7 @@ pub async fn add_tier(
     let event = events::load(state, event_id).await?;
     events::ensure_owner(&event, user_id)?;
     events::ensure_open(&event)?;
-    let inserted = repo::tiers::insert(
+    repo::tiers::insert(
         &state.db,
         NewTier {
             id: Uuid::now_v7(),
@@ -39,17 +39,8 @@ pub async fn add_tier(
             discount: input.discount,
         },
     )
-    .await;
-    match inserted {
-        Ok(tier) => Ok(tier),
-        Err(e) if repo::is_unique_violation(&e, "ticket_tiers_event_name_key") => {
-            Err(AppError::conflict(
-                "tier_name_taken",
-                "This event already has a tier with that name.",
-            ))
-        }
-        Err(e) => Err(e.into()),
-    }
+    .await
+    .on_constraint("ticket_tiers_event_name_key", AppError::tier_name_taken)
 }
 
 /// Ends a tier's discount. Ownership is checked against the tier's own event.
@@ -63,10 +54,7 @@ pub async fn remove_discount(
     events::ensure_owner(&event, user_id)?;
     let tier = repo::tiers::find(&state.db, event_id, tier)
         .await?
-        .ok_or_else(|| AppError::NotFound {
-            code: "tier_not_found",
-            detail: "No tier of this event has that name or id.".into(),
-        })?;
+        .ok_or_else(AppError::tier_not_found)?;
     debug_assert_eq!(tier.event_id, event.id);
     events::ensure_open(&event)?;
     Ok(repo::tiers::remove_discount(&state.db, tier.id).await?)
@@ -100,7 +88,7 @@ pub async fn check_in(
     access_key: &str,
 ) -> AppResult<repo::tickets::TicketRow> {
     let event = events::load(state, event_id).await?;
-    events::ensure_owner(&event, user_id)?;
+    events::ensure_owner_explained(state, &event, user_id).await?;
     if let Some(ticket) = repo::tickets::check_in(&state.db, event_id, access_key).await? {
         checkin_metric("admitted");
         return Ok(ticket);
@@ -130,4 +118,25 @@ pub async fn check_in(
         })
         .unwrap_or_default();
     Err(AppError::TicketAlreadyUsed { checked_in_at: at })
+}
+
+/// The caller's tickets, newest first: one page and the cursor of the next.
+pub async fn of_user(
+    state: &AppState,
+    user_id: Uuid,
+    after: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> AppResult<(Vec<repo::tickets::TicketRow>, Option<String>)> {
+    let rows = repo::tickets::for_user(&state.db, user_id, after, limit + 1).await?;
+    Ok(crate::domain::cursor::cut(rows, limit, |t| {
+        (t.created_at, t.id)
+    }))
+}
+
+/// The tickets of one order, by seat.
+pub async fn of_order(
+    state: &AppState,
+    order_id: Uuid,
+) -> AppResult<Vec<repo::tickets::TicketRow>> {
+    Ok(repo::tickets::for_order(&state.db, order_id).await?)
 }

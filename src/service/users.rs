@@ -1,4 +1,4 @@
-//! Account deletion.
+//! The caller's own account: reading and renaming the profile, and deletion.
 
 use uuid::Uuid;
 
@@ -8,6 +8,29 @@ use crate::{
     security::password,
     state::AppState,
 };
+
+pub async fn profile(state: &AppState, user_id: Uuid) -> AppResult<repo::users::UserRow> {
+    repo::users::find_by_id(&state.db, user_id)
+        .await?
+        .ok_or_else(AppError::account_gone)
+}
+
+/// Changes the names given (trimmed), returns the profile.
+pub async fn rename(
+    state: &AppState,
+    user_id: Uuid,
+    first_name: Option<&str>,
+    last_name: Option<&str>,
+) -> AppResult<repo::users::UserRow> {
+    repo::users::update_names(
+        &state.db,
+        user_id,
+        first_name.map(str::trim),
+        last_name.map(str::trim),
+    )
+    .await?;
+    profile(state, user_id).await
+}
 
 /// Deletes the account after checking the password. Refused while the user organizes an
 /// event that is neither over nor cancelled (its buyers need an organizer). Personal data is
@@ -19,12 +42,9 @@ pub async fn delete_account(
 ) -> AppResult<()> {
     let user = repo::users::find_by_id(&state.db, user_id)
         .await?
-        .ok_or_else(|| AppError::unauthorized("unauthorized", "The account no longer exists."))?;
+        .ok_or_else(AppError::account_gone)?;
     if !password::verify_blocking(password_attempt, Some(user.password_hash.clone())).await {
-        return Err(AppError::forbidden(
-            "invalid_password",
-            "The password is wrong.",
-        ));
+        return Err(AppError::invalid_password());
     }
     let mut tx = state.db.begin().await?;
     if let Some(organizer_id) = repo::organizers::id_for_user(&mut *tx, user_id).await?
