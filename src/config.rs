@@ -10,6 +10,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::fees::FeeSchedule;
 
+/// The key the development sandbox signs its webhooks with (no Paystack key set). Kept here,
+/// with the other development secrets, so configuration imports nothing above it.
+pub const SANDBOX_SECRET_KEY: &str = "sk_sandbox_development_only_not_a_real_key";
 /// The signing key used when `JWT_SECRET` is unset. Only acceptable in development.
 const DEV_JWT_SECRET: &str = "development-only-jwt-secret-change-me-in-production";
 /// 32 bytes (hex) used to encrypt TOTP secrets at rest in development.
@@ -326,7 +329,7 @@ impl Config {
     pub fn webhook_secret(&self) -> &str {
         match &self.paystack {
             Some(p) => p.secret_key.expose_secret(),
-            None => crate::clients::paystack::SANDBOX_SECRET_KEY,
+            None => SANDBOX_SECRET_KEY,
         }
     }
 

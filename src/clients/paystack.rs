@@ -672,9 +672,6 @@ fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// The key the sandbox signs its webhooks with (no Paystack key in development).
-pub const SANDBOX_SECRET_KEY: &str = "sk_sandbox_development_only_not_a_real_key";
-
 /// The development stand-in: a few real banks, any 10-digit account resolves, recipients are
 /// made up, and checkouts are served by the app itself (`/sandbox/checkout/{reference}`),
 /// with transactions kept in Redis. Never used in production (configuration refuses it).
@@ -872,17 +869,9 @@ fn sandbox_id(key: &str) -> i64 {
 // ---- webhooks (external-apis.md §1.4) ----
 
 /// Checks `x-paystack-signature`: HMAC-SHA512 of the exact raw body under the secret key,
-/// compared in constant time (hmac's `verify_slice`).
+/// compared in constant time.
 pub fn signature_is_valid(secret: &str, raw_body: &[u8], signature_hex: &str) -> bool {
-    use hmac::{Hmac, KeyInit, Mac};
-    let Ok(signature) = hex::decode(signature_hex.trim()) else {
-        return false;
-    };
-    let Ok(mut mac) = <Hmac<sha2::Sha512> as KeyInit>::new_from_slice(secret.as_bytes()) else {
-        return false;
-    };
-    mac.update(raw_body);
-    mac.verify_slice(&signature).is_ok()
+    crate::security::signing::hmac_sha512_matches(secret.as_bytes(), raw_body, signature_hex)
 }
 
 /// A signed delivery, read: its event name, the reference it is about (our order reference

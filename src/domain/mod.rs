@@ -3,3 +3,4 @@
 pub mod cursor;
 pub mod email;
 pub mod fees;
+pub mod status;

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
+    domain::status::{EventStatus, OrderStatus, TicketStatus},
     error::AppResult,
     repo::{
         events::{EventRow, TierRow},
@@ -89,8 +90,7 @@ pub struct EventResponse {
     pub age_restriction: Option<i32>,
     pub organizer: OrganizerRef,
     pub poster_url: Option<String>,
-    /// `scheduled`, `cancelled` or `ended`.
-    pub status: String,
+    pub status: EventStatus,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,7 +101,7 @@ pub struct EventResponse {
 
 impl From<EventRow> for EventResponse {
     fn from(e: EventRow) -> Self {
-        let status = events::status_of(&e, OffsetDateTime::now_utc()).to_owned();
+        let status = events::status_of(&e, OffsetDateTime::now_utc());
         Self {
             id: e.id,
             title: e.title,
@@ -159,8 +159,7 @@ pub struct TicketResponse {
     pub tier: TicketTierRef,
     /// What the door scans.
     pub access_key: String,
-    /// `valid`, `used` or `void`.
-    pub status: String,
+    pub status: TicketStatus,
     #[serde(with = "time::serde::rfc3339::option")]
     pub checked_in_at: Option<OffsetDateTime>,
     /// Base64 PNG QR code of `access_key`.
@@ -208,8 +207,7 @@ pub struct OrderResponse {
     pub unit_price: i64,
     pub total_amount: i64,
     pub currency: String,
-    /// pending, paid, failed, expired, cancelled, refund_pending, refunded
-    pub status: String,
+    pub status: OrderStatus,
     pub authorization_url: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
@@ -222,7 +220,7 @@ pub struct OrderResponse {
 
 /// The order as clients see it, with its tickets once paid.
 pub async fn order_response(state: &AppState, o: OrderRow) -> AppResult<OrderResponse> {
-    let tickets = if o.status == "paid" {
+    let tickets = if o.status == OrderStatus::Paid {
         Some(ticket_responses(crate::service::tickets::of_order(state, o.id).await?).await?)
     } else {
         None

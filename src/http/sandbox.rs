@@ -9,12 +9,11 @@ use axum::{
     response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha512;
 
 use crate::{
-    clients::paystack::{SANDBOX_SECRET_KEY, SandboxGateway},
+    clients::paystack::SandboxGateway,
     error::{AppError, AppResult},
+    security::signing::{escape_html, hmac_sha512_hex},
     state::AppState,
 };
 
@@ -32,20 +31,13 @@ fn only_in_sandbox(state: &AppState) -> AppResult<()> {
     Ok(())
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 async fn page(State(state): State<AppState>, Path(reference): Path<String>) -> AppResult<Response> {
     only_in_sandbox(&state)?;
     let tx = SandboxGateway::load(&state.redis, &reference)
         .await
         .map_err(|e| AppError::Unavailable(e.to_string()))?
         .ok_or_else(|| AppError::not_found("Checkout"))?;
-    let r = escape(&reference);
+    let r = escape_html(&reference);
     Ok(Html(format!(
         "<!doctype html><html><body style=\"font-family:sans-serif;max-width:420px;margin:40px auto\">\
          <h2>Sandbox checkout</h2><p>Order <code>{r}</code></p>\
@@ -53,11 +45,11 @@ async fn page(State(state): State<AppState>, Path(reference): Path<String>) -> A
          <form method=\"post\" action=\"/sandbox/checkout/{r}/pay\"><button>Pay</button></form>\
          <form method=\"post\" action=\"/sandbox/checkout/{r}/decline\"><button>Decline</button></form>\
          </body></html>",
-        escape(&tx.currency),
+        escape_html(&tx.currency),
         tx.amount / 100,
         tx.amount % 100,
-        escape(&tx.email),
-        escape(&tx.status),
+        escape_html(&tx.email),
+        escape_html(&tx.status),
     ))
     .into_response())
 }
@@ -87,10 +79,7 @@ async fn settle(state: AppState, reference: String, status: &str) -> AppResult<R
                       "amount": tx.amount, "currency": tx.currency, "fees": null },
         }))
         .unwrap_or_default();
-        let mut mac = <Hmac<Sha512> as KeyInit>::new_from_slice(SANDBOX_SECRET_KEY.as_bytes())
-            .expect("any key size");
-        mac.update(&body);
-        let signature = hex::encode(mac.finalize().into_bytes());
+        let signature = hmac_sha512_hex(state.config.webhook_secret().as_bytes(), &body);
         let url = format!("{}/payments/callback", state.config.public_base_url);
         if let Err(e) = state
             .http_client
@@ -106,8 +95,8 @@ async fn settle(state: AppState, reference: String, status: &str) -> AppResult<R
     }
     Ok(Html(format!(
         "<p>Sandbox payment {}: {}</p>",
-        escape(&reference),
-        escape(status)
+        escape_html(&reference),
+        escape_html(status)
     ))
     .into_response())
 }

@@ -390,8 +390,8 @@ pub struct PayoutResponse {
     pub event_id: Uuid,
     pub amount: i64,
     pub currency: String,
-    /// `pending`, `success`, `failed` (retrying) or `reversed` (retrying).
-    pub status: String,
+    /// `failed` and `reversed` are retried.
+    pub status: crate::domain::status::PayoutStatus,
     /// The transfer reference of the current attempt.
     pub reference: String,
     #[serde(with = "time::serde::rfc3339")]

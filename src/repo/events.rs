@@ -5,6 +5,8 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::status::EventStatus;
+
 #[derive(Debug, Clone)]
 pub struct EventRow {
     pub id: Uuid,
@@ -27,7 +29,7 @@ pub struct EventRow {
     pub age_restriction: Option<i32>,
     pub poster_url: Option<String>,
     pub poster_public_id: Option<String>,
-    pub status: String,
+    pub status: EventStatus,
     pub created_at: OffsetDateTime,
 }
 
@@ -130,7 +132,7 @@ pub async fn load_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Ve
         r#"SELECT e.id, e.organizer_id, o.user_id AS organizer_user_id, o.name AS organizer_name,
                   e.title, e.description, e.category, e.venue, e.address, e.city, e.country,
                   e.latitude, e.longitude, e.starts_at, e.ends_at, e.timezone, e.max_per_order,
-                  e.age_restriction, e.poster_url, e.poster_public_id, e.status, e.created_at
+                  e.age_restriction, e.poster_url, e.poster_public_id, e.status AS "status: EventStatus", e.created_at
            FROM events e JOIN organizers o ON o.id = e.organizer_id
            WHERE e.id = ANY($1)"#,
         ids
@@ -189,7 +191,7 @@ pub async fn update_fields(
 pub struct EventLock {
     pub organizer_id: Uuid,
     pub title: String,
-    pub status: String,
+    pub status: EventStatus,
     pub ends_at: OffsetDateTime,
     pub payout_started_at: Option<OffsetDateTime>,
 }
@@ -202,7 +204,7 @@ pub struct EventLock {
 pub async fn lock_exclusive(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<EventLock>> {
     sqlx::query_as!(
         EventLock,
-        r#"SELECT organizer_id, title, status, ends_at, payout_started_at
+        r#"SELECT organizer_id, title, status AS "status: EventStatus", ends_at, payout_started_at
            FROM events WHERE id = $1 FOR NO KEY UPDATE"#,
         id
     )
@@ -216,7 +218,7 @@ pub async fn lock_exclusive(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<O
 pub async fn lock_shared(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<EventLock>> {
     sqlx::query_as!(
         EventLock,
-        r#"SELECT organizer_id, title, status, ends_at, payout_started_at
+        r#"SELECT organizer_id, title, status AS "status: EventStatus", ends_at, payout_started_at
            FROM events WHERE id = $1 FOR SHARE"#,
         id
     )

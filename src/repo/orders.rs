@@ -8,6 +8,8 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::status::OrderStatus;
+
 #[derive(Debug, Clone)]
 pub struct OrderRow {
     pub id: Uuid,
@@ -20,7 +22,7 @@ pub struct OrderRow {
     pub total_amount: i64,
     pub discounted: bool,
     pub currency: String,
-    pub status: String,
+    pub status: OrderStatus,
     pub holds_seats: bool,
     pub expires_at: OffsetDateTime,
     pub authorization_url: Option<String>,
@@ -84,7 +86,7 @@ pub async fn hold(db: impl PgExecutor<'_>, h: HoldRequest<'_>) -> sqlx::Result<O
            SELECT id AS "id!", reference AS "reference!", user_id AS "user_id!",
                   event_id AS "event_id!", tier_id AS "tier_id!", quantity AS "quantity!",
                   unit_price AS "unit_price!", total_amount AS "total_amount!",
-                  discounted AS "discounted!", currency AS "currency!", status AS "status!",
+                  discounted AS "discounted!", currency AS "currency!", status AS "status!: OrderStatus",
                   holds_seats AS "holds_seats!", expires_at AS "expires_at!", authorization_url,
                   paid_at, mail_queued_at, created_at AS "created_at!"
            FROM ord"#,
@@ -189,7 +191,7 @@ pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Orde
     sqlx::query_as!(
         OrderRow,
         r#"SELECT id, reference, user_id, event_id, tier_id, quantity, unit_price, total_amount,
-                  discounted, currency, status, holds_seats, expires_at, authorization_url, paid_at,
+                  discounted, currency, status AS "status: OrderStatus", holds_seats, expires_at, authorization_url, paid_at,
                   mail_queued_at, created_at
            FROM orders WHERE id = $1"#,
         id
@@ -205,7 +207,7 @@ pub async fn find_by_reference(
     sqlx::query_as!(
         OrderRow,
         r#"SELECT id, reference, user_id, event_id, tier_id, quantity, unit_price, total_amount,
-                  discounted, currency, status, holds_seats, expires_at, authorization_url, paid_at,
+                  discounted, currency, status AS "status: OrderStatus", holds_seats, expires_at, authorization_url, paid_at,
                   mail_queued_at, created_at
            FROM orders WHERE reference = $1"#,
         reference
@@ -243,17 +245,17 @@ pub async fn set_checkout(
 pub async fn end_hold(
     db: impl PgExecutor<'_>,
     id: Uuid,
-    to: &str,
+    to: OrderStatus,
 ) -> sqlx::Result<Option<OrderRow>> {
     sqlx::query_as!(
         OrderRow,
         r#"UPDATE orders SET status = $2, holds_seats = false, updated_at = now()
            WHERE id = $1 AND status = 'pending' AND holds_seats
            RETURNING id, reference, user_id, event_id, tier_id, quantity, unit_price, total_amount,
-                     discounted, currency, status, holds_seats, expires_at, authorization_url, paid_at,
+                     discounted, currency, status AS "status: OrderStatus", holds_seats, expires_at, authorization_url, paid_at,
                      mail_queued_at, created_at"#,
         id,
-        to
+        to.as_str()
     )
     .fetch_optional(db)
     .await
@@ -263,7 +265,7 @@ pub async fn end_hold(
 pub async fn mark_paid(
     db: impl PgExecutor<'_>,
     id: Uuid,
-    from: &str,
+    from: OrderStatus,
     paid_amount: i64,
     paystack_fee: i64,
 ) -> sqlx::Result<bool> {
@@ -272,7 +274,7 @@ pub async fn mark_paid(
                paid_amount = $3, paystack_fee = $4, updated_at = now()
            WHERE id = $1 AND status = $2"#,
         id,
-        from,
+        from.as_str(),
         paid_amount,
         paystack_fee
     )
@@ -286,7 +288,7 @@ pub async fn mark_paid(
 pub async fn mark_refund_pending(
     db: impl PgExecutor<'_>,
     id: Uuid,
-    from: &str,
+    from: OrderStatus,
     paid_amount: i64,
     paystack_fee: i64,
     reason: &str,
@@ -296,7 +298,7 @@ pub async fn mark_refund_pending(
                paystack_fee = $4, refund_reason = $5, updated_at = now()
            WHERE id = $1 AND status = $2"#,
         id,
-        from,
+        from.as_str(),
         paid_amount,
         paystack_fee,
         reason

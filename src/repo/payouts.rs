@@ -5,6 +5,8 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::status::{PayoutStatus, TransferState};
+
 #[derive(Debug, Clone)]
 pub struct PayoutRow {
     pub id: Uuid,
@@ -13,9 +15,9 @@ pub struct PayoutRow {
     pub amount: i64,
     pub currency: String,
     pub recipient_code: String,
-    pub status: String,
+    pub status: PayoutStatus,
     pub attempt: i32,
-    pub transfer_state: String,
+    pub transfer_state: TransferState,
     pub transfer_code: Option<String>,
     pub next_attempt_at: OffsetDateTime,
     pub settled_at: Option<OffsetDateTime>,
@@ -115,8 +117,8 @@ pub async fn claim(
         PayoutRow,
         r#"UPDATE payouts SET locked_until = now() + make_interval(secs => $3), lease_id = $2
            WHERE id = $1 AND (locked_until IS NULL OR locked_until < now())
-           RETURNING id, event_id, organizer_id, amount, currency, recipient_code, status, attempt,
-                     transfer_state, transfer_code, next_attempt_at, settled_at, created_at"#,
+           RETURNING id, event_id, organizer_id, amount, currency, recipient_code, status AS "status: PayoutStatus", attempt,
+                     transfer_state AS "transfer_state: TransferState", transfer_code, next_attempt_at, settled_at, created_at"#,
         id,
         lease_id,
         lease_seconds
@@ -127,8 +129,8 @@ pub async fn claim(
 
 /// What a driver writes back (guarded by its lease).
 pub struct PayoutUpdate<'a> {
-    pub status: &'a str,
-    pub transfer_state: &'a str,
+    pub status: PayoutStatus,
+    pub transfer_state: TransferState,
     pub attempt: i32,
     pub recipient_code: &'a str,
     pub transfer_code: Option<&'a str>,
@@ -154,8 +156,8 @@ pub async fn update(
            WHERE id = $1 AND lease_id = $2"#,
         id,
         lease_id,
-        u.status,
-        u.transfer_state,
+        u.status.as_str(),
+        u.transfer_state.as_str(),
         u.attempt,
         u.recipient_code,
         u.transfer_code,
@@ -200,8 +202,8 @@ pub async fn for_organizer(
 ) -> sqlx::Result<Vec<PayoutRow>> {
     sqlx::query_as!(
         PayoutRow,
-        r#"SELECT id, event_id, organizer_id, amount, currency, recipient_code, status, attempt,
-                  transfer_state, transfer_code, next_attempt_at, settled_at, created_at
+        r#"SELECT id, event_id, organizer_id, amount, currency, recipient_code, status AS "status: PayoutStatus", attempt,
+                  transfer_state AS "transfer_state: TransferState", transfer_code, next_attempt_at, settled_at, created_at
            FROM payouts WHERE organizer_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"#,
         organizer_id,
         limit

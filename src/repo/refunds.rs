@@ -6,6 +6,8 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::status::RefundState;
+
 #[derive(Debug, Clone)]
 pub struct RefundRow {
     pub id: Uuid,
@@ -16,7 +18,7 @@ pub struct RefundRow {
     pub amount: i64,
     pub currency: String,
     pub reason: String,
-    pub status: String,
+    pub status: RefundState,
     pub paystack_refund_id: Option<i64>,
     pub attempts: i32,
     pub next_attempt_at: OffsetDateTime,
@@ -40,7 +42,7 @@ pub async fn claim(
                RETURNING *
            )
            SELECT c.id, c.order_id, o.reference, o.user_id, o.event_id, c.amount, c.currency,
-                  c.reason, c.status, c.paystack_refund_id, c.attempts, c.next_attempt_at,
+                  c.reason, c.status AS "status: RefundState", c.paystack_refund_id, c.attempts, c.next_attempt_at,
                   c.holder_mailed_at
            FROM claimed c JOIN orders o ON o.id = c.order_id"#,
         order_id,
@@ -53,7 +55,7 @@ pub async fn claim(
 
 /// What a driver writes back: the new status and when to look again. Releases the lease.
 pub struct RefundUpdate<'a> {
-    pub status: &'a str,
+    pub status: RefundState,
     pub paystack_refund_id: Option<i64>,
     pub last_error: Option<&'a str>,
     pub retry_in_seconds: f64,
@@ -79,7 +81,7 @@ pub async fn set_status(
            WHERE id = $1 AND lease_id = $2"#,
         id,
         lease_id,
-        u.status,
+        u.status.as_str(),
         u.paystack_refund_id,
         u.last_error,
         u.retry_in_seconds,
@@ -143,10 +145,16 @@ pub async fn mark_order_refunded(db: impl PgExecutor<'_>, order_id: Uuid) -> sql
 }
 
 /// The status of an order's refund, if it has one.
-pub async fn status_of(db: impl PgExecutor<'_>, order_id: Uuid) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar!("SELECT status FROM refunds WHERE order_id = $1", order_id)
-        .fetch_optional(db)
-        .await
+pub async fn status_of(
+    db: impl PgExecutor<'_>,
+    order_id: Uuid,
+) -> sqlx::Result<Option<RefundState>> {
+    sqlx::query_scalar!(
+        r#"SELECT status AS "status: RefundState" FROM refunds WHERE order_id = $1"#,
+        order_id
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Orders whose refund is due: unfinished, its time come, no live lease.

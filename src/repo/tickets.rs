@@ -4,12 +4,14 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::status::TicketStatus;
+
 #[derive(Debug, Clone)]
 pub struct TicketRow {
     pub id: Uuid,
     pub order_id: Uuid,
     pub access_key: String,
-    pub status: String,
+    pub status: TicketStatus,
     pub checked_in_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub event_id: Uuid,
@@ -29,7 +31,7 @@ pub async fn for_user(
 ) -> sqlx::Result<Vec<TicketRow>> {
     sqlx::query_as!(
         TicketRow,
-        r#"SELECT t.id, t.order_id, t.access_key, t.status, t.checked_in_at, t.created_at,
+        r#"SELECT t.id, t.order_id, t.access_key, t.status AS "status: TicketStatus", t.checked_in_at, t.created_at,
                   e.id AS event_id, e.title AS event_title, e.starts_at AS event_starts_at,
                   e.venue AS event_venue, tt.id AS tier_id, tt.name AS tier_name
            FROM tickets t
@@ -51,7 +53,7 @@ pub async fn for_user(
 pub async fn for_order(db: impl PgExecutor<'_>, order_id: Uuid) -> sqlx::Result<Vec<TicketRow>> {
     sqlx::query_as!(
         TicketRow,
-        r#"SELECT t.id, t.order_id, t.access_key, t.status, t.checked_in_at, t.created_at,
+        r#"SELECT t.id, t.order_id, t.access_key, t.status AS "status: TicketStatus", t.checked_in_at, t.created_at,
                   e.id AS event_id, e.title AS event_title, e.starts_at AS event_starts_at,
                   e.venue AS event_venue, tt.id AS tier_id, tt.name AS tier_name
            FROM tickets t
@@ -86,7 +88,7 @@ pub async fn check_in(
                RETURNING id, order_id, access_key, status, checked_in_at, created_at, event_id, tier_id
            )
            SELECT u.id AS "id!", u.order_id AS "order_id!", u.access_key AS "access_key!",
-                  u.status AS "status!", u.checked_in_at, u.created_at AS "created_at!",
+                  u.status AS "status!: TicketStatus", u.checked_in_at, u.created_at AS "created_at!",
                   e.id AS event_id, e.title AS event_title, e.starts_at AS event_starts_at,
                   e.venue AS event_venue, tt.id AS tier_id, tt.name AS tier_name
            FROM used u
@@ -103,9 +105,9 @@ pub async fn check_in(
 pub async fn find_by_key(
     db: impl PgExecutor<'_>,
     access_key: &str,
-) -> sqlx::Result<Option<(Uuid, String, Option<OffsetDateTime>)>> {
+) -> sqlx::Result<Option<(Uuid, TicketStatus, Option<OffsetDateTime>)>> {
     let row = sqlx::query!(
-        "SELECT event_id, status, checked_in_at FROM tickets WHERE access_key = $1",
+        r#"SELECT event_id, status AS "status: TicketStatus", checked_in_at FROM tickets WHERE access_key = $1"#,
         access_key
     )
     .fetch_optional(db)

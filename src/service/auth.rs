@@ -488,7 +488,8 @@ pub async fn verify_reset_otp(state: &AppState, raw_email: &str, otp: &str) -> A
         return Err(expired());
     }
     let candidate = crypto::keyed_hash(&otp_key(state), otp.trim());
-    if !constant_time_eq(candidate.as_bytes(), reset.otp_hash.as_bytes()) {
+    if !crate::security::signing::constant_time_eq(candidate.as_bytes(), reset.otp_hash.as_bytes())
+    {
         reset_metric("failed");
         return match repo::password_resets::record_failure(&state.db, reset.id, OTP_MAX_FAILURES)
             .await?
@@ -533,8 +534,4 @@ pub async fn complete_password_reset(
     reset_metric("completed");
     tracing::info!(%user_id, "password reset; all sessions revoked");
     Ok(())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::{
     clients::media::{Image, MediaError, StoredImage},
     domain::cursor,
+    domain::status::{EventStatus, OrderStatus},
     error::{AppError, AppResult},
     repo::{
         self,
@@ -33,22 +34,22 @@ pub const CATEGORIES: [&str; 11] = [
     "other",
 ];
 
-pub fn status_of(event: &EventRow, now: OffsetDateTime) -> &'static str {
-    if event.status == "cancelled" {
-        "cancelled"
+pub fn status_of(event: &EventRow, now: OffsetDateTime) -> EventStatus {
+    if event.status == EventStatus::Cancelled {
+        EventStatus::Cancelled
     } else if event.ends_at <= now {
-        "ended"
+        EventStatus::Ended
     } else {
-        "scheduled"
+        EventStatus::Scheduled
     }
 }
 
 /// Why an event cannot be changed any more, if it cannot.
 pub fn ensure_open(event: &EventRow) -> AppResult<()> {
     match status_of(event, OffsetDateTime::now_utc()) {
-        "cancelled" => Err(AppError::event_cancelled()),
-        "ended" => Err(AppError::event_ended()),
-        _ => Ok(()),
+        EventStatus::Cancelled => Err(AppError::event_cancelled()),
+        EventStatus::Ended => Err(AppError::event_ended()),
+        EventStatus::Scheduled => Ok(()),
     }
 }
 
@@ -176,7 +177,7 @@ pub async fn cancel(
     let locked = repo::events::lock_exclusive(&mut *tx, id)
         .await?
         .ok_or_else(|| AppError::not_found("Event"))?;
-    if locked.status == "cancelled" {
+    if locked.status == EventStatus::Cancelled {
         return Err(AppError::event_cancelled());
     }
     if locked.payout_started_at.is_some() {
@@ -194,7 +195,7 @@ pub async fn cancel(
     // The cancel has committed: a hold that fails to end here is expired by the sweeper (and
     // a payment for it refunded), so log and go on rather than answer a 5xx.
     for order_id in repo::orders::pending_for_event(&state.db, id).await? {
-        if let Err(e) = holds::end(state, order_id, "cancelled").await {
+        if let Err(e) = holds::end(state, order_id, OrderStatus::Cancelled).await {
             tracing::warn!(error = %e, %order_id, "hold of a cancelled event not voided yet");
         }
     }

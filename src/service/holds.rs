@@ -10,6 +10,7 @@ use redis::AsyncCommands;
 use uuid::Uuid;
 
 use crate::{
+    domain::status::OrderStatus,
     error::AppResult,
     repo::{self, orders::OrderRow},
     state::AppState,
@@ -49,7 +50,7 @@ pub async fn end_in(
     state: &AppState,
     tx: &mut sqlx::PgConnection,
     order_id: Uuid,
-    to: &str,
+    to: OrderStatus,
 ) -> AppResult<Option<OrderRow>> {
     let Some(order) = repo::orders::end_hold(&mut *tx, order_id, to).await? else {
         return Ok(None);
@@ -61,13 +62,13 @@ pub async fn end_in(
 
 /// pending → `to` (expired, failed, cancelled) in its own transaction, then published.
 /// False when the order was no longer pending.
-pub async fn end(state: &AppState, order_id: Uuid, to: &str) -> AppResult<bool> {
+pub async fn end(state: &AppState, order_id: Uuid, to: OrderStatus) -> AppResult<bool> {
     let mut tx = state.db.begin().await?;
     let Some(order) = end_in(state, &mut tx, order_id, to).await? else {
         return Ok(false);
     };
     tx.commit().await?;
-    if to == "expired" {
+    if to == OrderStatus::Expired {
         metrics::counter!("ticketing_holds_expired_total").increment(1);
     }
     publish_status(state, &order.reference, to).await;
@@ -75,7 +76,7 @@ pub async fn end(state: &AppState, order_id: Uuid, to: &str) -> AppResult<bool> 
 }
 
 /// Tells every instance's websocket subscribers about a status change.
-pub async fn publish_status(state: &AppState, reference: &str, status: &str) {
+pub async fn publish_status(state: &AppState, reference: &str, status: OrderStatus) {
     let mut conn = state.redis.conn();
     let message = serde_json::json!({ "reference": reference, "status": status }).to_string();
     let channel = state.redis.key("orders:status");

@@ -5,13 +5,7 @@ use uuid::Uuid;
 
 use crate::clients::mail::Email;
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
+use crate::security::signing::escape_html as escape;
 
 fn layout(title: &str, body_html: &str) -> String {
     format!(

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::{
     clients::paystack::{self, TxStatus},
+    domain::status::{EventStatus, OrderStatus},
     error::{AppError, AppResult},
     repo::{self, orders::OrderRow},
     security::crypto,
@@ -135,10 +136,10 @@ async fn settle_once(state: &AppState, reference: &str) -> AppResult<Settled> {
         tracing::info!("payment for an unknown reference; nothing to do");
         return Ok(Settled::UnknownReference);
     };
-    if matches!(order.status.as_str(), "refund_pending" | "refunded") {
+    if order.status.is_owed_back() {
         return Ok(Settled::RefundPending);
     }
-    if order.status == "paid" {
+    if order.status == OrderStatus::Paid {
         // Already paid: only finish what a crash may have left undone.
         let issued = finish_paid_order(state, &order).await?;
         return Ok(Settled::Paid {
@@ -158,7 +159,7 @@ async fn settle_once(state: &AppState, reference: &str) -> AppResult<Settled> {
             metrics::counter!("ticketing_payments_failed_total").increment(1);
         }
         return Ok(Settled::NotPaid {
-            still_pending: order.status == "pending",
+            still_pending: order.status == OrderStatus::Pending,
         });
     }
     let mismatch =
@@ -186,7 +187,7 @@ async fn settle_once(state: &AppState, reference: &str) -> AppResult<Settled> {
                 metrics::histogram!("ticketing_payment_to_ticket_seconds")
                     .record(started.elapsed().as_secs_f64());
                 queue_ticket_mail(state, &order, &event_title).await;
-                holds::publish_status(state, &order.reference, "paid").await;
+                holds::publish_status(state, &order.reference, OrderStatus::Paid).await;
                 tracing::info!(tickets = issued, "order paid");
                 return Ok(Settled::Paid {
                     tickets_issued: issued,
@@ -197,21 +198,21 @@ async fn settle_once(state: &AppState, reference: &str) -> AppResult<Settled> {
                 if let Err(e) = state.queues.refund(order.id).await {
                     tracing::warn!(error = %e, "refund job not queued; the sweeper will drive it");
                 }
-                holds::publish_status(state, &order.reference, "refund_pending").await;
+                holds::publish_status(state, &order.reference, OrderStatus::RefundPending).await;
                 return Ok(Settled::RefundPending);
             }
             Applied::Raced => {
                 order = repo::orders::find(&state.db, order.id)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("order vanished"))?;
-                match order.status.as_str() {
-                    "paid" => {
+                match order.status {
+                    OrderStatus::Paid => {
                         let issued = finish_paid_order(state, &order).await?;
                         return Ok(Settled::Paid {
                             tickets_issued: issued,
                         });
                     }
-                    "refund_pending" | "refunded" => return Ok(Settled::RefundPending),
+                    s if s.is_owed_back() => return Ok(Settled::RefundPending),
                     _ => continue,
                 }
             }
@@ -248,8 +249,8 @@ async fn apply_payment(
     fee: i64,
     mismatch: bool,
 ) -> AppResult<Applied> {
-    let from = order.status.as_str();
-    if !matches!(from, "pending" | "expired" | "failed" | "cancelled") {
+    let from = order.status;
+    if !(from == OrderStatus::Pending || from.is_ended_hold()) {
         return Ok(Applied::Raced);
     }
     let mut tx = state.db.begin().await?;
@@ -259,11 +260,11 @@ async fn apply_payment(
     let now = time::OffsetDateTime::now_utc();
     let refusal = if mismatch {
         Some("amount_mismatch")
-    } else if event.status == "cancelled" {
+    } else if event.status == EventStatus::Cancelled {
         Some("event_cancelled")
     } else if event.ends_at <= now {
         Some("event_ended")
-    } else if from == "pending" {
+    } else if from == OrderStatus::Pending {
         None
     } else if repo::tiers::retake_seats(&mut *tx, order.tier_id, order.quantity, order.discounted)
         .await?
@@ -276,9 +277,9 @@ async fn apply_payment(
 
     if let Some(reason) = refusal {
         // Owed back. A pending order first gives its seats back (pending → failed).
-        let from = if from == "pending" {
-            match holds::end_in(state, &mut tx, order.id, "failed").await? {
-                Some(_) => "failed",
+        let from = if from == OrderStatus::Pending {
+            match holds::end_in(state, &mut tx, order.id, OrderStatus::Failed).await? {
+                Some(_) => OrderStatus::Failed,
                 None => return Ok(Applied::Raced),
             }
         } else {
@@ -329,12 +330,12 @@ pub async fn complete_free_order(state: &AppState, order: &OrderRow) -> AppResul
     let event = repo::events::lock_shared(&mut *tx, order.event_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("order without its event"))?;
-    if event.status == "cancelled" {
-        holds::end_in(state, &mut tx, order.id, "cancelled").await?;
+    if event.status == EventStatus::Cancelled {
+        holds::end_in(state, &mut tx, order.id, OrderStatus::Cancelled).await?;
         tx.commit().await?;
         return Ok(());
     }
-    if repo::orders::mark_paid(&mut *tx, order.id, "pending", 0, 0).await? {
+    if repo::orders::mark_paid(&mut *tx, order.id, OrderStatus::Pending, 0, 0).await? {
         repo::ledger::record_sale(&mut *tx, order, event.organizer_id, 0, 0, 0).await?;
         let issued =
             repo::orders::issue_tickets(&mut *tx, order, &access_keys(order.quantity)).await?;

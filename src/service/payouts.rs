@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     clients::paystack::{GatewayError, NewTransfer, TransferInfo, TransferStatus},
+    domain::status::{PayoutStatus, TransferState},
     error::{AppError, AppResult},
     repo::{
         self,
@@ -141,13 +142,13 @@ struct Driver<'a> {
 
 impl Driver<'_> {
     async fn run(&mut self, recheck: bool) -> AppResult<Driven> {
-        if self.p.status == "success" && !recheck {
+        if self.p.status == PayoutStatus::Success && !recheck {
             repo::payouts::release(&self.state.db, self.p.id, self.lease).await?;
             return Ok(Driven::Done);
         }
         for _ in 0..4 {
-            let step = match self.p.transfer_state.as_str() {
-                "new" => self.send().await?,
+            let step = match self.p.transfer_state {
+                TransferState::New => self.send().await?,
                 _ => self.look_up().await?,
             };
             if let Some(done) = step {
@@ -174,8 +175,8 @@ impl Driver<'_> {
             self.p.id,
             self.lease,
             &PayoutUpdate {
-                status: &self.p.status,
-                transfer_state: &self.p.transfer_state,
+                status: self.p.status,
+                transfer_state: self.p.transfer_state,
                 attempt: self.p.attempt,
                 recipient_code: &self.p.recipient_code,
                 transfer_code: self.p.transfer_code.as_deref(),
@@ -185,7 +186,7 @@ impl Driver<'_> {
             },
         )
         .await?;
-        Ok(if self.p.status == "success" {
+        Ok(if self.p.status == PayoutStatus::Success {
             Driven::Done
         } else {
             Driven::Later
@@ -219,8 +220,8 @@ impl Driver<'_> {
             return self.write(None, 1.0, true).await.map(Some);
         }
         self.p.recipient_code = recipient;
-        self.p.transfer_state = "sent".into();
-        self.p.status = "pending".into();
+        self.p.transfer_state = TransferState::Sent;
+        self.p.status = PayoutStatus::Pending;
         self.write(None, 0.0, false).await?;
         let reference = self.p.reference();
         let sent = state
@@ -240,8 +241,8 @@ impl Driver<'_> {
                 // Refused (insufficient balance, a bad recipient): nothing was created, so the
                 // same attempt is sent again when due; visible as failed meanwhile.
                 metric("retry", self.p.amount);
-                self.p.status = "failed".into();
-                self.p.transfer_state = "new".into();
+                self.p.status = PayoutStatus::Failed;
+                self.p.transfer_state = TransferState::New;
                 let wait = self.backoff();
                 self.write(Some(&e.to_string()), wait, true).await.map(Some)
             }
@@ -264,7 +265,7 @@ impl Driver<'_> {
             Ok(Some(info)) => self.apply(info).await.map(Some),
             Ok(None) => {
                 // Never arrived: the same attempt, the same reference, sent now.
-                self.p.transfer_state = "new".into();
+                self.p.transfer_state = TransferState::New;
                 self.p.next_attempt_at = OffsetDateTime::now_utc();
                 Ok(None)
             }
@@ -282,9 +283,9 @@ impl Driver<'_> {
         let base = self.state.config.job_retry_base.as_secs_f64();
         match info.status {
             TransferStatus::Success => {
-                let first = self.p.status != "success";
-                self.p.status = "success".into();
-                self.p.transfer_state = "queued".into();
+                let first = self.p.status != PayoutStatus::Success;
+                self.p.status = PayoutStatus::Success;
+                self.p.transfer_state = TransferState::Queued;
                 let done = self.write(None, 0.0, true).await?;
                 if first {
                     metric("success", self.p.amount);
@@ -296,15 +297,19 @@ impl Driver<'_> {
                 // Final: this attempt moved no money. The next attempt gets a new reference.
                 let reversed = info.status == TransferStatus::Reversed;
                 metric(if reversed { "reversed" } else { "failed" }, self.p.amount);
-                self.p.status = if reversed { "reversed" } else { "failed" }.into();
-                self.p.transfer_state = "new".into();
+                self.p.status = if reversed {
+                    PayoutStatus::Reversed
+                } else {
+                    PayoutStatus::Failed
+                };
+                self.p.transfer_state = TransferState::New;
                 self.p.attempt += 1;
                 let wait = self.backoff();
                 let why = format!("transfer {:?}", info.status);
                 self.write(Some(&why), wait, true).await
             }
             TransferStatus::NotFinal(_) => {
-                self.p.transfer_state = "queued".into();
+                self.p.transfer_state = TransferState::Queued;
                 self.write(None, base * 60.0, true).await
             }
         }

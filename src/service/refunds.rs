@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::{
     clients::paystack::{GatewayError, NewRefund, RefundInfo, RefundStatus, TxStatus},
+    domain::status::{OrderStatus, RefundState},
     error::{AppError, AppResult},
     repo::{
         self,
@@ -76,7 +77,7 @@ pub async fn refund_order(
     repo::ledger::reverse_and_refund(&mut tx, &[order_id]).await?;
     tx.commit().await?;
     tracing::info!(%order_id, "order refunded by the organizer");
-    holds::publish_status(state, &order.reference, "refund_pending").await;
+    holds::publish_status(state, &order.reference, OrderStatus::RefundPending).await;
     enqueue(state, &[order_id]).await;
     repo::orders::find(&state.db, order_id)
         .await?
@@ -116,7 +117,7 @@ pub async fn drive(state: &AppState, order_id: Uuid) -> AppResult<Driven> {
     else {
         // Finished (a late duplicate webhook) or held by another driver.
         return Ok(match repo::refunds::status_of(&state.db, order_id).await? {
-            Some(s) if s != "processed" => Driven::NotClaimed,
+            Some(s) if s != RefundState::Processed => Driven::NotClaimed,
             _ => Driven::Done,
         });
     };
@@ -163,23 +164,23 @@ impl Driver<'_> {
         // Each pass either finishes, defers, or moves to a state whose next pass needs no
         // new send; a few passes are always enough.
         for _ in 0..4 {
-            let step = match self.refund.status.as_str() {
-                "processed" => return self.finish(self.refund.paystack_refund_id).await,
-                "pending" | "failed" => self.send().await?,
-                "sending" => self.look_up().await?,
-                _ => self.check().await?,
+            let step = match self.refund.status {
+                RefundState::Processed => return self.finish(self.refund.paystack_refund_id).await,
+                RefundState::Pending | RefundState::Failed => self.send().await?,
+                RefundState::Sending => self.look_up().await?,
+                RefundState::Processing | RefundState::NeedsAttention => self.check().await?,
             };
             if let Some(done) = step {
                 return Ok(done);
             }
         }
-        self.defer(self.refund.status.clone(), None, 1.0).await
+        self.defer(self.refund.status, None, 1.0).await
     }
 
     /// Writes the state back and lets go: try again in `seconds`.
     async fn defer(
         &mut self,
-        status: String,
+        status: RefundState,
         error: Option<&str>,
         seconds: f64,
     ) -> AppResult<Driven> {
@@ -188,7 +189,7 @@ impl Driver<'_> {
             self.refund.id,
             self.lease,
             &RefundUpdate {
-                status: &status,
+                status,
                 paystack_refund_id: self.refund.paystack_refund_id,
                 last_error: error,
                 retry_in_seconds: seconds,
@@ -215,14 +216,14 @@ impl Driver<'_> {
             return self.finish(None).await.map(Some);
         }
         if !budget::take(state, Call::Refund).await {
-            let status = self.refund.status.clone();
+            let status = self.refund.status;
             self.defer(status, None, 1.0).await?;
             return Ok(Some(Driven::Throttled));
         }
         if !repo::refunds::start_sending(&state.db, self.refund.id, self.lease).await? {
             return Ok(Some(Driven::NotClaimed));
         }
-        self.refund.status = "sending".into();
+        self.refund.status = RefundState::Sending;
         self.refund.attempts += 1;
         let note = format!("{} {}", self.refund.reason, self.refund.order_id);
         let sent = state
@@ -243,7 +244,7 @@ impl Driver<'_> {
                 // Nothing was created: retried when due, visible until it goes through.
                 metric("retry", &self.refund.reason);
                 let wait = backoff(state, self.refund.attempts);
-                self.defer("failed".into(), Some(&e.to_string()), wait)
+                self.defer(RefundState::Failed, Some(&e.to_string()), wait)
                     .await
                     .map(Some)
             }
@@ -254,7 +255,7 @@ impl Driver<'_> {
                     metric("retry", &self.refund.reason);
                 }
                 let wait = lookup_delay(state, self.refund.attempts);
-                self.defer("sending".into(), Some(&e.to_string()), wait)
+                self.defer(RefundState::Sending, Some(&e.to_string()), wait)
                     .await
                     .map(Some)
             }
@@ -269,7 +270,7 @@ impl Driver<'_> {
             Ok(v) => v,
             Err(e) => {
                 return self
-                    .defer("sending".into(), Some(&e.to_string()), wait)
+                    .defer(RefundState::Sending, Some(&e.to_string()), wait)
                     .await
                     .map(Some);
             }
@@ -278,7 +279,7 @@ impl Driver<'_> {
             if verified.status == TxStatus::NotFound {
                 return self
                     .defer(
-                        "failed".into(),
+                        RefundState::Failed,
                         Some("Paystack has no such transaction"),
                         wait,
                     )
@@ -292,7 +293,7 @@ impl Driver<'_> {
             Ok(found) => found,
             Err(e) => {
                 return self
-                    .defer("sending".into(), Some(&e.to_string()), wait)
+                    .defer(RefundState::Sending, Some(&e.to_string()), wait)
                     .await
                     .map(Some);
             }
@@ -315,7 +316,7 @@ impl Driver<'_> {
             self.refund.id,
             self.lease,
             &RefundUpdate {
-                status: "pending",
+                status: RefundState::Pending,
                 paystack_refund_id: None,
                 last_error: None,
                 retry_in_seconds: 0.0,
@@ -323,7 +324,7 @@ impl Driver<'_> {
             false,
         )
         .await?;
-        self.refund.status = "pending".into();
+        self.refund.status = RefundState::Pending;
         self.refund.next_attempt_at = OffsetDateTime::now_utc();
         Ok(None)
     }
@@ -331,14 +332,14 @@ impl Driver<'_> {
     /// processing/needs_attention: ask Paystack how the refund stands.
     async fn check(&mut self) -> AppResult<Option<Driven>> {
         let Some(id) = self.refund.paystack_refund_id else {
-            self.refund.status = "sending".into();
+            self.refund.status = RefundState::Sending;
             return Ok(None);
         };
         match self.state.gateway.fetch_refund(id).await {
             Ok(info) => self.apply(info).await.map(Some),
             Err(e) => {
                 let wait = backoff(self.state, self.refund.attempts);
-                let status = self.refund.status.clone();
+                let status = self.refund.status;
                 self.defer(status, Some(&e.to_string()), wait)
                     .await
                     .map(Some)
@@ -357,7 +358,7 @@ impl Driver<'_> {
                 metric("failed", &self.refund.reason);
                 let wait = backoff(self.state, self.refund.attempts);
                 self.defer(
-                    "failed".into(),
+                    RefundState::Failed,
                     Some("Paystack reported the refund failed"),
                     wait,
                 )
@@ -366,14 +367,14 @@ impl Driver<'_> {
             RefundStatus::NeedsAttention => {
                 metric("needs_attention", &self.refund.reason);
                 self.defer(
-                    "needs_attention".into(),
+                    RefundState::NeedsAttention,
                     Some("Paystack needs the buyer's bank details"),
                     base * 3600.0,
                 )
                 .await
             }
             RefundStatus::Pending | RefundStatus::Processing | RefundStatus::Unknown(_) => {
-                self.defer("processing".into(), None, base * 60.0).await
+                self.defer(RefundState::Processing, None, base * 60.0).await
             }
         }
     }
@@ -387,7 +388,7 @@ impl Driver<'_> {
             self.refund.id,
             self.lease,
             &RefundUpdate {
-                status: "processed",
+                status: RefundState::Processed,
                 paystack_refund_id,
                 last_error: None,
                 retry_in_seconds: 0.0,
@@ -404,7 +405,7 @@ impl Driver<'_> {
             metric("processed", &self.refund.reason);
             metrics::counter!("ticketing_refunded_kobo_total").increment(self.refund.amount as u64);
             tracing::info!(order_id = %self.refund.order_id, amount = self.refund.amount, "refund processed");
-            holds::publish_status(state, &self.refund.reference, "refunded").await;
+            holds::publish_status(state, &self.refund.reference, OrderStatus::Refunded).await;
             self.mail_holder(true).await;
         }
         Ok(Driven::Done)

@@ -7,6 +7,7 @@ use futures::{StreamExt, stream};
 
 use crate::{
     clients::paystack::TxStatus,
+    domain::status::OrderStatus,
     error::AppResult,
     repo,
     service::{holds, payments, payouts, refunds},
@@ -85,7 +86,7 @@ async fn expire_holds(state: &AppState) -> AppResult<usize> {
                     tracing::warn!(error = %e, %reference, "settling a paid hold failed; next pass retries");
                 }
             }
-            Ok(_) => match holds::end(state, order_id, "expired").await {
+            Ok(_) => match holds::end(state, order_id, OrderStatus::Expired).await {
                 Ok(true) => expired += 1,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, %reference, "expiring a hold failed"),

@@ -4,6 +4,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
+    domain::status::TicketStatus,
     error::{AppError, AppResult, OnConstraint},
     repo::{self, events::TierRow, tiers::NewTier},
     service::events,
@@ -106,7 +107,7 @@ pub async fn check_in(
             "This ticket is for another event.",
         ));
     }
-    if status == "void" {
+    if status == TicketStatus::Void {
         checkin_metric("void");
         return Err(AppError::conflict("ticket_void", "This ticket is void."));
     }
