@@ -58,3 +58,13 @@ async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
     admin.close().await.ok();
     Ok(())
 }
+
+/// True when `err` is a unique violation of `constraint`.
+pub fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.code().as_deref() == Some("23505") && db.constraint() == Some(constraint)
+        }
+        _ => false,
+    }
+}

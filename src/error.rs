@@ -370,7 +370,7 @@ pub trait OnConstraint<T> {
 impl<T> OnConstraint<T> for Result<T, sqlx::Error> {
     fn on_constraint(self, name: &str, error: impl FnOnce() -> AppError) -> AppResult<T> {
         self.map_err(|e| {
-            if crate::repo::is_unique_violation(&e, name) {
+            if crate::db::is_unique_violation(&e, name) {
                 error()
             } else {
                 e.into()

@@ -13,13 +13,3 @@ pub mod refunds;
 pub mod tickets;
 pub mod tiers;
 pub mod users;
-
-/// True when `err` is a unique violation of `constraint`.
-pub fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            db.code().as_deref() == Some("23505") && db.constraint() == Some(constraint)
-        }
-        _ => false,
-    }
-}

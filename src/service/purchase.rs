@@ -208,7 +208,7 @@ pub async fn purchase(
             return Err(not_held(state, event_id, tier_id, &req, &epoch).await);
         }
         // Two identical requests raced: the other one's order is the answer.
-        Err(e) if repo::is_unique_violation(&e, "idempotency_keys_pkey") => {
+        Err(e) if crate::db::is_unique_violation(&e, "idempotency_keys_pkey") => {
             let key = idempotency_key.unwrap_or_default();
             return replay(state, user_id, key, &hash)
                 .await?

@@ -1,6 +1,7 @@
 //! Integration tests: the real app over HTTP, one fresh database and Redis prefix per test,
 //! fakes for every outbound API. Tests run in parallel.
 
+mod architecture;
 mod auth;
 mod events;
 #[allow(dead_code)]
