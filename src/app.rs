@@ -129,6 +129,8 @@ pub fn router(state: AppState) -> Router {
         .merge(http::payments::router())
         .merge(http::tickets::router())
         .split_for_parts();
+    let mut openapi = openapi;
+    http::openapi::complete(&mut openapi);
     let openapi_json = Arc::new(openapi.to_json().unwrap_or_default());
 
     let router = api_router

@@ -175,90 +175,28 @@ impl Config {
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let app_env = match get("APP_ENV").as_deref().map(str::trim) {
-            None | Some("development") | Some("dev") | Some("test") => AppEnv::Development,
-            Some("production") | Some("prod") => AppEnv::Production,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "APP_ENV",
-                    format!("expected development or production, got {other:?}"),
-                ));
-            }
+        let app_env = app_env(&get)?;
+        let vars = Vars {
+            get: &get,
+            production: app_env == AppEnv::Production,
         };
-        let production = app_env == AppEnv::Production;
-        // In production a secret must be given; in development its default is used.
-        let required = |var: &'static str| -> Result<Option<String>, ConfigError> {
-            match get(var) {
-                Some(v) => Ok(Some(v)),
-                None if production => {
-                    Err(ConfigError::new(var, "is required when APP_ENV=production"))
-                }
-                None => Ok(None),
-            }
-        };
-
         let port: u16 = parse_or(&get, "PORT", 3000)?;
-        let jwt_secret = required("JWT_SECRET")?.unwrap_or_else(|| DEV_JWT_SECRET.to_owned());
-        if jwt_secret.len() < 32 {
-            return Err(ConfigError::new(
-                "JWT_SECRET",
-                "must be at least 32 characters",
-            ));
-        }
-        if production && jwt_secret == DEV_JWT_SECRET {
-            return Err(ConfigError::new(
-                "JWT_SECRET",
-                "is the development value; set a real secret",
-            ));
-        }
-        let totp_hex = required("TOTP_ENCRYPTION_KEY")?.unwrap_or_else(|| DEV_TOTP_KEY.to_owned());
-        let totp_encryption_key = parse_key32(&totp_hex)
-            .ok_or_else(|| ConfigError::new("TOTP_ENCRYPTION_KEY", "must be 64 hex characters"))?;
-
-        let paystack_base_url = get("PAYSTACK_BASE_URL")
-            .unwrap_or_else(|| "https://api.paystack.co".to_owned())
-            .trim_end_matches('/')
-            .to_owned();
-        let paystack = required("PAYSTACK_SECRET_KEY")?.map(|key| PaystackConfig {
-            secret_key: key.into(),
-            base_url: paystack_base_url.clone(),
-        });
-
-        let resend = required("RESEND_API_KEY")?.map(|key| ResendConfig {
+        let (jwt_secret, totp_encryption_key) = vars.secrets()?;
+        let paystack_base_url = vars.base_url("PAYSTACK_BASE_URL", "https://api.paystack.co");
+        let paystack = vars
+            .required("PAYSTACK_SECRET_KEY")?
+            .map(|key| PaystackConfig {
+                secret_key: key.into(),
+                base_url: paystack_base_url.clone(),
+            });
+        let resend = vars.required("RESEND_API_KEY")?.map(|key| ResendConfig {
             api_key: key.into(),
-            base_url: get("RESEND_BASE_URL")
-                .unwrap_or_else(|| "https://api.resend.com".to_owned())
-                .trim_end_matches('/')
-                .to_owned(),
+            base_url: vars.base_url("RESEND_BASE_URL", "https://api.resend.com"),
         });
-        let mail_from =
-            required("MAIL_FROM")?.unwrap_or_else(|| "Tickets <tickets@localhost>".to_owned());
-
-        let cloud_name = required("CLOUDINARY_CLOUD_NAME")?;
-        let cloudinary = match cloud_name {
-            Some(cloud_name) => Some(CloudinaryConfig {
-                cloud_name,
-                api_key: get("CLOUDINARY_API_KEY").ok_or_else(|| {
-                    ConfigError::new(
-                        "CLOUDINARY_API_KEY",
-                        "is required with CLOUDINARY_CLOUD_NAME",
-                    )
-                })?,
-                api_secret: get("CLOUDINARY_API_SECRET")
-                    .ok_or_else(|| {
-                        ConfigError::new(
-                            "CLOUDINARY_API_SECRET",
-                            "is required with CLOUDINARY_CLOUD_NAME",
-                        )
-                    })?
-                    .into(),
-                base_url: get("CLOUDINARY_BASE_URL")
-                    .unwrap_or_else(|| "https://api.cloudinary.com".to_owned())
-                    .trim_end_matches('/')
-                    .to_owned(),
-            }),
-            None => None,
-        };
+        let mail_from = vars
+            .required("MAIL_FROM")?
+            .unwrap_or_else(|| "Tickets <tickets@localhost>".to_owned());
+        let cloudinary = vars.cloudinary()?;
 
         let platform_fee_schedule = get("PLATFORM_FEE_SCHEDULE")
             .unwrap_or_else(|| "2000000:750,10000000:500,*:250".to_owned())
@@ -317,7 +255,7 @@ impl Config {
             job_poll_interval: millis(&get, "JOB_POLL_INTERVAL_MILLIS", 200)?,
             job_retry_base: millis(&get, "JOB_RETRY_BASE_MILLIS", 1000)?,
             job_max_attempts: parse_or(&get, "JOB_MAX_ATTEMPTS", 8)?,
-            log_json: parse_or(&get, "LOG_JSON", production)?,
+            log_json: parse_or(&get, "LOG_JSON", vars.production)?,
         })
     }
 
@@ -335,6 +273,87 @@ impl Config {
 
     pub fn database_url(&self) -> &str {
         self.database_url.expose_secret()
+    }
+}
+
+/// `APP_ENV`: development (the default) or production.
+fn app_env(get: &impl Fn(&str) -> Option<String>) -> Result<AppEnv, ConfigError> {
+    match get("APP_ENV").as_deref().map(str::trim) {
+        None | Some("development") | Some("dev") | Some("test") => Ok(AppEnv::Development),
+        Some("production") | Some("prod") => Ok(AppEnv::Production),
+        Some(other) => Err(ConfigError::new(
+            "APP_ENV",
+            format!("expected development or production, got {other:?}"),
+        )),
+    }
+}
+
+/// The variables, and whether production rules apply to them.
+struct Vars<'a> {
+    get: &'a dyn Fn(&str) -> Option<String>,
+    production: bool,
+}
+
+impl Vars<'_> {
+    /// In production a secret must be given; in development its default is used.
+    fn required(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
+        match (self.get)(var) {
+            Some(v) => Ok(Some(v)),
+            None if self.production => {
+                Err(ConfigError::new(var, "is required when APP_ENV=production"))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A provider's origin, without a trailing slash.
+    fn base_url(&self, var: &str, default: &str) -> String {
+        (self.get)(var)
+            .unwrap_or_else(|| default.to_owned())
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// `JWT_SECRET` and `TOTP_ENCRYPTION_KEY`, never the development values in production.
+    fn secrets(&self) -> Result<(String, [u8; 32]), ConfigError> {
+        let jwt_secret = self
+            .required("JWT_SECRET")?
+            .unwrap_or_else(|| DEV_JWT_SECRET.to_owned());
+        if jwt_secret.len() < 32 {
+            return Err(ConfigError::new(
+                "JWT_SECRET",
+                "must be at least 32 characters",
+            ));
+        }
+        if self.production && jwt_secret == DEV_JWT_SECRET {
+            return Err(ConfigError::new(
+                "JWT_SECRET",
+                "is the development value; set a real secret",
+            ));
+        }
+        let totp_hex = self
+            .required("TOTP_ENCRYPTION_KEY")?
+            .unwrap_or_else(|| DEV_TOTP_KEY.to_owned());
+        let totp_key = parse_key32(&totp_hex)
+            .ok_or_else(|| ConfigError::new("TOTP_ENCRYPTION_KEY", "must be 64 hex characters"))?;
+        Ok((jwt_secret, totp_key))
+    }
+
+    /// Cloudinary: all three credentials, or none (local posters).
+    fn cloudinary(&self) -> Result<Option<CloudinaryConfig>, ConfigError> {
+        let Some(cloud_name) = self.required("CLOUDINARY_CLOUD_NAME")? else {
+            return Ok(None);
+        };
+        let with_name = |var: &'static str| {
+            (self.get)(var)
+                .ok_or_else(|| ConfigError::new(var, "is required with CLOUDINARY_CLOUD_NAME"))
+        };
+        Ok(Some(CloudinaryConfig {
+            cloud_name,
+            api_key: with_name("CLOUDINARY_API_KEY")?,
+            api_secret: with_name("CLOUDINARY_API_SECRET")?.into(),
+            base_url: self.base_url("CLOUDINARY_BASE_URL", "https://api.cloudinary.com"),
+        }))
     }
 }
 

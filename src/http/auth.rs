@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::email::EmailAddress,
-    error::{AppError, AppResult, Problem},
+    error::{AppError, AppResult},
     http::extract::{AuthUser, Checks, MaybeAuthUser, Validate, ValidatedJson, client_ip},
     repo::users::UserRow,
     service::{auth, rate_limit},
@@ -147,10 +147,10 @@ impl Validate for SignupRequest {
 #[utoipa::path(post, path = "/auth/signup", tag = "auth", request_body = SignupRequest,
     responses(
         (status = 201, body = SessionResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`email_taken`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON"),
+        (status = 409, description = "`email_taken`"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 429, description = "`rate_limited`"),
     ))]
 async fn signup(
     State(state): State<AppState>,
@@ -201,9 +201,9 @@ pub enum LoginResponse {
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, body = LoginResponse),
-        (status = 401, description = "`invalid_credentials` (same body for unknown email and wrong password)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`, or `account_locked` after 10 failed logins", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_credentials` (same body for unknown email and wrong password)"),
+        (status = 422, description = "`validation_failed`"),
+        (status = 429, description = "`rate_limited`, or `account_locked` after 10 failed logins"),
     ))]
 async fn login(
     State(state): State<AppState>,
@@ -224,7 +224,6 @@ async fn login(
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 204),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn logout(State(state): State<AppState>, user: AuthUser) -> AppResult<StatusCode> {
     auth::logout(&state, &user.claims).await?;
@@ -244,8 +243,7 @@ pub struct EnableTwoFactorResponse {
 #[utoipa::path(post, path = "/auth/2fa/enable", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, body = EnableTwoFactorResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`two_factor_already_enabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`two_factor_already_enabled`"),
     ))]
 async fn enable_two_factor(
     State(state): State<AppState>,
@@ -298,9 +296,9 @@ pub enum VerifyTwoFactorResponse {
 #[utoipa::path(post, path = "/auth/2fa/verify", tag = "auth", request_body = VerifyTwoFactorRequest,
     responses(
         (status = 200, body = VerifyTwoFactorResponse),
-        (status = 401, description = "login: `invalid_code`; confirm: no token", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`two_factor_already_enabled`, `two_factor_not_started`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "confirm: `invalid_code`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "login: `invalid_code`; confirm: no token"),
+        (status = 409, description = "`two_factor_already_enabled`, `two_factor_not_started`"),
+        (status = 422, description = "confirm: `invalid_code`"),
     ))]
 async fn verify_two_factor(
     State(state): State<AppState>,
@@ -352,9 +350,8 @@ pub struct TwoFactorState {
 #[utoipa::path(post, path = "/auth/2fa/disable", tag = "auth", security(("bearer" = [])), request_body = CodeRequest,
     responses(
         (status = 200, body = TwoFactorState),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`two_factor_not_enabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_code`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`two_factor_not_enabled`"),
+        (status = 422, description = "`invalid_code`"),
     ))]
 async fn disable_two_factor(
     State(state): State<AppState>,
@@ -385,8 +382,7 @@ impl Validate for EmailRequest {
 #[utoipa::path(post, path = "/auth/password/reset", tag = "auth", request_body = EmailRequest,
     responses(
         (status = 202, description = "Accepted, whether or not the email exists"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`"),
     ))]
 async fn request_password_reset(
     State(state): State<AppState>,
@@ -400,8 +396,7 @@ async fn request_password_reset(
 #[utoipa::path(post, path = "/auth/password/resend-otp", tag = "auth", request_body = EmailRequest,
     responses(
         (status = 202),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited` within 60 s of the last mail, with `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited` within 60 s of the last mail, with `Retry-After`"),
     ))]
 async fn resend_password_otp(
     State(state): State<AppState>,
@@ -437,8 +432,8 @@ pub struct ResetTokenResponse {
 #[utoipa::path(post, path = "/auth/password/verify-otp", tag = "auth", request_body = VerifyOtpRequest,
     responses(
         (status = 200, body = ResetTokenResponse),
-        (status = 400, description = "`invalid_otp`, `otp_expired`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_otp`, `otp_expired`"),
+        (status = 429),
     ))]
 async fn verify_password_otp(
     State(state): State<AppState>,
@@ -468,8 +463,7 @@ impl Validate for NewPasswordRequest {
 #[utoipa::path(post, path = "/auth/password/new", tag = "auth", request_body = NewPasswordRequest,
     responses(
         (status = 204),
-        (status = 400, description = "`invalid_reset_token`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_reset_token`"),
     ))]
 async fn set_new_password(
     State(state): State<AppState>,

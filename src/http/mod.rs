@@ -2,6 +2,7 @@
 //! `service/`, SQL in `repo/`.
 
 pub mod auth;
+pub mod event_input;
 pub mod events;
 pub mod extract;
 pub mod openapi;

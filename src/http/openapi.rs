@@ -1,9 +1,18 @@
 //! The OpenAPI 3.1 document: title, security scheme, and the error schema every route shares.
-//! Routes register themselves (with their error responses) through `utoipa_axum::routes!`.
+//! Routes register themselves through `utoipa_axum::routes!`, annotating only the answers
+//! that are theirs (a success, a specific error code); `complete` then adds what every route
+//! of a kind answers alike — 401 on secured routes, 404 where the path has an id, 400/422
+//! where there is a body or a query, 503 everywhere — gives every error the problem+json
+//! schema, and every response its required description.
 
 use utoipa::{
     Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::{
+        self, Content, Ref, RefOr,
+        path::{Operation, ParameterIn, PathItem},
+        response::Response,
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
 };
 
 use crate::error::{FieldError, Problem};
@@ -44,4 +53,91 @@ impl Modify for BearerAuth {
                 ),
             );
     }
+}
+
+/// The answers every route of a kind shares, added where a route does not say more.
+pub fn complete(api: &mut openapi::OpenApi) {
+    for (path, item) in api.paths.paths.iter_mut() {
+        let path_has_id = path.contains('{');
+        for op in operations(item) {
+            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            let has_body = op.request_body.is_some();
+            let has_query = op
+                .parameters
+                .iter()
+                .flatten()
+                .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Query));
+            let defaults = [
+                (
+                    has_body || has_query,
+                    "400",
+                    "`malformed_json`, `invalid_query` or another malformed request",
+                ),
+                (
+                    secured,
+                    "401",
+                    "Not authenticated: the token is missing, expired, revoked or malformed",
+                ),
+                (
+                    path_has_id,
+                    "404",
+                    "Not found (a malformed id in the path included)",
+                ),
+                (
+                    has_body,
+                    "422",
+                    "`validation_failed`: the `errors` list names each field",
+                ),
+                (
+                    true,
+                    "503",
+                    "`service_unavailable` or `timeout`: a dependency is down or the request ran too long; retry",
+                ),
+            ];
+            for (applies, status, description) in defaults {
+                if applies {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| RefOr::T(Response::new(description)));
+                }
+            }
+            for (status, response) in op.responses.responses.iter_mut() {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                if response.description.trim().is_empty() {
+                    response.description = reason(status).to_owned();
+                }
+                let is_error = status.starts_with('4') || status.starts_with('5');
+                if is_error && response.content.is_empty() {
+                    response.content.insert(
+                        "application/problem+json".to_owned(),
+                        RefOr::T(Content::new(Some(Ref::from_schema_name("Problem")))),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        item.get.as_mut(),
+        item.put.as_mut(),
+        item.post.as_mut(),
+        item.delete.as_mut(),
+        item.patch.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+fn reason(status: &str) -> &'static str {
+    status
+        .parse::<u16>()
+        .ok()
+        .and_then(|s| axum::http::StatusCode::from_u16(s).ok())
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Response")
 }

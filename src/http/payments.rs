@@ -11,7 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     clients::paystack::Bank,
-    error::{AppResult, Problem},
+    error::AppResult,
     http::{
         extract::AuthUser,
         responses::{OrderResponse, order_response},
@@ -33,7 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     request_body(content = String, description = "Paystack's event, exactly as sent", content_type = "application/json"),
     responses(
         (status = 200, description = "Recorded (also for duplicates, unknown events and references)"),
-        (status = 401, description = "`invalid_signature`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_signature`"),
     ))]
 async fn paystack_webhook(
     State(state): State<AppState>,
@@ -53,8 +53,7 @@ async fn paystack_webhook(
     params(("reference" = String, Path)),
     responses(
         (status = 200, body = OrderResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "unknown, or another user's", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown, or another user's"),
     ))]
 async fn get_transaction(
     State(state): State<AppState>,
@@ -91,7 +90,7 @@ impl From<Bank> for BankResponse {
 #[utoipa::path(get, path = "/payments/banks", tag = "payments",
     responses(
         (status = 200, body = BankList),
-        (status = 502, description = "Paystack unavailable and nothing cached yet", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Paystack unavailable and nothing cached yet"),
     ))]
 async fn list_banks(State(state): State<AppState>) -> AppResult<Json<BankList>> {
     let banks = banks::list(&state).await?;

@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    error::{AppError, AppResult, FieldError, Problem},
+    error::{AppError, AppResult, FieldError},
     http::{
         extract::{
             AuthUser, Checks, IdempotencyKey, Organizer, Page, PathId, Validate, ValidatedJson,
@@ -113,11 +113,8 @@ impl Validate for TierRequest {
     params(("event_id" = Uuid, Path)), request_body = TierRequest,
     responses(
         (status = 201, body = TierResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`not_organizer`, `not_event_owner`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`tier_name_taken`, `event_cancelled`, `event_ended`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`not_organizer`, `not_event_owner`"),
+        (status = 409, description = "`tier_name_taken`, `event_cancelled`, `event_ended`"),
     ))]
 async fn add_tier(
     State(state): State<AppState>,
@@ -146,9 +143,8 @@ async fn add_tier(
     params(("event_id" = Uuid, Path), ("tier" = String, Query, description = "tier name or id")),
     responses(
         (status = 200, body = TierResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`not_organizer`, `not_event_owner`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`, `tier_not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`not_organizer`, `not_event_owner`"),
+        (status = 404, description = "`not_found`, `tier_not_found`"),
     ))]
 async fn remove_discount(
     State(state): State<AppState>,
@@ -195,12 +191,11 @@ impl Validate for PurchaseRequest {
     request_body = PurchaseRequest,
     responses(
         (status = 201, body = OrderResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`, `tier_not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`sold_out`, `event_cancelled`, `event_ended`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`quantity_out_of_range`, `validation_failed` (also a reused Idempotency-Key with another body)", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "Paystack refused the checkout; the hold was released", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Paystack did not answer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`, `tier_not_found`"),
+        (status = 409, description = "`sold_out`, `event_cancelled`, `event_ended`"),
+        (status = 422, description = "`quantity_out_of_range`, `validation_failed` (also a reused Idempotency-Key with another body)"),
+        (status = 502, description = "Paystack refused the checkout; the hold was released"),
+        (status = 503, description = "Paystack did not answer"),
     ))]
 async fn purchase_tickets(
     State(state): State<AppState>,
@@ -263,10 +258,9 @@ pub struct ValidateResponse {
     params(("event_id" = Uuid, Path)), request_body = ValidateRequest,
     responses(
         (status = 200, body = ValidateResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`not_organizer`, `not_event_owner`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "unknown event or access key", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`ticket_already_used` (with `checked_in_at`), `ticket_not_for_event`, `ticket_void`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`not_organizer`, `not_event_owner`"),
+        (status = 404, description = "unknown event or access key"),
+        (status = 409, description = "`ticket_already_used` (with `checked_in_at`), `ticket_not_for_event`, `ticket_void`"),
     ))]
 async fn validate_ticket(
     State(state): State<AppState>,
@@ -315,9 +309,7 @@ pub struct SalesResponse {
     params(("event_id" = Uuid, Path)),
     responses(
         (status = 200, body = SalesResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`not_organizer`, `not_event_owner`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`not_organizer`, `not_event_owner`"),
     ))]
 async fn event_sales(
     State(state): State<AppState>,
@@ -360,8 +352,6 @@ pub struct TicketList {
     params(("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)),
     responses(
         (status = 200, body = TicketList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn my_tickets(
     State(state): State<AppState>,

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::email::EmailAddress,
-    error::{AppError, AppResult, FieldError, Problem},
+    error::{AppError, AppResult, FieldError},
     http::{
         auth::UserResponse,
         extract::{AuthUser, Checks, Page, Validate, ValidatedJson, query_pairs},
@@ -36,7 +36,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/users/profile", tag = "users", security(("bearer" = [])),
     responses(
         (status = 200, body = UserResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_profile(
     State(state): State<AppState>,
@@ -78,8 +77,6 @@ impl Validate for ProfilePatch {
     request_body = ProfilePatch,
     responses(
         (status = 200, body = UserResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_profile(
     State(state): State<AppState>,
@@ -116,9 +113,8 @@ impl Validate for DeleteProfileRequest {
     request_body = DeleteProfileRequest,
     responses(
         (status = 204),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`invalid_password`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`organizer_has_active_events`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`invalid_password`"),
+        (status = 409, description = "`organizer_has_active_events`"),
     ))]
 async fn delete_profile(
     State(state): State<AppState>,
@@ -283,8 +279,6 @@ impl From<OrganizerRequest> for organizers::OrganizerInput {
 #[utoipa::path(get, path = "/users/organizer", tag = "users", security(("bearer" = [])),
     responses(
         (status = 200, body = OrganizerResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_organizer(
     State(state): State<AppState>,
@@ -299,10 +293,9 @@ async fn get_organizer(
     request_body = OrganizerRequest,
     responses(
         (status = 201, body = OrganizerResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`organizer_exists`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid fields, unknown bank or unresolvable account", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "Paystack unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`organizer_exists`"),
+        (status = 422, description = "invalid fields, unknown bank or unresolvable account"),
+        (status = 502, description = "Paystack unavailable"),
     ))]
 async fn create_organizer(
     State(state): State<AppState>,
@@ -321,11 +314,9 @@ async fn create_organizer(
     request_body = OrganizerRequest,
     responses(
         (status = 200, body = OrganizerResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`invalid_password`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid fields, `invalid_code`, a missing password", body = Problem, content_type = "application/problem+json"),
-        (status = 502, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`invalid_password`"),
+        (status = 422, description = "invalid fields, `invalid_code`, a missing password"),
+        (status = 502),
     ))]
 async fn update_organizer(
     State(state): State<AppState>,
@@ -345,8 +336,6 @@ async fn update_organizer(
     ),
     responses(
         (status = 200, body = EventList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn my_events(
     State(state): State<AppState>,
@@ -421,8 +410,7 @@ pub struct PayoutsResponse {
 #[utoipa::path(get, path = "/users/organizer/payouts", tag = "users", security(("bearer" = [])),
     responses(
         (status = 200, body = PayoutsResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "the caller has no organizer profile", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "the caller has no organizer profile"),
     ))]
 async fn my_payouts(
     State(state): State<AppState>,

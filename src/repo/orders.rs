@@ -308,33 +308,6 @@ pub async fn mark_refund_pending(
     Ok(res.rows_affected() == 1)
 }
 
-/// One ticket per seat; seats already issued are skipped, so issuing twice issues once.
-/// Returns how many tickets were created by this call.
-pub async fn issue_tickets(
-    db: impl PgExecutor<'_>,
-    order: &OrderRow,
-    access_keys: &[String],
-) -> sqlx::Result<u64> {
-    let ids: Vec<Uuid> = access_keys.iter().map(|_| Uuid::now_v7()).collect();
-    let seats: Vec<i32> = (1..=access_keys.len() as i32).collect();
-    let res = sqlx::query!(
-        r#"INSERT INTO tickets (id, order_id, event_id, tier_id, user_id, seat, access_key)
-           SELECT id, $2, $3, $4, $5, seat, access_key
-           FROM UNNEST($1::uuid[], $6::int[], $7::text[]) AS t(id, seat, access_key)
-           ON CONFLICT (order_id, seat) DO NOTHING"#,
-        &ids,
-        order.id,
-        order.event_id,
-        order.tier_id,
-        order.user_id,
-        &seats,
-        access_keys
-    )
-    .execute(db)
-    .await?;
-    Ok(res.rows_affected())
-}
-
 pub async fn mark_mail_queued(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE orders SET mail_queued_at = now() WHERE id = $1 AND mail_queued_at IS NULL",

@@ -4,7 +4,7 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::status::TicketStatus;
+use crate::{domain::status::TicketStatus, repo::orders::OrderRow};
 
 #[derive(Debug, Clone)]
 pub struct TicketRow {
@@ -48,6 +48,33 @@ pub async fn for_user(
     )
     .fetch_all(db)
     .await
+}
+
+/// One ticket per seat; seats already issued are skipped, so issuing twice issues once.
+/// Returns how many tickets were created by this call.
+pub async fn issue(
+    db: impl PgExecutor<'_>,
+    order: &OrderRow,
+    access_keys: &[String],
+) -> sqlx::Result<u64> {
+    let ids: Vec<Uuid> = access_keys.iter().map(|_| Uuid::now_v7()).collect();
+    let seats: Vec<i32> = (1..=access_keys.len() as i32).collect();
+    let res = sqlx::query!(
+        r#"INSERT INTO tickets (id, order_id, event_id, tier_id, user_id, seat, access_key)
+           SELECT id, $2, $3, $4, $5, seat, access_key
+           FROM UNNEST($1::uuid[], $6::int[], $7::text[]) AS t(id, seat, access_key)
+           ON CONFLICT (order_id, seat) DO NOTHING"#,
+        &ids,
+        order.id,
+        order.event_id,
+        order.tier_id,
+        order.user_id,
+        &seats,
+        access_keys
+    )
+    .execute(db)
+    .await?;
+    Ok(res.rows_affected())
 }
 
 pub async fn for_order(db: impl PgExecutor<'_>, order_id: Uuid) -> sqlx::Result<Vec<TicketRow>> {

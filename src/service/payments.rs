@@ -275,29 +275,52 @@ async fn apply_payment(
         Some("late_payment_sold_out")
     };
 
-    if let Some(reason) = refusal {
-        // Owed back. A pending order first gives its seats back (pending → failed).
-        let from = if from == OrderStatus::Pending {
-            match holds::end_in(state, &mut tx, order.id, OrderStatus::Failed).await? {
-                Some(_) => OrderStatus::Failed,
-                None => return Ok(Applied::Raced),
-            }
-        } else {
-            from
-        };
-        if !repo::orders::mark_refund_pending(&mut *tx, order.id, from, amount, fee, reason).await?
-        {
-            return Ok(Applied::Raced);
-        }
-        // Every kobo received is accounted for: a payment that never became a sale has its
-        // own entries (no platform fee), reversed at once, and its refund.
-        repo::ledger::record_sale(&mut *tx, order, event.organizer_id, amount, fee, 0).await?;
-        repo::ledger::reverse_and_refund(&mut tx, &[order.id]).await?;
-        tx.commit().await?;
-        return Ok(Applied::RefundPending(reason));
+    match refusal {
+        Some(reason) => owe_back(state, tx, order, &event, amount, fee, reason).await,
+        None => honour(state, tx, order, event, amount, fee).await,
     }
+}
 
-    if !repo::orders::mark_paid(&mut *tx, order.id, from, amount, fee).await? {
+/// A verified payment that cannot be honoured: the order is owed back. A pending order first
+/// gives its seats back (pending → failed).
+async fn owe_back(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    order: &OrderRow,
+    event: &repo::events::EventLock,
+    amount: i64,
+    fee: i64,
+    reason: &'static str,
+) -> AppResult<Applied> {
+    let from = if order.status == OrderStatus::Pending {
+        match holds::end_in(state, &mut tx, order.id, OrderStatus::Failed).await? {
+            Some(_) => OrderStatus::Failed,
+            None => return Ok(Applied::Raced),
+        }
+    } else {
+        order.status
+    };
+    if !repo::orders::mark_refund_pending(&mut *tx, order.id, from, amount, fee, reason).await? {
+        return Ok(Applied::Raced);
+    }
+    // Every kobo received is accounted for: a payment that never became a sale has its own
+    // entries (no platform fee), reversed at once, and its refund.
+    repo::ledger::record_sale(&mut *tx, order, event.organizer_id, amount, fee, 0).await?;
+    repo::ledger::reverse_and_refund(&mut tx, &[order.id]).await?;
+    tx.commit().await?;
+    Ok(Applied::RefundPending(reason))
+}
+
+/// A verified payment honoured: paid, the sale in the ledger, one ticket per seat.
+async fn honour(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    order: &OrderRow,
+    event: repo::events::EventLock,
+    amount: i64,
+    fee: i64,
+) -> AppResult<Applied> {
+    if !repo::orders::mark_paid(&mut *tx, order.id, order.status, amount, fee).await? {
         return Ok(Applied::Raced);
     }
     let platform_fee = state
@@ -314,7 +337,7 @@ async fn apply_payment(
         platform_fee,
     )
     .await?;
-    let issued = repo::orders::issue_tickets(&mut *tx, order, &access_keys(order.quantity)).await?;
+    let issued = repo::tickets::issue(&mut *tx, order, &access_keys(order.quantity)).await?;
     tx.commit().await?;
     Ok(Applied::Paid {
         issued,
@@ -337,8 +360,7 @@ pub async fn complete_free_order(state: &AppState, order: &OrderRow) -> AppResul
     }
     if repo::orders::mark_paid(&mut *tx, order.id, OrderStatus::Pending, 0, 0).await? {
         repo::ledger::record_sale(&mut *tx, order, event.organizer_id, 0, 0, 0).await?;
-        let issued =
-            repo::orders::issue_tickets(&mut *tx, order, &access_keys(order.quantity)).await?;
+        let issued = repo::tickets::issue(&mut *tx, order, &access_keys(order.quantity)).await?;
         metrics::counter!("ticketing_tickets_issued_total").increment(issued);
     }
     tx.commit().await?;
@@ -348,8 +370,7 @@ pub async fn complete_free_order(state: &AppState, order: &OrderRow) -> AppResul
 
 /// Issues missing tickets and queues a missing mail for a paid order.
 async fn finish_paid_order(state: &AppState, order: &OrderRow) -> AppResult<u64> {
-    let issued =
-        repo::orders::issue_tickets(&state.db, order, &access_keys(order.quantity)).await?;
+    let issued = repo::tickets::issue(&state.db, order, &access_keys(order.quantity)).await?;
     if issued > 0 {
         metrics::counter!("ticketing_tickets_issued_total").increment(issued);
         tracing::warn!(

@@ -127,6 +127,65 @@ async fn resolve_tier(state: &AppState, event_id: Uuid, tier: &str) -> AppResult
     }
 }
 
+/// What one Redis round trip tells the purchase before it touches PostgreSQL.
+struct Shedding {
+    /// The tier's release epoch as read before trying (written with a sold-out flag).
+    epoch: String,
+    /// The tier is flagged sold out at this very epoch: answer 409 at once.
+    sold_out: bool,
+    /// The Idempotency-Key was seen before (or Redis could not say): look for a replay.
+    maybe_replay: bool,
+}
+
+/// The sold-out flag, the release epoch and the mirrored idempotency key, in one MGET.
+async fn read_shedding(
+    state: &AppState,
+    tier_id: Uuid,
+    user_id: Uuid,
+    idempotency_key: Option<&str>,
+) -> Shedding {
+    let mut keys = vec![
+        holds::soldout_key(state, tier_id),
+        holds::epoch_key(state, tier_id),
+    ];
+    if let Some(k) = idempotency_key {
+        keys.push(idem_key(state, user_id, k));
+    }
+    let mut conn = state.redis.conn();
+    let read: Option<Vec<Option<String>>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .ok();
+    let Some(values) = read else {
+        // Redis cannot answer: shed nothing, and let PostgreSQL tell a replay.
+        return Shedding {
+            epoch: "0".to_owned(),
+            sold_out: false,
+            maybe_replay: idempotency_key.is_some(),
+        };
+    };
+    let get = |i: usize| values.get(i).cloned().flatten();
+    let epoch = get(1).unwrap_or_else(|| "0".to_owned());
+    Shedding {
+        sold_out: get(0).as_deref() == Some(epoch.as_str()),
+        maybe_replay: get(2).is_some(),
+        epoch,
+    }
+}
+
+/// Mirrors the key in Redis, so that a replay is recognised even once the tier is shed.
+async fn mirror_idempotency_key(state: &AppState, user_id: Uuid, key: &str, order_id: Uuid) {
+    let mut conn = state.redis.conn();
+    let _: Result<(), _> = redis::cmd("SET")
+        .arg(idem_key(state, user_id, key))
+        .arg(order_id.to_string())
+        .arg("EX")
+        .arg(86_400)
+        .query_async(&mut conn)
+        .await;
+}
+
 #[tracing::instrument(skip_all, fields(%event_id, quantity = req.quantity))]
 pub async fn purchase(
     state: &AppState,
@@ -144,41 +203,70 @@ pub async fn purchase(
     let tier_id = resolve_tier(state, event_id, &req.tier)
         .await
         .inspect_err(|_| outcome("invalid"))?;
-
-    // One Redis round trip: the sold-out flag, the release epoch, and a replayable key.
-    let mut conn = state.redis.conn();
-    let mut keys = vec![
-        holds::soldout_key(state, tier_id),
-        holds::epoch_key(state, tier_id),
-    ];
-    if let Some(k) = idempotency_key {
-        keys.push(idem_key(state, user_id, k));
-    }
-    let shed: Option<Vec<Option<String>>> = redis::cmd("MGET")
-        .arg(&keys)
-        .query_async(&mut conn)
-        .await
-        .ok();
-    let (soldout, epoch, known_key) = match &shed {
-        Some(v) => (
-            v.first().cloned().flatten(),
-            v.get(1).cloned().flatten(),
-            v.get(2).cloned().flatten().is_some(),
-        ),
-        None => (None, None, false),
-    };
+    let shedding = read_shedding(state, tier_id, user_id, idempotency_key).await;
     if let Some(key) = idempotency_key
-        && (known_key || shed.is_none())
+        && shedding.maybe_replay
         && let Some(p) = replay(state, user_id, key, &hash).await?
     {
         return Ok(p);
     }
-    let epoch = epoch.unwrap_or_else(|| "0".to_owned());
-    if soldout.as_deref() == Some(epoch.as_str()) {
+    if shedding.sold_out {
         outcome("sold_out_shed");
         return Err(AppError::sold_out());
     }
 
+    let order = match take_seats(
+        state,
+        user_id,
+        event_id,
+        tier_id,
+        &req,
+        idempotency_key,
+        &hash,
+    )
+    .await?
+    {
+        Held::Order(order) => order,
+        Held::Replayed(p) => return Ok(p),
+        Held::Nothing => {
+            return Err(not_held(state, event_id, tier_id, &req, &shedding.epoch).await);
+        }
+    };
+    if let Some(k) = idempotency_key {
+        mirror_idempotency_key(state, user_id, k, order.id).await;
+    }
+    if order.total_amount == 0 {
+        // A free tier skips payment: issued at once.
+        payments::complete_free_order(state, &order).await?;
+        outcome("free");
+        return Ok(Purchase {
+            order: repo::orders::find(&state.db, order.id)
+                .await?
+                .unwrap_or(order),
+            replayed: false,
+        });
+    }
+    start_checkout(state, buyer.email, order).await
+}
+
+enum Held {
+    Order(OrderRow),
+    /// The same request again (its first answer stands).
+    Replayed(Purchase),
+    /// No seats taken: sold out, closed, or a quantity over the event's limit.
+    Nothing,
+}
+
+/// The hold itself: one guarded statement (`repo::orders::hold`).
+async fn take_seats(
+    state: &AppState,
+    user_id: Uuid,
+    event_id: Uuid,
+    tier_id: Uuid,
+    req: &PurchaseRequest,
+    idempotency_key: Option<&str>,
+    hash: &str,
+) -> AppResult<Held> {
     let order_id = Uuid::now_v7();
     let reference = reference_for(order_id);
     let held = repo::orders::hold(
@@ -191,63 +279,42 @@ pub async fn purchase(
             tier_id,
             quantity: req.quantity,
             hold_seconds: state.config.hold_ttl.as_secs_f64(),
-            idempotency: idempotency_key.map(|k| (k, hash.as_str())),
+            idempotency: idempotency_key.map(|k| (k, hash)),
         },
     )
     .await;
-    let order = match held {
-        Ok(Some(order)) => order,
-        Ok(None) => {
-            // A replay of a request that succeeded before the tier sold out (its key only
-            // in PostgreSQL, e.g. after a Redis restart) still answers its order.
-            if let Some(key) = idempotency_key
-                && let Some(p) = replay(state, user_id, key, &hash).await?
-            {
-                return Ok(p);
-            }
-            return Err(not_held(state, event_id, tier_id, &req, &epoch).await);
-        }
+    let replayed = |p: Option<Purchase>| p.map(Held::Replayed).unwrap_or(Held::Nothing);
+    match held {
+        Ok(Some(order)) => Ok(Held::Order(order)),
+        // A replay of a request that succeeded before the tier sold out (its key only in
+        // PostgreSQL, e.g. after a Redis restart) still answers its order.
+        Ok(None) => match idempotency_key {
+            Some(key) => Ok(replayed(replay(state, user_id, key, hash).await?)),
+            None => Ok(Held::Nothing),
+        },
         // Two identical requests raced: the other one's order is the answer.
         Err(e) if crate::db::is_unique_violation(&e, "idempotency_keys_pkey") => {
             let key = idempotency_key.unwrap_or_default();
-            return replay(state, user_id, key, &hash)
+            replay(state, user_id, key, hash)
                 .await?
-                .ok_or_else(|| anyhow::anyhow!("idempotency conflict without a record").into());
+                .map(Held::Replayed)
+                .ok_or_else(|| anyhow::anyhow!("idempotency conflict without a record").into())
         }
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(k) = idempotency_key {
-        // Mirror the key, so that a replay is recognised even once the tier is shed.
-        let _: Result<(), _> = redis::cmd("SET")
-            .arg(idem_key(state, user_id, k))
-            .arg(order.id.to_string())
-            .arg("EX")
-            .arg(86_400)
-            .query_async(&mut conn)
-            .await;
+        Err(e) => Err(e.into()),
     }
+}
 
-    if order.total_amount == 0 {
-        // A free tier skips payment: issued at once.
-        payments::complete_free_order(state, &order).await?;
-        outcome("free");
-        return Ok(Purchase {
-            order: repo::orders::find(&state.db, order.id)
-                .await?
-                .unwrap_or(order),
-            replayed: false,
-        });
-    }
-
+/// Paystack's checkout for a held order, outside any transaction.
+async fn start_checkout(state: &AppState, email: &str, order: OrderRow) -> AppResult<Purchase> {
     let started = state
         .gateway
         .initialize(NewTransaction {
-            email: buyer.email,
+            email,
             amount: order.total_amount,
             currency: &order.currency,
             reference: &order.reference,
             order_id: order.id,
-            event_id,
+            event_id: order.event_id,
         })
         .await;
     match started {

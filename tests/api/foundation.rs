@@ -111,6 +111,60 @@ async fn openapi_and_docs_are_served() {
     assert!(res.text().await.unwrap().contains("api-reference"));
 }
 
+/// The whole document validates as OpenAPI 3.1 (openapi-spec-validator, the reference
+/// validator; `scripts/test` installs it when missing), and every operation documents the
+/// answers its kind of route gives: 401 when it needs a token, 404 when its path has an id,
+/// 422 when it takes a body, 503 always — each error with the problem schema.
+#[tokio::test]
+async fn the_openapi_document_is_valid_and_documents_every_error() {
+    let app = TestApp::spawn().await;
+    let raw = app.get("/openapi.json").await.text().await.unwrap();
+    let file = std::env::temp_dir().join(format!("openapi-{}.json", uuid::Uuid::now_v7()));
+    std::fs::write(&file, &raw).unwrap();
+    let check = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator", "--schema", "3.1"])
+        .arg(&file)
+        .output()
+        .expect("python3 runs (scripts/test installs openapi-spec-validator)");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        check.status.success(),
+        "openapi-spec-validator: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let doc: Value = serde_json::from_str(&raw).unwrap();
+    let mut missing = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            let expected = [
+                ("401", secured),
+                ("404", path.contains('{')),
+                ("422", op.get("requestBody").is_some()),
+                ("503", true),
+            ];
+            for (status, applies) in expected {
+                if applies && !responses.contains_key(status) {
+                    missing.push(format!("{method} {path}: {status}"));
+                }
+            }
+            for (status, response) in responses {
+                if response["description"].as_str().is_none_or(str::is_empty) {
+                    missing.push(format!("{method} {path}: {status} has no description"));
+                }
+                let problem = &response["content"]["application/problem+json"];
+                if status.starts_with('4') && problem.is_null() {
+                    missing.push(format!("{method} {path}: {status} without problem+json"));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
+}
+
 fn email(to: &str, key: &str) -> Email {
     Email {
         to: to.to_owned(),
