@@ -49,6 +49,8 @@ pub struct Shared {
     pub jwt: JwtKeys,
     pub gateway: Arc<dyn PaymentGateway>,
     pub media: Arc<dyn MediaStore>,
+    /// "Now" for business rules (`domain::clock`).
+    pub clock: crate::domain::clock::Clock,
     /// Tier ids by (event, name or id): see `service::purchase`.
     pub tier_ids:
         Arc<std::sync::Mutex<std::collections::HashMap<(uuid::Uuid, String), uuid::Uuid>>>,
@@ -102,6 +104,7 @@ impl AppState {
             )),
         };
         Ok(Self(Arc::new(Shared {
+            clock: Default::default(),
             tier_ids: Arc::default(),
             gateway,
             media,
@@ -114,5 +117,11 @@ impl AppState {
             http_client,
             metrics: telemetry::prometheus(),
         })))
+    }
+}
+
+impl crate::domain::clock::Now for AppState {
+    fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
     }
 }

@@ -1,5 +1,6 @@
 //! Pure types and rules, no I/O.
 
+pub mod clock;
 pub mod cursor;
 pub mod email;
 pub mod fees;

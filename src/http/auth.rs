@@ -131,7 +131,7 @@ pub struct SignupRequest {
 }
 
 impl Validate for SignupRequest {
-    fn validate(&self) -> Result<(), Vec<crate::error::FieldError>> {
+    fn validate(&self, _now: time::OffsetDateTime) -> Result<(), Vec<crate::error::FieldError>> {
         let mut c = Checks::new();
         if let Err(msg) = EmailAddress::parse(&self.email) {
             c.check(false, "email", msg);
@@ -178,7 +178,7 @@ pub struct LoginRequest {
 }
 
 impl Validate for LoginRequest {
-    fn validate(&self) -> Result<(), Vec<crate::error::FieldError>> {
+    fn validate(&self, _now: time::OffsetDateTime) -> Result<(), Vec<crate::error::FieldError>> {
         // Only bounds: a wrong-looking email or password is `invalid_credentials`, like any miss.
         Checks::new()
             .check(self.email.len() <= 320, "email", "is too long")
@@ -266,7 +266,7 @@ pub struct VerifyTwoFactorRequest {
 }
 
 impl Validate for VerifyTwoFactorRequest {
-    fn validate(&self) -> Result<(), Vec<crate::error::FieldError>> {
+    fn validate(&self, _now: time::OffsetDateTime) -> Result<(), Vec<crate::error::FieldError>> {
         Checks::new()
             .check(
                 (1..=32).contains(&self.code.len()),
@@ -330,7 +330,7 @@ pub struct CodeRequest {
 }
 
 impl Validate for CodeRequest {
-    fn validate(&self) -> Result<(), Vec<crate::error::FieldError>> {
+    fn validate(&self, _now: time::OffsetDateTime) -> Result<(), Vec<crate::error::FieldError>> {
         Checks::new()
             .check(
                 (1..=32).contains(&self.code.len()),
@@ -371,7 +371,7 @@ pub struct EmailRequest {
 }
 
 impl Validate for EmailRequest {
-    fn validate(&self) -> Result<(), Vec<crate::error::FieldError>> {
+    fn validate(&self, _now: time::OffsetDateTime) -> Result<(), Vec<crate::error::FieldError>> {
         Checks::new()
             .check(self.email.len() <= 320, "email", "is too long")
             .finish()
@@ -414,7 +414,7 @@ pub struct VerifyOtpRequest {
 }
 
 impl Validate for VerifyOtpRequest {
-    fn validate(&self) -> Result<(), Vec<crate::error::FieldError>> {
+    fn validate(&self, _now: time::OffsetDateTime) -> Result<(), Vec<crate::error::FieldError>> {
         Checks::new()
             .check(self.email.len() <= 320, "email", "is too long")
             .check(self.otp.len() <= 16, "otp", "is too long")
@@ -451,7 +451,7 @@ pub struct NewPasswordRequest {
 }
 
 impl Validate for NewPasswordRequest {
-    fn validate(&self) -> Result<(), Vec<crate::error::FieldError>> {
+    fn validate(&self, _now: time::OffsetDateTime) -> Result<(), Vec<crate::error::FieldError>> {
         let mut c = Checks::new();
         c.check(self.reset_token.len() <= 128, "reset_token", "is too long");
         check_password(&mut c, "new_password", &self.new_password);

@@ -84,6 +84,7 @@ fn check_event(
     latitude: Option<f64>,
     longitude: Option<f64>,
     starts_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
     timezone: Option<&str>,
     max_per_order: Option<i32>,
     age_restriction: Option<i32>,
@@ -115,11 +116,7 @@ fn check_event(
         );
     }
     if let Some(s) = starts_at {
-        c.check(
-            s > OffsetDateTime::now_utc(),
-            "starts_at",
-            "must be in the future",
-        );
+        c.check(s > now, "starts_at", "must be in the future");
     }
     if let Some(tz) = timezone {
         c.check(
@@ -144,7 +141,7 @@ fn check_event(
 }
 
 impl Validate for EventInput {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
+    fn validate(&self, now: OffsetDateTime) -> Result<(), Vec<FieldError>> {
         let mut c = Checks::new();
         check_event(
             &mut c,
@@ -160,6 +157,7 @@ impl Validate for EventInput {
             Some(self.latitude),
             Some(self.longitude),
             Some(self.starts_at),
+            now,
             self.timezone.as_deref(),
             self.max_per_order,
             self.age_restriction,
@@ -174,7 +172,7 @@ impl Validate for EventInput {
 }
 
 impl Validate for EventPatch {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
+    fn validate(&self, now: OffsetDateTime) -> Result<(), Vec<FieldError>> {
         let mut c = Checks::new();
         check_event(
             &mut c,
@@ -190,6 +188,7 @@ impl Validate for EventPatch {
             self.latitude,
             self.longitude,
             self.starts_at,
+            now,
             self.timezone.as_deref(),
             self.max_per_order,
             self.age_restriction,
@@ -220,7 +219,7 @@ impl From<EventInput> for EventFields {
 }
 
 impl EventPatch {
-    pub fn apply(self, f: &mut EventFields) -> AppResult<()> {
+    pub fn apply(self, f: &mut EventFields, now: OffsetDateTime) -> AppResult<()> {
         let set = |slot: &mut String, v: Option<String>| {
             if let Some(v) = v {
                 *slot = v.trim().to_owned();
@@ -246,7 +245,7 @@ impl EventPatch {
         if let Some(v) = self.ends_at {
             // Moving the end into the past would end a running event and start its payout
             // clock early (API.md: 422 on `ends_at`).
-            if v <= OffsetDateTime::now_utc() {
+            if v <= now {
                 return Err(AppError::validation("ends_at", "must not be in the past"));
             }
             f.ends_at = v;
@@ -318,7 +317,8 @@ where
             }
         }
         let data = data.ok_or_else(|| AppError::validation("data", "is required"))?;
-        data.validate().map_err(AppError::Validation)?;
+        data.validate(state.clock.now())
+            .map_err(AppError::Validation)?;
         Ok(EventPayload { data, poster })
     }
 }

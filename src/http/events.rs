@@ -6,6 +6,7 @@ use axum::{
     http::StatusCode,
 };
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -103,7 +104,7 @@ async fn update_event(
         &state,
         organizer.user_id,
         id,
-        |fields| patch.apply(fields),
+        |fields| patch.apply(fields, state.clock.now()),
         payload.poster,
     )
     .await?;
@@ -117,7 +118,7 @@ pub struct CancelRequest {
 }
 
 impl Validate for CancelRequest {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
+    fn validate(&self, _now: OffsetDateTime) -> Result<(), Vec<FieldError>> {
         Checks::new()
             .check(
                 self.reason
@@ -153,7 +154,9 @@ async fn cancel_event(
     } else {
         parse_json(&body)?
     };
-    request.validate().map_err(AppError::Validation)?;
+    request
+        .validate(state.clock.now())
+        .map_err(AppError::Validation)?;
     let reason = request.reason;
     let event = events::cancel(&state, organizer.user_id, id, reason.as_deref()).await?;
     Ok((StatusCode::ACCEPTED, Json(event.into())))
@@ -179,7 +182,9 @@ async fn refund_order(
 ) -> AppResult<(StatusCode, Json<OrderResponse>)> {
     if !body.is_empty() {
         let request: CancelRequest = parse_json(&body)?;
-        request.validate().map_err(AppError::Validation)?;
+        request
+            .validate(state.clock.now())
+            .map_err(AppError::Validation)?;
     }
     let order =
         crate::service::refunds::refund_order(&state, organizer.user_id, event_id, order_id)
@@ -202,7 +207,7 @@ pub struct NearbyRequest {
 }
 
 impl Validate for NearbyRequest {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
+    fn validate(&self, _now: OffsetDateTime) -> Result<(), Vec<FieldError>> {
         Checks::new()
             .check(
                 (-90.0..=90.0).contains(&self.latitude),

@@ -9,11 +9,17 @@ use axum::{
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::error::{AppError, FieldError};
+use time::OffsetDateTime;
 
-/// Request bodies check their own values after serde has checked their shape.
+use crate::{
+    domain::clock::Now,
+    error::{AppError, FieldError},
+};
+
+/// Request bodies check their own values after serde has checked their shape; `now` comes
+/// from the service's clock (`domain::clock`), for "must be in the future".
 pub trait Validate {
-    fn validate(&self) -> Result<(), Vec<FieldError>>;
+    fn validate(&self, now: OffsetDateTime) -> Result<(), Vec<FieldError>>;
 }
 
 /// Collects field errors for a `Validate` impl.
@@ -47,7 +53,7 @@ pub struct ValidatedJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ValidatedJson<T>
 where
-    S: Send + Sync,
+    S: Send + Sync + Now,
     T: DeserializeOwned + Validate,
 {
     type Rejection = AppError;
@@ -68,7 +74,7 @@ where
             .await
             .map_err(body_rejection)?;
         let value = parse_json::<T>(&bytes)?;
-        value.validate().map_err(AppError::Validation)?;
+        value.validate(state.now()).map_err(AppError::Validation)?;
         Ok(ValidatedJson(value))
     }
 }

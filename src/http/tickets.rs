@@ -61,7 +61,7 @@ pub struct TierRequest {
 }
 
 impl Validate for TierRequest {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
+    fn validate(&self, now: OffsetDateTime) -> Result<(), Vec<FieldError>> {
         let mut c = Checks::new();
         c.check(
             (1..=100).contains(&self.name.trim().chars().count()),
@@ -99,7 +99,7 @@ impl Validate for TierRequest {
                 "must be 1 to the tier's quantity",
             )
             .check(
-                d.expires_at > OffsetDateTime::now_utc(),
+                d.expires_at > now,
                 "discount.expires_at",
                 "must be in the future",
             );
@@ -173,7 +173,7 @@ pub struct PurchaseRequest {
 }
 
 impl Validate for PurchaseRequest {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
+    fn validate(&self, _now: OffsetDateTime) -> Result<(), Vec<FieldError>> {
         Checks::new()
             .check(
                 (1..=400).contains(&self.tier.len()),
@@ -233,7 +233,7 @@ pub struct ValidateRequest {
 }
 
 impl Validate for ValidateRequest {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
+    fn validate(&self, _now: OffsetDateTime) -> Result<(), Vec<FieldError>> {
         Checks::new()
             .check(
                 (1..=128).contains(&self.access_key.len()),

@@ -52,7 +52,7 @@ pub struct ProfilePatch {
 }
 
 impl Validate for ProfilePatch {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
+    fn validate(&self, _now: OffsetDateTime) -> Result<(), Vec<FieldError>> {
         let ok = |v: &Option<String>| {
             v.as_ref()
                 .is_none_or(|s| (1..=100).contains(&s.trim().chars().count()))
@@ -100,7 +100,7 @@ pub struct DeleteProfileRequest {
 }
 
 impl Validate for DeleteProfileRequest {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
+    fn validate(&self, _now: OffsetDateTime) -> Result<(), Vec<FieldError>> {
         Checks::new()
             .check(self.password.len() <= 1024, "password", "is too long")
             .finish()
@@ -190,7 +190,7 @@ where
 }
 
 impl Validate for OrganizerRequest {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
+    fn validate(&self, _now: OffsetDateTime) -> Result<(), Vec<FieldError>> {
         let mut c = Checks::new();
         if let Some(n) = &self.name {
             c.check(

@@ -152,6 +152,7 @@ pub struct EventBalance {
 pub async fn organizer_balances(
     db: impl PgExecutor<'_>,
     organizer_id: Uuid,
+    now: time::OffsetDateTime,
     payout_delay_seconds: f64,
 ) -> sqlx::Result<Vec<EventBalance>> {
     sqlx::query_as!(
@@ -159,11 +160,12 @@ pub async fn organizer_balances(
         r#"SELECT e.id AS "event_id!",
                   COALESCE((SELECT SUM(l.amount) FROM ledger_entries l WHERE l.event_id = e.id
                             AND l.kind IN ('organizer_share', 'organizer_share_reversal')), 0)::bigint AS "share!",
-                  (e.ends_at + make_interval(secs => $2) <= now()) AS "payable!",
+                  (e.ends_at + make_interval(secs => $3) <= $2) AS "payable!",
                   COALESCE((SELECT p.amount FROM payouts p WHERE p.event_id = e.id AND p.status = 'success'), 0)::bigint
                       AS "paid_out!"
            FROM events e WHERE e.organizer_id = $1"#,
         organizer_id,
+        now,
         payout_delay_seconds
     )
     .fetch_all(db)

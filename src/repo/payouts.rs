@@ -35,14 +35,16 @@ impl PayoutRow {
 /// Events whose payout is due (ended `delay` ago, not cancelled, none started), oldest first.
 pub async fn due_events(
     db: impl PgExecutor<'_>,
+    now: OffsetDateTime,
     delay_seconds: f64,
     limit: i64,
 ) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar!(
         r#"SELECT id FROM events
            WHERE status = 'scheduled' AND payout_started_at IS NULL
-             AND ends_at <= now() - make_interval(secs => $1)
-           ORDER BY ends_at LIMIT $2"#,
+             AND ends_at <= $1::timestamptz - make_interval(secs => $2)
+           ORDER BY ends_at LIMIT $3"#,
+        now,
         delay_seconds,
         limit
     )
@@ -56,18 +58,20 @@ pub async fn due_events(
 pub async fn start_for_event(
     db: impl PgExecutor<'_>,
     event_id: Uuid,
+    now: OffsetDateTime,
     delay_seconds: f64,
 ) -> sqlx::Result<Option<(Uuid, String, Option<OffsetDateTime>)>> {
     let row = sqlx::query!(
         r#"WITH started AS (
-               UPDATE events SET payout_started_at = now(), updated_at = now()
+               UPDATE events SET payout_started_at = $2, updated_at = now()
                WHERE id = $1 AND status = 'scheduled' AND payout_started_at IS NULL
-                 AND ends_at <= now() - make_interval(secs => $2)
+                 AND ends_at <= $2::timestamptz - make_interval(secs => $3)
                RETURNING organizer_id
            )
            SELECT o.id, o.recipient_code, o.bank_changed_at
            FROM started s JOIN organizers o ON o.id = s.organizer_id"#,
         event_id,
+        now,
         delay_seconds
     )
     .fetch_optional(db)
@@ -92,7 +96,7 @@ pub async fn insert(db: impl PgExecutor<'_>, p: NewPayout<'_>) -> sqlx::Result<(
         r#"INSERT INTO payouts (id, event_id, organizer_id, amount, recipient_code, status,
                                 next_attempt_at, settled_at)
            VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN 'success' ELSE 'pending' END,
-                   GREATEST($7, now()), CASE WHEN $6 THEN now() END)"#,
+                   $7, CASE WHEN $6 THEN now() END)"#,
         p.id,
         p.event_id,
         p.organizer_id,
@@ -136,6 +140,8 @@ pub struct PayoutUpdate<'a> {
     pub transfer_code: Option<&'a str>,
     pub last_error: Option<&'a str>,
     pub retry_in_seconds: f64,
+    /// The clock's now: retry times are on the service's clock (`domain::clock`).
+    pub now: OffsetDateTime,
     pub release: bool,
 }
 
@@ -148,7 +154,7 @@ pub async fn update(
     let res = sqlx::query!(
         r#"UPDATE payouts SET status = $3, transfer_state = $4, attempt = $5, recipient_code = $6,
                transfer_code = COALESCE($7, transfer_code), last_error = $8,
-               next_attempt_at = now() + make_interval(secs => $9),
+               next_attempt_at = $11::timestamptz + make_interval(secs => $9),
                settled_at = CASE WHEN $3 = 'success' THEN COALESCE(settled_at, now()) END,
                locked_until = CASE WHEN $10 THEN NULL ELSE locked_until END,
                lease_id = CASE WHEN $10 THEN NULL ELSE lease_id END,
@@ -163,7 +169,8 @@ pub async fn update(
         u.transfer_code,
         u.last_error,
         u.retry_in_seconds,
-        u.release
+        u.release,
+        u.now
     )
     .execute(db)
     .await?;
@@ -182,13 +189,18 @@ pub async fn release(db: impl PgExecutor<'_>, id: Uuid, lease_id: Uuid) -> sqlx:
 }
 
 /// Payouts whose next step is due and that no one holds.
-pub async fn due(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<Uuid>> {
+pub async fn due(
+    db: impl PgExecutor<'_>,
+    now: OffsetDateTime,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar!(
         r#"SELECT id FROM payouts
-           WHERE status <> 'success' AND next_attempt_at <= now()
+           WHERE status <> 'success' AND next_attempt_at <= $2
              AND (locked_until IS NULL OR locked_until < now())
            ORDER BY next_attempt_at LIMIT $1"#,
-        limit
+        limit,
+        now
     )
     .fetch_all(db)
     .await

@@ -59,6 +59,8 @@ pub struct RefundUpdate<'a> {
     pub paystack_refund_id: Option<i64>,
     pub last_error: Option<&'a str>,
     pub retry_in_seconds: f64,
+    /// The clock's now: retry times are on the service's clock (`domain::clock`).
+    pub now: OffsetDateTime,
 }
 
 /// Moves the refund to `u.status` while keeping the lease (a step inside one drive).
@@ -73,7 +75,7 @@ pub async fn set_status(
         r#"UPDATE refunds SET status = $3,
                paystack_refund_id = COALESCE($4, paystack_refund_id),
                last_error = $5,
-               next_attempt_at = now() + make_interval(secs => $6),
+               next_attempt_at = $8::timestamptz + make_interval(secs => $6),
                processed_at = CASE WHEN $3 = 'processed' THEN COALESCE(processed_at, now()) END,
                locked_until = CASE WHEN $7 THEN NULL ELSE locked_until END,
                lease_id = CASE WHEN $7 THEN NULL ELSE lease_id END,
@@ -85,7 +87,8 @@ pub async fn set_status(
         u.paystack_refund_id,
         u.last_error,
         u.retry_in_seconds,
-        release
+        release,
+        u.now
     )
     .execute(db)
     .await?;
@@ -158,14 +161,19 @@ pub async fn status_of(
 }
 
 /// Orders whose refund is due: unfinished, its time come, no live lease.
-pub async fn due(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<Uuid>> {
+pub async fn due(
+    db: impl PgExecutor<'_>,
+    now: OffsetDateTime,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar!(
         r#"SELECT r.order_id FROM refunds r
-           WHERE r.next_attempt_at <= now()
+           WHERE r.next_attempt_at <= $2
              AND (r.locked_until IS NULL OR r.locked_until < now())
              AND r.status <> 'processed'
            ORDER BY r.next_attempt_at LIMIT $1"#,
-        limit
+        limit,
+        now
     )
     .fetch_all(db)
     .await

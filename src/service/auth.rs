@@ -434,7 +434,7 @@ pub async fn start_password_reset(
     let otp = crypto::random_digits(6);
     let otp_hash = crypto::keyed_hash(&otp_key(state), &otp);
     let reset_id = Uuid::now_v7();
-    let expires = OffsetDateTime::now_utc() + OTP_TTL;
+    let expires = state.clock.now() + OTP_TTL;
     let mut tx = state.db.begin().await?;
     repo::password_resets::replace_open(&mut tx, reset_id, user.id, &otp_hash, expires).await?;
     tx.commit().await?;
@@ -484,7 +484,7 @@ pub async fn verify_reset_otp(state: &AppState, raw_email: &str, otp: &str) -> A
             invalid()
         });
     }
-    if reset.otp_expires_at <= OffsetDateTime::now_utc() {
+    if reset.otp_expires_at <= state.clock.now() {
         return Err(expired());
     }
     let candidate = crypto::keyed_hash(&otp_key(state), otp.trim());
@@ -504,7 +504,7 @@ pub async fn verify_reset_otp(state: &AppState, raw_email: &str, otp: &str) -> A
         &state.db,
         reset.id,
         &crypto::token_hash(&token),
-        OffsetDateTime::now_utc() + RESET_TOKEN_TTL,
+        state.clock.now() + RESET_TOKEN_TTL,
     )
     .await?;
     if !issued {

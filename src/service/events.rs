@@ -45,8 +45,8 @@ pub fn status_of(event: &EventRow, now: OffsetDateTime) -> EventStatus {
 }
 
 /// Why an event cannot be changed any more, if it cannot.
-pub fn ensure_open(event: &EventRow) -> AppResult<()> {
-    match status_of(event, OffsetDateTime::now_utc()) {
+pub fn ensure_open(event: &EventRow, now: OffsetDateTime) -> AppResult<()> {
+    match status_of(event, now) {
         EventStatus::Cancelled => Err(AppError::event_cancelled()),
         EventStatus::Ended => Err(AppError::event_ended()),
         EventStatus::Scheduled => Ok(()),
@@ -137,7 +137,7 @@ pub async fn update(
 ) -> AppResult<EventRow> {
     let event = load(state, id).await?;
     ensure_owner(&event, user_id)?;
-    ensure_open(&event)?;
+    ensure_open(&event, state.clock.now())?;
     let mut fields = EventFields::from(&event);
     apply(&mut fields)?;
     let stored = match &poster {
@@ -155,7 +155,7 @@ pub async fn update(
         .map(|s| (s.url.as_str(), s.public_id.as_str()));
     if !repo::events::update_fields(&state.db, id, &fields, poster_ref).await? {
         // Cancelled or ended between the read and the write.
-        ensure_open(&load(state, id).await?)?;
+        ensure_open(&load(state, id).await?, state.clock.now())?;
     }
     load(state, id).await
 }

@@ -257,7 +257,7 @@ async fn apply_payment(
     let event = repo::events::lock_shared(&mut *tx, order.event_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("order without its event"))?;
-    let now = time::OffsetDateTime::now_utc();
+    let now = state.clock.now();
     let refusal = if mismatch {
         Some("amount_mismatch")
     } else if event.status == EventStatus::Cancelled {

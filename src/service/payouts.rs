@@ -42,7 +42,7 @@ pub fn payout_of(reference: &str) -> Option<Uuid> {
 pub async fn start_due(state: &AppState) -> AppResult<usize> {
     let delay = state.config.payout_delay.as_secs_f64();
     let mut started = 0;
-    for event_id in repo::payouts::due_events(&state.db, delay, 100).await? {
+    for event_id in repo::payouts::due_events(&state.db, state.clock.now(), delay, 100).await? {
         match start(state, event_id).await {
             Ok(Some(payout_id)) => {
                 started += 1;
@@ -65,13 +65,13 @@ async fn start(state: &AppState, event_id: Uuid) -> AppResult<Option<Uuid>> {
     let delay = state.config.payout_delay.as_secs_f64();
     let mut tx = state.db.begin().await?;
     let Some((organizer_id, recipient, changed_at)) =
-        repo::payouts::start_for_event(&mut *tx, event_id, delay).await?
+        repo::payouts::start_for_event(&mut *tx, event_id, state.clock.now(), delay).await?
     else {
         return Ok(None);
     };
     let amount = repo::ledger::event_share(&mut *tx, event_id).await?;
     let id = Uuid::now_v7();
-    let now = OffsetDateTime::now_utc();
+    let now = state.clock.now();
     repo::payouts::insert(
         &mut *tx,
         NewPayout {
@@ -182,6 +182,7 @@ impl Driver<'_> {
                 transfer_code: self.p.transfer_code.as_deref(),
                 last_error: error,
                 retry_in_seconds: seconds,
+                now: self.state.clock.now(),
                 release,
             },
         )
@@ -196,7 +197,7 @@ impl Driver<'_> {
     /// A new attempt (or the same attempt again, when Paystack never got it).
     async fn send(&mut self) -> AppResult<Option<Driven>> {
         let state = self.state;
-        let now = OffsetDateTime::now_utc();
+        let now = state.clock.now();
         // An attempt pays the organizer's current account, unless it changed within the
         // cooldown: then it waits (a stolen session cannot redirect the money at once).
         let (recipient, changed_at) =
@@ -266,7 +267,7 @@ impl Driver<'_> {
             Ok(None) => {
                 // Never arrived: the same attempt, the same reference, sent now.
                 self.p.transfer_state = TransferState::New;
-                self.p.next_attempt_at = OffsetDateTime::now_utc();
+                self.p.next_attempt_at = self.state.clock.now();
                 Ok(None)
             }
             Err(e) => {
@@ -335,7 +336,9 @@ pub async fn balance(state: &AppState, user_id: Uuid) -> AppResult<Balance> {
         paid_out_amount: 0,
         items: repo::payouts::for_organizer(&state.db, organizer_id, 100).await?,
     };
-    for e in repo::ledger::organizer_balances(&state.db, organizer_id, delay).await? {
+    for e in
+        repo::ledger::organizer_balances(&state.db, organizer_id, state.clock.now(), delay).await?
+    {
         if e.paid_out > 0 {
             b.paid_out_amount += e.paid_out;
         } else if e.payable {

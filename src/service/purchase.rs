@@ -361,7 +361,7 @@ async fn not_held(
         Ok(e) => e,
         Err(e) => return e,
     };
-    if let Err(e) = events::ensure_open(&event) {
+    if let Err(e) = events::ensure_open(&event, state.clock.now()) {
         outcome("event_closed");
         return e;
     }

@@ -193,6 +193,7 @@ impl Driver<'_> {
                 paystack_refund_id: self.refund.paystack_refund_id,
                 last_error: error,
                 retry_in_seconds: seconds,
+                now: self.state.clock.now(),
             },
             true,
         )
@@ -204,7 +205,7 @@ impl Driver<'_> {
     async fn send(&mut self) -> AppResult<Option<Driven>> {
         let state = self.state;
         let r = &self.refund;
-        if r.next_attempt_at > OffsetDateTime::now_utc() {
+        if r.next_attempt_at > state.clock.now() {
             repo::refunds::release(&state.db, r.id, self.lease).await?;
             return Ok(Some(Driven::Later));
         }
@@ -320,12 +321,13 @@ impl Driver<'_> {
                 paystack_refund_id: None,
                 last_error: None,
                 retry_in_seconds: 0.0,
+                now: self.state.clock.now(),
             },
             false,
         )
         .await?;
         self.refund.status = RefundState::Pending;
-        self.refund.next_attempt_at = OffsetDateTime::now_utc();
+        self.refund.next_attempt_at = self.state.clock.now();
         Ok(None)
     }
 
@@ -392,6 +394,7 @@ impl Driver<'_> {
                 paystack_refund_id,
                 last_error: None,
                 retry_in_seconds: 0.0,
+                now: self.state.clock.now(),
             },
             true,
         )

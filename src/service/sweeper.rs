@@ -46,7 +46,7 @@ pub async fn sweep(state: &AppState) -> AppResult<Sweep> {
     }
     done.redriven = stuck.len();
 
-    let due = repo::refunds::due(&state.db, 200).await?;
+    let due = repo::refunds::due(&state.db, state.clock.now(), 200).await?;
     done.refunds = due.len();
     stream::iter(due)
         .for_each_concurrent(PARALLEL, |order_id| async move {
@@ -57,7 +57,7 @@ pub async fn sweep(state: &AppState) -> AppResult<Sweep> {
         .await;
 
     done.payouts_started = payouts::start_due(state).await?;
-    let due = repo::payouts::due(&state.db, 100).await?;
+    let due = repo::payouts::due(&state.db, state.clock.now(), 100).await?;
     done.payouts = due.len();
     stream::iter(due)
         .for_each_concurrent(PARALLEL, |payout_id| async move {

@@ -27,7 +27,7 @@ pub async fn add_tier(
 ) -> AppResult<TierRow> {
     let event = events::load(state, event_id).await?;
     events::ensure_owner(&event, user_id)?;
-    events::ensure_open(&event)?;
+    events::ensure_open(&event, state.clock.now())?;
     repo::tiers::insert(
         &state.db,
         NewTier {
@@ -57,7 +57,7 @@ pub async fn remove_discount(
         .await?
         .ok_or_else(AppError::tier_not_found)?;
     debug_assert_eq!(tier.event_id, event.id);
-    events::ensure_open(&event)?;
+    events::ensure_open(&event, state.clock.now())?;
     Ok(repo::tiers::remove_discount(&state.db, tier.id).await?)
 }
 

@@ -14,8 +14,8 @@ use crate::{
     },
     helpers::{
         PASSWORD, TestApp, TestAppBuilder, add_tier, assert_invariants, attendees, create_event,
-        end_event, event_body, event_with_tier, eventually, hold, order_status, organizer, problem,
-        signup, wait_for_status,
+        event_body, event_with_tier, eventually, hold, order_status, organizer, problem, signup,
+        wait_for_status,
     },
 };
 
@@ -282,7 +282,8 @@ async fn one_refund_then_one_payout_of_exactly_the_net_even_after_a_lost_answer(
         "POST /transfer",
         &[Fault::HangAfterAccept(Duration::from_millis(1500))],
     );
-    end_event(&app, &event_id).await;
+    // The event ends: time moves through the app's clock (the event ends in 7 days).
+    app.state.clock.advance(Duration::from_secs(8 * 86_400));
     let payouts = eventually(Duration::from_secs(30), || async {
         let body: Value = app
             .get_auth("/users/organizer/payouts", &owner)
@@ -333,7 +334,8 @@ async fn one_refund_then_one_payout_of_exactly_the_net_even_after_a_lost_answer(
 #[tokio::test]
 async fn a_changed_bank_account_needs_the_password_and_waits_out_the_cooldown() {
     let app = money_app()
-        .env("PAYOUT_ACCOUNT_COOLDOWN_SECONDS", "3600")
+        // 30 days: longer than the week until the event is over.
+        .env("PAYOUT_ACCOUNT_COOLDOWN_SECONDS", "2592000")
         .spawn()
         .await;
     let (owner, event_id, _) = event_with_tier(&app, PRICE, 10).await;
@@ -383,7 +385,8 @@ async fn a_changed_bank_account_needs_the_password_and_waits_out_the_cooldown() 
     .await;
 
     // The event ends: the payout starts but waits for the cooldown; nothing is sent.
-    end_event(&app, &event_id).await;
+    // The event ends: time moves through the app's clock (the event ends in 7 days).
+    app.state.clock.advance(Duration::from_secs(8 * 86_400));
     eventually(Duration::from_secs(30), || async {
         let waiting: Option<String> =
             sqlx::query_scalar("SELECT last_error FROM payouts WHERE event_id = $1::uuid")
@@ -407,6 +410,26 @@ async fn a_changed_bank_account_needs_the_password_and_waits_out_the_cooldown() 
         payouts["items"][0]["amount"]
     );
     assert!(app.paystack.transfers().is_empty());
+
+    // Once the cooldown is over, the payout goes to the new account, once.
+    app.state.clock.advance(Duration::from_secs(31 * 86_400));
+    eventually(Duration::from_secs(30), || async {
+        let body: Value = app
+            .get_auth("/users/organizer/payouts", &owner)
+            .await
+            .json()
+            .await
+            .unwrap();
+        (body["items"][0]["status"] == "success").then_some(())
+    })
+    .await;
+    let transfers = app.paystack.transfers();
+    assert_eq!(transfers.len(), 1);
+    let new_recipient: String = sqlx::query_scalar("SELECT recipient_code FROM organizers")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(transfers[0].recipient_code, new_recipient);
     assert_invariants(&app).await;
 }
 
