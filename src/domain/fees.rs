@@ -5,6 +5,8 @@
 
 use std::{fmt, str::FromStr};
 
+use super::money::Money;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeeSchedule {
     /// `(inclusive upper limit in kobo or None for the catch-all, basis points)`, ascending.
@@ -21,10 +23,9 @@ impl FeeSchedule {
             .unwrap_or(0)
     }
 
-    /// Fee for one ticket, in kobo.
-    pub fn fee_per_ticket(&self, unit_price: i64) -> i64 {
-        // i128 so that no unit price can overflow the multiplication.
-        ((unit_price.max(0) as i128 * self.bps_for(unit_price) as i128) / 10_000) as i64
+    /// Fee for one ticket: `floor(unit_price × bps / 10000)`.
+    pub fn fee_per_ticket(&self, unit_price: Money) -> Money {
+        unit_price.basis_points(self.bps_for(unit_price.as_kobo()))
     }
 }
 
@@ -106,10 +107,13 @@ mod tests {
     fn fee_rounds_down() {
         let s = default_schedule();
         // 7.5% of ₦20,000.00 exactly.
-        assert_eq!(s.fee_per_ticket(2_000_000), 150_000);
+        assert_eq!(
+            s.fee_per_ticket(Money::kobo(2_000_000)),
+            Money::kobo(150_000)
+        );
         // 7.5% of 1,001 kobo is 75.075 kobo → 75.
-        assert_eq!(s.fee_per_ticket(1_001), 75);
-        assert_eq!(s.fee_per_ticket(0), 0);
+        assert_eq!(s.fee_per_ticket(Money::kobo(1_001)), Money::kobo(75));
+        assert_eq!(s.fee_per_ticket(Money::ZERO), Money::ZERO);
     }
 
     #[test]

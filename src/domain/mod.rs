@@ -4,4 +4,6 @@ pub mod clock;
 pub mod cursor;
 pub mod email;
 pub mod fees;
+pub mod ids;
+pub mod money;
 pub mod status;

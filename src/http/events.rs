@@ -12,6 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     clients::media::MAX_POSTER_BYTES,
+    domain::ids::{EventId, OrderId, UserId},
     error::{AppError, AppResult, FieldError},
     http::{
         event_input::{EventInput, EventPatch, EventPayload},
@@ -158,7 +159,13 @@ async fn cancel_event(
         .validate(state.clock.now())
         .map_err(AppError::Validation)?;
     let reason = request.reason;
-    let event = events::cancel(&state, organizer.user_id, id, reason.as_deref()).await?;
+    let event = events::cancel(
+        &state,
+        UserId(organizer.user_id),
+        EventId(id),
+        reason.as_deref(),
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(event.into())))
 }
 
@@ -186,9 +193,13 @@ async fn refund_order(
             .validate(state.clock.now())
             .map_err(AppError::Validation)?;
     }
-    let order =
-        crate::service::refunds::refund_order(&state, organizer.user_id, event_id, order_id)
-            .await?;
+    let order = crate::service::refunds::refund_order(
+        &state,
+        UserId(organizer.user_id),
+        EventId(event_id),
+        OrderId(order_id),
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(order_response(&state, order).await?),

@@ -4,12 +4,14 @@
 //! Queues live in Redis (apalis), named `<REDIS_PREFIX>:<queue>`, so deployments and parallel
 //! tests never share a queue.
 
+use crate::{
+    clients::mail::Email,
+    domain::ids::{OrderId, PayoutId},
+    kv::Redis,
+};
 use apalis::prelude::TaskSink;
 use apalis_redis::{Config as QueueConfig, RedisStorage};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-use crate::{clients::mail::Email, kv::Redis};
 
 /// Send one rendered message (idempotent by `email.idempotency_key`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,13 +28,13 @@ pub struct PaymentJob {
 /// Take the next step of an order's refund (idempotent: the refund's state decides).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RefundJob {
-    pub order_id: Uuid,
+    pub order_id: OrderId,
 }
 
 /// Take the next step of a payout (idempotent: the payout's state decides).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PayoutJob {
-    pub payout_id: Uuid,
+    pub payout_id: PayoutId,
 }
 
 #[derive(Clone)]
@@ -62,7 +64,7 @@ impl Queues {
     }
 
     /// Queues a refund step. Losing it loses nothing: the sweeper drives every due refund.
-    pub async fn refund(&self, order_id: Uuid) -> anyhow::Result<()> {
+    pub async fn refund(&self, order_id: OrderId) -> anyhow::Result<()> {
         let mut sink = self.refunds.clone();
         sink.push(RefundJob { order_id })
             .await
@@ -70,7 +72,7 @@ impl Queues {
     }
 
     /// Queues a payout step. Losing it loses nothing: the sweeper drives every due payout.
-    pub async fn payout(&self, payout_id: Uuid) -> anyhow::Result<()> {
+    pub async fn payout(&self, payout_id: PayoutId) -> anyhow::Result<()> {
         let mut sink = self.payouts.clone();
         sink.push(PayoutJob { payout_id })
             .await

@@ -8,19 +8,20 @@
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::repo::orders::OrderRow;
+use crate::{domain::money::Money, repo::orders::OrderRow};
 
 /// The sale's ledger entries, once per order (unique per order and kind).
 pub async fn record_sale(
     db: impl PgExecutor<'_>,
     order: &OrderRow,
     organizer_id: Uuid,
-    gross: i64,
-    paystack_fee: i64,
-    platform_fee: i64,
+    gross: Money,
+    paystack_fee: Money,
+    platform_fee: Money,
 ) -> sqlx::Result<()> {
     let kinds = ["gross", "paystack_fee", "platform_fee", "organizer_share"];
-    let amounts = [gross, paystack_fee, platform_fee, gross - platform_fee];
+    // gross = platform fee + organizer share, by construction.
+    let amounts = [gross, paystack_fee, platform_fee, gross - platform_fee].map(Money::as_kobo);
     let ids: Vec<Uuid> = kinds.iter().map(|_| Uuid::now_v7()).collect();
     let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
     sqlx::query!(

@@ -10,7 +10,10 @@ use uuid::Uuid;
 use crate::{
     clients::media::{Image, MediaError, StoredImage},
     domain::cursor,
-    domain::status::{EventStatus, OrderStatus},
+    domain::{
+        ids::{EventId, OrderId, UserId},
+        status::{EventStatus, OrderStatus},
+    },
     error::{AppError, AppResult},
     repo::{
         self,
@@ -167,10 +170,11 @@ pub async fn update(
 /// refunds queued (their holders are mailed as each refund starts).
 pub async fn cancel(
     state: &AppState,
-    user_id: Uuid,
-    id: Uuid,
+    user_id: UserId,
+    id: EventId,
     reason: Option<&str>,
 ) -> AppResult<EventRow> {
+    let (user_id, id): (Uuid, Uuid) = (user_id.into(), id.into());
     let event = load(state, id).await?;
     ensure_owner(&event, user_id)?;
     let mut tx = state.db.begin().await?;
@@ -195,12 +199,12 @@ pub async fn cancel(
     // The cancel has committed: a hold that fails to end here is expired by the sweeper (and
     // a payment for it refunded), so log and go on rather than answer a 5xx.
     for order_id in repo::orders::pending_for_event(&state.db, id).await? {
-        if let Err(e) = holds::end(state, order_id, OrderStatus::Cancelled).await {
+        if let Err(e) = holds::end(state, OrderId(order_id), OrderStatus::Cancelled).await {
             tracing::warn!(error = %e, %order_id, "hold of a cancelled event not voided yet");
         }
     }
     for order_id in &owed {
-        if let Err(e) = state.queues.refund(*order_id).await {
+        if let Err(e) = state.queues.refund(OrderId(*order_id)).await {
             tracing::warn!(error = %e, "refund jobs not queued; the sweeper will drive them");
             break;
         }

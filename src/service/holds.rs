@@ -10,7 +10,7 @@ use redis::AsyncCommands;
 use uuid::Uuid;
 
 use crate::{
-    domain::status::OrderStatus,
+    domain::{ids::OrderId, status::OrderStatus},
     error::AppResult,
     repo::{self, orders::OrderRow},
     state::AppState,
@@ -62,9 +62,9 @@ pub async fn end_in(
 
 /// pending → `to` (expired, failed, cancelled) in its own transaction, then published.
 /// False when the order was no longer pending.
-pub async fn end(state: &AppState, order_id: Uuid, to: OrderStatus) -> AppResult<bool> {
+pub async fn end(state: &AppState, order_id: OrderId, to: OrderStatus) -> AppResult<bool> {
     let mut tx = state.db.begin().await?;
-    let Some(order) = end_in(state, &mut tx, order_id, to).await? else {
+    let Some(order) = end_in(state, &mut tx, order_id.into(), to).await? else {
         return Ok(false);
     };
     tx.commit().await?;

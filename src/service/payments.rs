@@ -9,7 +9,11 @@ use std::time::Instant;
 
 use crate::{
     clients::paystack::{self, TxStatus},
-    domain::status::{EventStatus, OrderStatus},
+    domain::{
+        ids::OrderId,
+        money::Money,
+        status::{EventStatus, OrderStatus},
+    },
     error::{AppError, AppResult},
     repo::{self, orders::OrderRow},
     security::crypto,
@@ -71,7 +75,7 @@ pub async fn receive_webhook(
         }
         e if e.starts_with("refund.") => {
             match repo::orders::find_by_reference(&state.db, reference).await? {
-                Some(order) => state.queues.refund(order.id).await.map(|_| true),
+                Some(order) => state.queues.refund(OrderId(order.id)).await.map(|_| true),
                 None => Ok(false),
             }
         }
@@ -195,7 +199,7 @@ async fn settle_once(state: &AppState, reference: &str) -> AppResult<Settled> {
             }
             Applied::RefundPending(reason) => {
                 tracing::warn!(reason, "payment cannot be honoured; refund pending");
-                if let Err(e) = state.queues.refund(order.id).await {
+                if let Err(e) = state.queues.refund(OrderId(order.id)).await {
                     tracing::warn!(error = %e, "refund job not queued; the sweeper will drive it");
                 }
                 holds::publish_status(state, &order.reference, OrderStatus::RefundPending).await;
@@ -305,7 +309,15 @@ async fn owe_back(
     }
     // Every kobo received is accounted for: a payment that never became a sale has its own
     // entries (no platform fee), reversed at once, and its refund.
-    repo::ledger::record_sale(&mut *tx, order, event.organizer_id, amount, fee, 0).await?;
+    repo::ledger::record_sale(
+        &mut *tx,
+        order,
+        event.organizer_id,
+        Money::kobo(amount),
+        Money::kobo(fee),
+        Money::ZERO,
+    )
+    .await?;
     repo::ledger::reverse_and_refund(&mut tx, &[order.id]).await?;
     tx.commit().await?;
     Ok(Applied::RefundPending(reason))
@@ -326,14 +338,14 @@ async fn honour(
     let platform_fee = state
         .config
         .platform_fee_schedule
-        .fee_per_ticket(order.unit_price)
-        * i64::from(order.quantity);
+        .fee_per_ticket(Money::kobo(order.unit_price))
+        .times(order.quantity);
     repo::ledger::record_sale(
         &mut *tx,
         order,
         event.organizer_id,
-        amount,
-        fee,
+        Money::kobo(amount),
+        Money::kobo(fee),
         platform_fee,
     )
     .await?;
@@ -359,7 +371,15 @@ pub async fn complete_free_order(state: &AppState, order: &OrderRow) -> AppResul
         return Ok(());
     }
     if repo::orders::mark_paid(&mut *tx, order.id, OrderStatus::Pending, 0, 0).await? {
-        repo::ledger::record_sale(&mut *tx, order, event.organizer_id, 0, 0, 0).await?;
+        repo::ledger::record_sale(
+            &mut *tx,
+            order,
+            event.organizer_id,
+            Money::ZERO,
+            Money::ZERO,
+            Money::ZERO,
+        )
+        .await?;
         let issued = repo::tickets::issue(&mut *tx, order, &access_keys(order.quantity)).await?;
         metrics::counter!("ticketing_tickets_issued_total").increment(issued);
     }

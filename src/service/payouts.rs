@@ -14,7 +14,10 @@ use uuid::Uuid;
 
 use crate::{
     clients::paystack::{GatewayError, NewTransfer, TransferInfo, TransferStatus},
-    domain::status::{PayoutStatus, TransferState},
+    domain::{
+        ids::PayoutId,
+        status::{PayoutStatus, TransferState},
+    },
     error::{AppError, AppResult},
     repo::{
         self,
@@ -31,11 +34,11 @@ fn lease_seconds(state: &AppState) -> f64 {
 }
 
 /// The payout a transfer reference belongs to (`payout-<id>-<attempt>`).
-pub fn payout_of(reference: &str) -> Option<Uuid> {
+pub fn payout_of(reference: &str) -> Option<PayoutId> {
     let rest = reference.strip_prefix("payout-")?;
     let (id, attempt) = rest.rsplit_once('-')?;
     attempt.parse::<u32>().ok()?;
-    Uuid::parse_str(id).ok()
+    Uuid::parse_str(id).ok().map(PayoutId)
 }
 
 /// Starts the payout of every event that is due; returns how many were started.
@@ -61,7 +64,7 @@ pub async fn start_due(state: &AppState) -> AppResult<usize> {
 
 /// One event's payout: marked started, amount fixed from the ledger, drawn down, in one
 /// transaction. `Some(id)` when there is a transfer to send.
-async fn start(state: &AppState, event_id: Uuid) -> AppResult<Option<Uuid>> {
+async fn start(state: &AppState, event_id: Uuid) -> AppResult<Option<PayoutId>> {
     let delay = state.config.payout_delay.as_secs_f64();
     let mut tx = state.db.begin().await?;
     let Some((organizer_id, recipient, changed_at)) =
@@ -90,7 +93,7 @@ async fn start(state: &AppState, event_id: Uuid) -> AppResult<Option<Uuid>> {
     }
     tx.commit().await?;
     tracing::info!(%event_id, payout_id = %id, amount, "payout started");
-    Ok((amount > 0).then_some(id))
+    Ok((amount > 0).then_some(PayoutId(id)))
 }
 
 /// When payouts to an account changed at `changed_at` may start.
@@ -115,7 +118,8 @@ fn metric(outcome: &'static str, amount: i64) {
 /// Takes a payout one or more steps forward, holding its lease. `recheck`: asked by a
 /// `transfer.*` webhook, so even a successful payout is verified again (it may be reversed).
 #[tracing::instrument(skip(state))]
-pub async fn drive(state: &AppState, payout_id: Uuid, recheck: bool) -> AppResult<Driven> {
+pub async fn drive(state: &AppState, payout_id: PayoutId, recheck: bool) -> AppResult<Driven> {
+    let payout_id = payout_id.0;
     let lease = Uuid::now_v7();
     let Some(payout) =
         repo::payouts::claim(&state.db, payout_id, lease, lease_seconds(state)).await?

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::{
     clients::paystack::{GatewayError, NewTransaction, TxStatus},
-    domain::status::OrderStatus,
+    domain::{ids::OrderId, status::OrderStatus},
     error::{AppError, AppResult},
     repo::{
         self,
@@ -402,7 +402,7 @@ async fn gateway_failed(state: &AppState, order: &OrderRow, err: GatewayError) -
         },
     };
     if release {
-        if let Err(e) = holds::end(state, order.id, OrderStatus::Failed).await {
+        if let Err(e) = holds::end(state, OrderId(order.id), OrderStatus::Failed).await {
             tracing::error!(error = %e, "could not release a failed hold; the sweeper will");
         }
         // The first answer was a 5xx: a retry with the same key must try again rather than

@@ -17,7 +17,10 @@ use uuid::Uuid;
 
 use crate::{
     clients::paystack::{GatewayError, NewRefund, RefundInfo, RefundStatus, TxStatus},
-    domain::status::{OrderStatus, RefundState},
+    domain::{
+        ids::{EventId, OrderId, UserId},
+        status::{OrderStatus, RefundState},
+    },
     error::{AppError, AppResult},
     repo::{
         self,
@@ -48,10 +51,12 @@ fn lookup_delay(state: &AppState, attempts: i32) -> f64 {
 /// before the event's payout has started. Tickets are void at once.
 pub async fn refund_order(
     state: &AppState,
-    user_id: Uuid,
-    event_id: Uuid,
-    order_id: Uuid,
+    user_id: UserId,
+    event_id: EventId,
+    order_id: OrderId,
 ) -> AppResult<OrderRow> {
+    let (user_id, event_id, order_id): (Uuid, Uuid, Uuid) =
+        (user_id.into(), event_id.into(), order_id.into());
     let event = events::load(state, event_id).await?;
     events::ensure_owner(&event, user_id)?;
     let order = repo::orders::find(&state.db, order_id)
@@ -78,7 +83,7 @@ pub async fn refund_order(
     tx.commit().await?;
     tracing::info!(%order_id, "order refunded by the organizer");
     holds::publish_status(state, &order.reference, OrderStatus::RefundPending).await;
-    enqueue(state, &[order_id]).await;
+    enqueue(state, &[OrderId(order_id)]).await;
     repo::orders::find(&state.db, order_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("order vanished").into())
@@ -86,7 +91,7 @@ pub async fn refund_order(
 
 /// Queues the first step of these refunds. A job Redis refuses is not lost: every due
 /// refund is driven by the sweeper.
-pub async fn enqueue(state: &AppState, order_ids: &[Uuid]) {
+pub async fn enqueue(state: &AppState, order_ids: &[OrderId]) {
     for order_id in order_ids {
         if let Err(e) = state.queues.refund(*order_id).await {
             tracing::warn!(error = %e, %order_id, "refund job not queued; the sweeper will drive it");
@@ -110,7 +115,8 @@ pub enum Driven {
 
 /// Takes the order's refund one or more steps forward, holding its lease.
 #[tracing::instrument(skip(state))]
-pub async fn drive(state: &AppState, order_id: Uuid) -> AppResult<Driven> {
+pub async fn drive(state: &AppState, order_id: OrderId) -> AppResult<Driven> {
+    let order_id = order_id.0;
     let lease = Uuid::now_v7();
     let Some(refund) =
         repo::refunds::claim(&state.db, order_id, lease, lease_seconds(state)).await?

@@ -7,7 +7,10 @@ use futures::{StreamExt, stream};
 
 use crate::{
     clients::paystack::TxStatus,
-    domain::status::OrderStatus,
+    domain::{
+        ids::{OrderId, PayoutId},
+        status::OrderStatus,
+    },
     error::AppResult,
     repo,
     service::{holds, payments, payouts, refunds},
@@ -50,7 +53,7 @@ pub async fn sweep(state: &AppState) -> AppResult<Sweep> {
     done.refunds = due.len();
     stream::iter(due)
         .for_each_concurrent(PARALLEL, |order_id| async move {
-            if let Err(e) = refunds::drive(state, order_id).await {
+            if let Err(e) = refunds::drive(state, OrderId(order_id)).await {
                 tracing::warn!(error = %e, %order_id, "refund step failed; retried when due");
             }
         })
@@ -61,7 +64,7 @@ pub async fn sweep(state: &AppState) -> AppResult<Sweep> {
     done.payouts = due.len();
     stream::iter(due)
         .for_each_concurrent(PARALLEL, |payout_id| async move {
-            if let Err(e) = payouts::drive(state, payout_id, false).await {
+            if let Err(e) = payouts::drive(state, PayoutId(payout_id), false).await {
                 tracing::warn!(error = %e, %payout_id, "payout step failed; retried when due");
             }
         })
@@ -86,7 +89,7 @@ async fn expire_holds(state: &AppState) -> AppResult<usize> {
                     tracing::warn!(error = %e, %reference, "settling a paid hold failed; next pass retries");
                 }
             }
-            Ok(_) => match holds::end(state, order_id, OrderStatus::Expired).await {
+            Ok(_) => match holds::end(state, OrderId(order_id), OrderStatus::Expired).await {
                 Ok(true) => expired += 1,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, %reference, "expiring a hold failed"),
