@@ -97,6 +97,24 @@ pub async fn load(state: &AppState, id: Uuid) -> AppResult<EventRow> {
         .ok_or_else(|| AppError::not_found("Event"))
 }
 
+/// Stores a poster for event `id`, if one was sent.
+async fn store_poster(
+    state: &AppState,
+    id: Uuid,
+    poster: Option<&Image>,
+) -> AppResult<Option<StoredImage>> {
+    match poster {
+        Some(image) => Ok(Some(
+            state
+                .media
+                .put_poster(id, image)
+                .await
+                .map_err(media_error)?,
+        )),
+        None => Ok(None),
+    }
+}
+
 /// Creates the event; with a poster, the poster is stored first, so a failed upload leaves
 /// no event behind (and a failed insert removes the poster again).
 pub async fn create(
@@ -106,16 +124,7 @@ pub async fn create(
     poster: Option<Image>,
 ) -> AppResult<EventRow> {
     let id = Uuid::now_v7();
-    let stored: Option<StoredImage> = match &poster {
-        Some(image) => Some(
-            state
-                .media
-                .put_poster(id, image)
-                .await
-                .map_err(media_error)?,
-        ),
-        None => None,
-    };
+    let stored = store_poster(state, id, poster.as_ref()).await?;
     let poster_ref = stored
         .as_ref()
         .map(|s| (s.url.as_str(), s.public_id.as_str()));
@@ -143,16 +152,7 @@ pub async fn update(
     ensure_open(&event, state.clock.now())?;
     let mut fields = EventFields::from(&event);
     apply(&mut fields)?;
-    let stored = match &poster {
-        Some(image) => Some(
-            state
-                .media
-                .put_poster(id, image)
-                .await
-                .map_err(media_error)?,
-        ),
-        None => None,
-    };
+    let stored = store_poster(state, id, poster.as_ref()).await?;
     let poster_ref = stored
         .as_ref()
         .map(|s| (s.url.as_str(), s.public_id.as_str()));

@@ -116,6 +116,35 @@ fn retry_policy(
     RetryPolicy::retries(state.config.job_max_attempts.saturating_sub(1)).with_backoff(backoff)
 }
 
+/// The outcome of a refund or payout step as apalis needs it: done, or "try again shortly"
+/// (another driver holds the item, or the Paystack budget is spent — what a webhook
+/// announced is then looked at again; the sweeper catches it otherwise).
+pub(crate) fn step_result(
+    outcome: crate::error::AppResult<bool>,
+    what: &str,
+    attempt: &Attempt,
+    max_attempts: usize,
+) -> Result<(), BoxDynError> {
+    match outcome {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(job_error(
+            anyhow::anyhow!("{what} busy or throttled; retried"),
+            false,
+            attempt,
+            max_attempts,
+        )),
+        Err(e) => {
+            tracing::warn!(what, attempt = attempt.current(), error = %e, "step failed");
+            Err(job_error(
+                anyhow::anyhow!("{e}"),
+                false,
+                attempt,
+                max_attempts,
+            ))
+        }
+    }
+}
+
 /// Turns a handler failure into what apalis needs: retry, or abort once attempts are spent.
 pub(crate) fn job_error(
     err: impl Into<BoxDynError>,

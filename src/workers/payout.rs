@@ -6,7 +6,7 @@ use crate::{
     queue::PayoutJob,
     service::payouts::{self, Driven},
     state::AppState,
-    workers::job_error,
+    workers::step_result,
 };
 
 pub async fn drive_payout(
@@ -14,19 +14,9 @@ pub async fn drive_payout(
     state: Data<AppState>,
     attempt: Attempt,
 ) -> Result<(), BoxDynError> {
-    let max = state.config.job_max_attempts;
     // Jobs come from a new payout or a transfer.* webhook: verify even a success again.
-    match payouts::drive(&state, job.payout_id, true).await {
-        Ok(Driven::NotClaimed) => Err(job_error(
-            anyhow::anyhow!("payout busy"),
-            false,
-            &attempt,
-            max,
-        )),
-        Ok(_) => Ok(()),
-        Err(e) => {
-            tracing::warn!(payout_id = %job.payout_id, attempt = attempt.current(), error = %e, "payout step failed");
-            Err(job_error(anyhow::anyhow!("{e}"), false, &attempt, max))
-        }
-    }
+    let done = payouts::drive(&state, job.payout_id, true)
+        .await
+        .map(|d| d != Driven::NotClaimed);
+    step_result(done, "payout", &attempt, state.config.job_max_attempts)
 }
