@@ -5,5 +5,6 @@ pub mod cursor;
 pub mod email;
 pub mod fees;
 pub mod ids;
+pub mod image;
 pub mod money;
 pub mod status;

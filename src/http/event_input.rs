@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::{
-    clients::media::{Image, ImageKind, MAX_POSTER_BYTES},
+    domain::image::{Image, ImageKind, MAX_POSTER_BYTES},
     error::{AppError, AppResult, FieldError},
     http::extract::{Checks, Validate, ValidatedJson, parse_json},
     repo::events::EventFields,

@@ -11,8 +11,8 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    clients::media::MAX_POSTER_BYTES,
     domain::ids::{EventId, OrderId, UserId},
+    domain::image::MAX_POSTER_BYTES,
     error::{AppError, AppResult, FieldError},
     http::{
         event_input::{EventInput, EventPatch, EventPayload},

@@ -13,7 +13,6 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    clients::mail::OutboxMailer,
     error::{AppError, AppResult},
     state::AppState,
 };
@@ -107,6 +106,6 @@ pub async fn dev_outbox(State(state): State<AppState>) -> AppResult<Response> {
     if state.config.is_production() || state.config.resend.is_some() {
         return Err(AppError::not_found("This route"));
     }
-    let entries = OutboxMailer::list(&state.redis).await?;
+    let entries = crate::service::notifications::dev_outbox(&state).await?;
     Ok(Json(serde_json::json!({ "items": entries })).into_response())
 }

@@ -10,12 +10,12 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    clients::paystack::Bank,
     error::AppResult,
     http::{
         extract::AuthUser,
         responses::{OrderResponse, order_response},
     },
+    service::banks::Bank,
     service::{banks, payments, purchase},
     state::AppState,
 };

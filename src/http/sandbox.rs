@@ -10,12 +10,7 @@ use axum::{
     routing::{get, post},
 };
 
-use crate::{
-    clients::paystack::SandboxGateway,
-    error::{AppError, AppResult},
-    security::signing::{escape_html, hmac_sha512_hex},
-    state::AppState,
-};
+use crate::{error::AppResult, security::signing::escape_html, service::sandbox, state::AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -24,19 +19,8 @@ pub fn router() -> Router<AppState> {
         .route("/sandbox/checkout/{reference}/decline", post(decline))
 }
 
-fn only_in_sandbox(state: &AppState) -> AppResult<()> {
-    if state.config.paystack.is_some() || state.config.is_production() {
-        return Err(AppError::not_found("This route"));
-    }
-    Ok(())
-}
-
 async fn page(State(state): State<AppState>, Path(reference): Path<String>) -> AppResult<Response> {
-    only_in_sandbox(&state)?;
-    let tx = SandboxGateway::load(&state.redis, &reference)
-        .await
-        .map_err(|e| AppError::Unavailable(e.to_string()))?
-        .ok_or_else(|| AppError::not_found("Checkout"))?;
+    let tx = sandbox::checkout(&state, &reference).await?;
     let r = escape_html(&reference);
     Ok(Html(format!(
         "<!doctype html><html><body style=\"font-family:sans-serif;max-width:420px;margin:40px auto\">\
@@ -66,33 +50,7 @@ async fn decline(
 }
 
 async fn settle(state: AppState, reference: String, status: &str) -> AppResult<Response> {
-    only_in_sandbox(&state)?;
-    let tx = SandboxGateway::settle(&state.redis, &reference, status)
-        .await
-        .map_err(|e| AppError::Unavailable(e.to_string()))?
-        .ok_or_else(|| AppError::not_found("Checkout"))?;
-    if status == "success" {
-        // Exactly what Paystack would send: compact JSON, signed over the raw bytes.
-        let body = serde_json::to_vec(&serde_json::json!({
-            "event": "charge.success",
-            "data": { "id": rand::random::<u32>(), "status": "success", "reference": reference,
-                      "amount": tx.amount, "currency": tx.currency, "fees": null },
-        }))
-        .unwrap_or_default();
-        let signature = hmac_sha512_hex(state.config.webhook_secret().as_bytes(), &body);
-        let url = format!("{}/payments/callback", state.config.public_base_url);
-        if let Err(e) = state
-            .http_client
-            .post(url)
-            .header("content-type", "application/json")
-            .header("x-paystack-signature", signature)
-            .body(body)
-            .send()
-            .await
-        {
-            tracing::warn!(error = %e, "sandbox webhook not delivered; the sweeper will verify");
-        }
-    }
+    sandbox::settle(&state, &reference, status).await?;
     Ok(Html(format!(
         "<p>Sandbox payment {}: {}</p>",
         escape_html(&reference),

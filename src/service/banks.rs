@@ -7,8 +7,10 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
+pub use crate::clients::paystack::Bank;
+
 use crate::{
-    clients::paystack::{Bank, GatewayError},
+    clients::paystack::GatewayError,
     error::{AppError, AppResult},
     state::AppState,
 };

@@ -14,6 +14,7 @@ pub mod purchase;
 pub mod rate_limit;
 pub mod reconcile;
 pub mod refunds;
+pub mod sandbox;
 pub mod sweeper;
 pub mod tickets;
 pub mod users;

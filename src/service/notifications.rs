@@ -3,7 +3,11 @@
 
 use uuid::Uuid;
 
-use crate::clients::mail::Email;
+use crate::{
+    clients::mail::{Email, OutboxEntry, OutboxMailer},
+    error::AppResult,
+    state::AppState,
+};
 
 use crate::security::signing::escape_html as escape;
 
@@ -214,6 +218,18 @@ pub fn payout_account_changed(
         kind: "payout_account_changed".to_owned(),
         idempotency_key: format!("payout-account/{organizer_id}/{changed_at}/{to}"),
     }
+}
+
+pub use crate::clients::mail::MailError;
+
+/// Hands one message to the mailer (Resend or the outbox): the mail job's only step.
+pub async fn deliver(state: &AppState, email: &Email) -> Result<String, MailError> {
+    state.mailer.send(email).await
+}
+
+/// The development outbox (no Resend key): what was "sent", newest first.
+pub async fn dev_outbox(state: &AppState) -> AppResult<Vec<OutboxEntry>> {
+    Ok(OutboxMailer::list(&state.redis).await?)
 }
 
 #[cfg(test)]

@@ -2,7 +2,12 @@
 
 use apalis::prelude::{Attempt, BoxDynError, Data};
 
-use crate::{clients::mail::MailError, queue::MailJob, state::AppState, workers::job_error};
+use crate::{
+    queue::MailJob,
+    service::notifications::{self, MailError},
+    state::AppState,
+    workers::job_error,
+};
 
 pub async fn send_mail(
     job: MailJob,
@@ -10,7 +15,7 @@ pub async fn send_mail(
     attempt: Attempt,
 ) -> Result<(), BoxDynError> {
     let email = &job.email;
-    match state.mailer.send(email).await {
+    match notifications::deliver(&state, email).await {
         Ok(id) => {
             metrics::counter!("ticketing_mail_total", "kind" => email.kind.clone(), "outcome" => "sent")
                 .increment(1);

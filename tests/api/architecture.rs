@@ -166,6 +166,25 @@ fn imports_point_down_the_layers_and_never_back_up() {
     assert!(violations.is_empty(), "{violations:#?}");
 }
 
+/// Handlers and jobs reach providers through services: no `clients` in `http/` or
+/// `workers/` (a type they need is re-exported by the service that hands it out).
+#[test]
+fn handlers_and_jobs_reach_providers_only_through_services() {
+    let mut violations = Vec::new();
+    for (module, paths) in sources() {
+        let top = module_of(&module, 1);
+        if top != "http" && top != "workers" {
+            continue;
+        }
+        for path in paths {
+            if module_of(&path, 1) == "clients" {
+                violations.push(format!("{module} imports {path}"));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
 #[test]
 fn modules_of_one_layer_import_each_other_without_a_circle() {
     // Edges between the files of one folder (service::payments -> service::holds, …).

@@ -493,9 +493,10 @@ pub async fn order_status(app: &TestApp, token: &str, reference: &str) -> Value 
     res.json().await.unwrap()
 }
 
-/// Waits until the order reaches `status` (jobs, webhooks and the sweeper move it).
+/// Waits until the order reaches `status` (jobs, webhooks and the sweeper move it). Generous:
+/// it returns as soon as the status shows, and a full parallel run on two cores is slow.
 pub async fn wait_for_status(app: &TestApp, token: &str, reference: &str, status: &str) -> Value {
-    eventually(Duration::from_secs(30), || async {
+    eventually(Duration::from_secs(60), || async {
         let order = order_status(app, token, reference).await;
         (order["status"] == status).then_some(order)
     })
