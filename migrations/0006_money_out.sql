@@ -29,6 +29,8 @@ CREATE TABLE refunds (
     amount                  BIGINT NOT NULL CHECK (amount >= 0),
     currency                TEXT NOT NULL DEFAULT 'NGN',
     reason                  TEXT NOT NULL,
+    -- What the organizer (or the cancel) said; shown to the buyer as Paystack's customer note.
+    note                    TEXT,
     status                  TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sending',
                                 'processing', 'failed', 'needs_attention', 'processed')),
     paystack_refund_id      BIGINT,

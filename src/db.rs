@@ -31,6 +31,18 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
     Ok(pool)
 }
 
+/// Connects to an existing database and changes nothing: for read-only tools such as
+/// `ticketing reconcile`, which must not create or migrate the database it checks.
+pub async fn connect_existing(url: &str) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid URL")?;
+    PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .context("connecting to PostgreSQL")
+}
+
 async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
     let name = options.get_database().unwrap_or("postgres").to_owned();
     match PgConnection::connect_with(options).await {

@@ -227,9 +227,24 @@ impl AppError {
         )
     }
 
+    /// 401 `unauthorized`: no usable token (missing, malformed, expired, revoked).
+    pub fn not_authenticated(detail: impl Into<String>) -> Self {
+        Self::unauthorized("unauthorized", detail)
+    }
+
+    /// 400 `invalid_query`: a query string we cannot use.
+    pub fn invalid_query(detail: impl Into<String>) -> Self {
+        Self::bad_request("invalid_query", detail)
+    }
+
+    /// 400 `malformed_multipart`.
+    pub fn malformed_multipart(detail: impl Into<String>) -> Self {
+        Self::bad_request("malformed_multipart", detail)
+    }
+
     /// The token's user no longer exists (deleted).
     pub fn account_gone() -> Self {
-        Self::unauthorized("unauthorized", "The account no longer exists.")
+        Self::not_authenticated("The account no longer exists.")
     }
 
     pub fn status(&self) -> StatusCode {

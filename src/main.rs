@@ -77,7 +77,7 @@ fn main() -> ExitCode {
                 .await
                 .map(|_| tracing::info!("migrations applied")),
             "reconcile" => {
-                let db = db::connect_and_migrate(config.database_url(), 1).await?;
+                let db = db::connect_existing(config.database_url()).await?;
                 let report = reconcile::check(&db, scope).await?;
                 for f in report.mismatches.iter().chain(&report.stuck) {
                     println!("{}", reconcile::line(f));

@@ -112,6 +112,20 @@ text_enum! {
 }
 
 text_enum! {
+    /// Why an order is owed back: a label on metrics, the mail's wording, the refund's note.
+    RefundReason {
+        EventCancelled => "event_cancelled",
+        OrganizerRefund => "organizer_refund",
+        /// Paid after the hold ended, and no seats (or discount allowance) were left.
+        LatePaymentSoldOut => "late_payment_sold_out",
+        EventEnded => "event_ended",
+        AmountMismatch => "amount_mismatch",
+        /// Owed back before reasons were recorded.
+        Unknown => "unknown",
+    }
+}
+
+text_enum! {
     /// A refund at Paystack, as our driver tracks it (migration 0006 says what each means).
     RefundState {
         Pending => "pending",

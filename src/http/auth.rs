@@ -12,16 +12,14 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use uuid::Uuid;
 
 use crate::{
     domain::email::EmailAddress,
     error::{AppError, AppResult},
     http::extract::{AuthUser, Checks, MaybeAuthUser, Validate, ValidatedJson, client_ip},
-    repo::users::UserRow,
+    http::responses::UserResponse,
     service::{auth, rate_limit},
     state::AppState,
 };
@@ -66,33 +64,6 @@ async fn limit_per_client(State(state): State<AppState>, req: Request, next: Nex
     {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
-    }
-}
-
-/// A user as every endpoint shows it.
-#[derive(Serialize, ToSchema)]
-pub struct UserResponse {
-    pub id: Uuid,
-    pub email: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub two_factor_enabled: bool,
-    pub is_organizer: bool,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-}
-
-impl From<UserRow> for UserResponse {
-    fn from(u: UserRow) -> Self {
-        Self {
-            id: u.id,
-            email: u.email,
-            first_name: u.first_name,
-            last_name: u.last_name,
-            two_factor_enabled: u.two_factor_enabled,
-            is_organizer: u.is_organizer,
-            created_at: u.created_at,
-        }
     }
 }
 
@@ -310,8 +281,7 @@ async fn verify_two_factor(
         return Ok(Json(VerifyTwoFactorResponse::Session(session.into())));
     }
     let user = user.ok_or_else(|| {
-        AppError::unauthorized(
-            "unauthorized",
+        AppError::not_authenticated(
             "Send a bearer token to confirm, or a challenge_token to log in.",
         )
     })?;

@@ -288,7 +288,7 @@ where
         }
         let mut multipart = Multipart::from_request(req, state)
             .await
-            .map_err(|e| AppError::bad_request("malformed_multipart", e.body_text()))?;
+            .map_err(|e| AppError::malformed_multipart(e.body_text()))?;
         let mut data: Option<T> = None;
         let mut poster = None;
         while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
@@ -327,6 +327,6 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> AppError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         AppError::PayloadTooLarge
     } else {
-        AppError::bad_request("malformed_multipart", e.body_text())
+        AppError::malformed_multipart(e.body_text())
     }
 }

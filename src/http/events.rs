@@ -13,12 +13,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     domain::ids::{EventId, OrderId, UserId},
     domain::image::MAX_POSTER_BYTES,
-    error::{AppError, AppResult, FieldError},
+    error::{AppResult, FieldError},
     http::{
         event_input::{EventInput, EventPatch, EventPayload},
         extract::{
-            Checks, Organizer, Page, PathId, PathIds, Validate, ValidatedJson, bad_query,
-            parse_json, parse_time, query_pairs,
+            Checks, OptionalJson, Organizer, Page, PathId, PathIds, Validate, ValidatedJson,
+            bad_query, parse_time, query_pairs,
         },
         responses::{EventList, EventResponse, OrderResponse, TierResponse, order_response},
     },
@@ -66,7 +66,10 @@ async fn create_event(
         payload.poster,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(event.into())))
+    Ok((
+        StatusCode::CREATED,
+        Json(EventResponse::at(event, state.clock.now())),
+    ))
 }
 
 /// An event with its tiers. Public.
@@ -80,7 +83,7 @@ async fn get_event(
     PathId(id): PathId,
 ) -> AppResult<Json<EventResponse>> {
     let (event, tiers) = events::with_tiers(&state, id).await?;
-    let mut body = EventResponse::from(event);
+    let mut body = EventResponse::at(event, state.clock.now());
     body.tiers = Some(tiers.into_iter().map(TierResponse::from).collect());
     Ok(Json(body))
 }
@@ -103,13 +106,13 @@ async fn update_event(
     let patch = payload.data;
     let event = events::update(
         &state,
-        organizer.user_id,
-        id,
+        UserId(organizer.user_id),
+        EventId(id),
         |fields| patch.apply(fields, state.clock.now()),
         payload.poster,
     )
     .await?;
-    Ok(Json(event.into()))
+    Ok(Json(EventResponse::at(event, state.clock.now())))
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -147,17 +150,8 @@ async fn cancel_event(
     State(state): State<AppState>,
     organizer: Organizer,
     PathId(id): PathId,
-    body: bytes::Bytes,
+    OptionalJson(request): OptionalJson<CancelRequest>,
 ) -> AppResult<(StatusCode, Json<EventResponse>)> {
-    // The body is optional: none at all means no reason.
-    let request: CancelRequest = if body.is_empty() {
-        CancelRequest::default()
-    } else {
-        parse_json(&body)?
-    };
-    request
-        .validate(state.clock.now())
-        .map_err(AppError::Validation)?;
     let reason = request.reason;
     let event = events::cancel(
         &state,
@@ -166,7 +160,10 @@ async fn cancel_event(
         reason.as_deref(),
     )
     .await?;
-    Ok((StatusCode::ACCEPTED, Json(event.into())))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(EventResponse::at(event, state.clock.now())),
+    ))
 }
 
 /// Refund one paid order in full (the event's organizer only), before the event's payout has
@@ -185,19 +182,14 @@ async fn refund_order(
     State(state): State<AppState>,
     organizer: Organizer,
     PathIds(event_id, order_id): PathIds,
-    body: bytes::Bytes,
+    OptionalJson(request): OptionalJson<CancelRequest>,
 ) -> AppResult<(StatusCode, Json<OrderResponse>)> {
-    if !body.is_empty() {
-        let request: CancelRequest = parse_json(&body)?;
-        request
-            .validate(state.clock.now())
-            .map_err(AppError::Validation)?;
-    }
     let order = crate::service::refunds::refund_order(
         &state,
         UserId(organizer.user_id),
         EventId(event_id),
         OrderId(order_id),
+        request.reason.as_deref(),
     )
     .await?;
     Ok((
@@ -271,7 +263,7 @@ async fn nearby_events(
         items: hits
             .into_iter()
             .map(|(e, km)| {
-                let mut r = EventResponse::from(e);
+                let mut r = EventResponse::at(e, state.clock.now());
                 r.distance_km = Some((km * 1000.0).round() / 1000.0);
                 r
             })
@@ -341,7 +333,11 @@ async fn browse_events(
     )
     .await?;
     Ok(Json(EventList {
-        items: page.items.into_iter().map(EventResponse::from).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|e| EventResponse::at(e, state.clock.now()))
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }

@@ -79,6 +79,31 @@ where
     }
 }
 
+/// A JSON body that may be left out entirely (then `T::default()`), else parsed and
+/// validated like `ValidatedJson`: `POST /events/:id/cancel` with or without `{reason}`.
+pub struct OptionalJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    S: Send + Sync + Now,
+    T: DeserializeOwned + Validate + Default,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        let value = if bytes.is_empty() {
+            T::default()
+        } else {
+            parse_json::<T>(&bytes)?
+        };
+        value.validate(state.now()).map_err(AppError::Validation)?;
+        Ok(OptionalJson(value))
+    }
+}
+
 /// Parses JSON the way every body is parsed: syntax errors are 400, shape errors are 422.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -189,9 +214,8 @@ impl axum::extract::FromRequestParts<crate::state::AppState> for AuthUser {
         parts: &mut axum::http::request::Parts,
         state: &crate::state::AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or_else(|| {
-            AppError::unauthorized("unauthorized", "A bearer access token is required.")
-        })?;
+        let token = bearer(parts)
+            .ok_or_else(|| AppError::not_authenticated("A bearer access token is required."))?;
         let (claims, email) = crate::service::auth::authenticate(state, token).await?;
         Ok(AuthUser {
             id: claims.sub,
@@ -318,7 +342,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyKey {
 
 /// A 400 `invalid_query`.
 pub fn bad_query(detail: impl Into<String>) -> AppError {
-    AppError::bad_request("invalid_query", detail)
+    AppError::invalid_query(detail)
 }
 
 /// `?limit=` (default 20, 1..=100) and `?cursor=` of every list (API.md "lists").
@@ -362,10 +386,7 @@ pub fn query_pairs(raw: Option<&str>, known: &[&str]) -> Result<Vec<(String, Str
             if known.contains(&k.as_ref()) {
                 Ok((k.into_owned(), v.into_owned()))
             } else {
-                Err(AppError::bad_request(
-                    "invalid_query",
-                    format!("unknown parameter {k:?}"),
-                ))
+                Err(AppError::invalid_query(format!("unknown parameter {k:?}")))
             }
         })
         .collect()

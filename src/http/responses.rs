@@ -13,6 +13,7 @@ use crate::{
         events::{EventRow, TierRow},
         orders::OrderRow,
         tickets::TicketRow,
+        users::UserRow,
     },
     service::events,
     state::AppState,
@@ -99,9 +100,10 @@ pub struct EventResponse {
     pub distance_km: Option<f64>,
 }
 
-impl From<EventRow> for EventResponse {
-    fn from(e: EventRow) -> Self {
-        let status = events::status_of(&e, OffsetDateTime::now_utc());
+impl EventResponse {
+    /// The event as clients see it at `now` (the service's clock): `ended` is derived.
+    pub fn at(e: EventRow, now: OffsetDateTime) -> Self {
+        let status = events::status_of(&e, now);
         Self {
             id: e.id,
             title: e.title,
@@ -240,4 +242,31 @@ pub async fn order_response(state: &AppState, o: OrderRow) -> AppResult<OrderRes
         created_at: o.created_at,
         tickets,
     })
+}
+
+/// A user as every endpoint shows it.
+#[derive(Serialize, ToSchema)]
+pub struct UserResponse {
+    pub id: Uuid,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub two_factor_enabled: bool,
+    pub is_organizer: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<UserRow> for UserResponse {
+    fn from(u: UserRow) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            first_name: u.first_name,
+            last_name: u.last_name,
+            two_factor_enabled: u.two_factor_enabled,
+            is_organizer: u.is_organizer,
+            created_at: u.created_at,
+        }
+    }
 }

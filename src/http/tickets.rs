@@ -13,6 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
+    domain::ids::{EventId, UserId},
     error::{AppError, AppResult, FieldError},
     http::{
         extract::{
@@ -124,8 +125,8 @@ async fn add_tier(
 ) -> AppResult<(StatusCode, Json<TierResponse>)> {
     let tier = tickets::add_tier(
         &state,
-        organizer.user_id,
-        event_id,
+        UserId(organizer.user_id),
+        EventId(event_id),
         tickets::TierInput {
             name: body.name,
             price: body.price,
@@ -157,8 +158,10 @@ async fn remove_discount(
         .find(|(k, _)| k == "tier")
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty() && v.len() <= 400 && !v.contains('\0'))
-        .ok_or_else(|| AppError::bad_request("invalid_query", "?tier= (name or id) is required"))?;
-    let tier = tickets::remove_discount(&state, organizer.user_id, event_id, &tier).await?;
+        .ok_or_else(|| AppError::invalid_query("?tier= (name or id) is required"))?;
+    let tier =
+        tickets::remove_discount(&state, UserId(organizer.user_id), EventId(event_id), &tier)
+            .await?;
     Ok(Json(tier.into()))
 }
 
@@ -268,8 +271,9 @@ async fn validate_ticket(
     PathId(event_id): PathId,
     ValidatedJson(body): ValidatedJson<ValidateRequest>,
 ) -> AppResult<Json<ValidateResponse>> {
-    let ticket = tickets::check_in(&state, user.id, event_id, &body.access_key).await?;
-    let checked_in_at = ticket.checked_in_at.unwrap_or_else(OffsetDateTime::now_utc);
+    let ticket =
+        tickets::check_in(&state, UserId(user.id), EventId(event_id), &body.access_key).await?;
+    let checked_in_at = ticket.checked_in_at.unwrap_or_else(|| state.clock.now());
     let ticket = ticket_responses(vec![ticket])
         .await?
         .pop()
@@ -316,7 +320,7 @@ async fn event_sales(
     organizer: Organizer,
     PathId(event_id): PathId,
 ) -> AppResult<Json<SalesResponse>> {
-    let s = tickets::sales(&state, organizer.user_id, event_id).await?;
+    let s = tickets::sales(&state, UserId(organizer.user_id), EventId(event_id)).await?;
     Ok(Json(SalesResponse {
         tiers: s
             .tiers

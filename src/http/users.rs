@@ -15,9 +15,8 @@ use crate::{
     domain::email::EmailAddress,
     error::{AppError, AppResult, FieldError},
     http::{
-        auth::UserResponse,
         extract::{AuthUser, Checks, Page, Validate, ValidatedJson, query_pairs},
-        responses::{EventList, EventResponse},
+        responses::{EventList, EventResponse, UserResponse},
     },
     repo::organizers::OrganizerRow,
     service::{events, organizers, users},
@@ -361,14 +360,17 @@ async fn my_events(
         },
         Some("attendee") => events::attended_by(&state, user.id, after, limit).await?,
         _ => {
-            return Err(AppError::bad_request(
-                "invalid_query",
+            return Err(AppError::invalid_query(
                 "role must be attendee or organizer",
             ));
         }
     };
     Ok(Json(EventList {
-        items: page.items.into_iter().map(EventResponse::from).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|e| EventResponse::at(e, state.clock.now()))
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }

@@ -48,6 +48,7 @@ pub async fn record_sale(
 pub async fn reverse_and_refund(
     db: &mut sqlx::PgConnection,
     order_ids: &[Uuid],
+    note: Option<&str>,
 ) -> sqlx::Result<Vec<Uuid>> {
     // Internal rows, never exposed: v4 ids generated in the statement keep it set-based.
     sqlx::query!(
@@ -65,13 +66,14 @@ pub async fn reverse_and_refund(
     .execute(&mut *db)
     .await?;
     sqlx::query_scalar!(
-        r#"INSERT INTO refunds (id, order_id, amount, currency, reason)
+        r#"INSERT INTO refunds (id, order_id, amount, currency, reason, note)
            SELECT gen_random_uuid(), id, COALESCE(paid_amount, 0), currency,
-                  COALESCE(refund_reason, 'unknown')
+                  COALESCE(refund_reason, 'unknown'), $2
            FROM orders WHERE id = ANY($1) AND status = 'refund_pending'
            ON CONFLICT (order_id) DO NOTHING
            RETURNING order_id"#,
-        order_ids
+        order_ids,
+        note
     )
     .fetch_all(&mut *db)
     .await

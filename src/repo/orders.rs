@@ -8,7 +8,7 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::status::OrderStatus;
+use crate::domain::status::{OrderStatus, RefundReason};
 
 #[derive(Debug, Clone)]
 pub struct OrderRow {
@@ -135,19 +135,19 @@ pub async fn delete_idempotency_for(
 
 /// paid → refund_pending (an organizer's refund or a cancelled event): the seats and their
 /// discount allowance go back to the tier and the tickets are void, in one statement. Returns
-/// `(order id, tier id)` of the orders this call moved; the caller reverses their ledger
+/// `(order id, tier id, reference)` of the orders this call moved; the caller reverses their ledger
 /// entries and creates their refunds in the same transaction.
 pub async fn owe_back_paid(
     db: impl PgExecutor<'_>,
     ids: &[Uuid],
-    reason: &str,
-) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
+    reason: RefundReason,
+) -> sqlx::Result<Vec<(Uuid, Uuid, String)>> {
     let rows = sqlx::query!(
         r#"WITH moved AS (
                UPDATE orders SET status = 'refund_pending', refund_reason = $2, holds_seats = false,
                    updated_at = now()
                WHERE id = ANY($1) AND status = 'paid'
-               RETURNING id, tier_id, quantity, discounted
+               RETURNING id, tier_id, quantity, discounted, reference
            ), per_tier AS (
                SELECT tier_id, SUM(quantity)::int AS seats,
                       COALESCE(SUM(quantity) FILTER (WHERE discounted), 0)::int AS discounted_seats
@@ -160,13 +160,16 @@ pub async fn owe_back_paid(
                UPDATE tickets SET status = 'void'
                WHERE order_id IN (SELECT id FROM moved) AND status <> 'void'
            )
-           SELECT id, tier_id FROM moved"#,
+           SELECT id, tier_id, reference FROM moved"#,
         ids,
-        reason
+        reason.as_str()
     )
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.id, r.tier_id)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.id, r.tier_id, r.reference))
+        .collect())
 }
 
 pub async fn paid_for_event(db: impl PgExecutor<'_>, event_id: Uuid) -> sqlx::Result<Vec<Uuid>> {
@@ -291,7 +294,7 @@ pub async fn mark_refund_pending(
     from: OrderStatus,
     paid_amount: i64,
     paystack_fee: i64,
-    reason: &str,
+    reason: RefundReason,
 ) -> sqlx::Result<bool> {
     let res = sqlx::query!(
         r#"UPDATE orders SET status = 'refund_pending', paid_at = now(), paid_amount = $3,
@@ -301,7 +304,7 @@ pub async fn mark_refund_pending(
         from.as_str(),
         paid_amount,
         paystack_fee,
-        reason
+        reason.as_str()
     )
     .execute(db)
     .await?;

@@ -66,17 +66,18 @@ pub async fn insert(db: impl PgExecutor<'_>, o: &OrganizerRow) -> sqlx::Result<O
     .await
 }
 
-/// Saves the profile; `bank_changed` starts the payout cooldown of the new account.
+/// Saves the profile; `bank_changed_at` (the clock's now) starts the payout cooldown of a
+/// new account.
 pub async fn update(
     db: impl PgExecutor<'_>,
     o: &OrganizerRow,
-    bank_changed: bool,
+    bank_changed_at: Option<OffsetDateTime>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"UPDATE organizers SET name = $2, email = $3, phone = $4, bank_code = $5, bank_name = $6,
                account_number = $7, account_name = $8, recipient_code = $9, description = $10,
                website = $11, updated_at = now(),
-               bank_changed_at = CASE WHEN $12 THEN now() ELSE bank_changed_at END
+               bank_changed_at = COALESCE($12, bank_changed_at)
            WHERE id = $1"#,
         o.id,
         o.name,
@@ -89,7 +90,7 @@ pub async fn update(
         o.recipient_code,
         o.description,
         o.website,
-        bank_changed
+        bank_changed_at
     )
     .execute(db)
     .await?;

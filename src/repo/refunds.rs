@@ -6,7 +6,7 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::status::RefundState;
+use crate::domain::status::{RefundReason, RefundState};
 
 #[derive(Debug, Clone)]
 pub struct RefundRow {
@@ -17,7 +17,8 @@ pub struct RefundRow {
     pub event_id: Uuid,
     pub amount: i64,
     pub currency: String,
-    pub reason: String,
+    pub reason: RefundReason,
+    pub note: Option<String>,
     pub status: RefundState,
     pub paystack_refund_id: Option<i64>,
     pub attempts: i32,
@@ -42,7 +43,7 @@ pub async fn claim(
                RETURNING *
            )
            SELECT c.id, c.order_id, o.reference, o.user_id, o.event_id, c.amount, c.currency,
-                  c.reason, c.status AS "status: RefundState", c.paystack_refund_id, c.attempts, c.next_attempt_at,
+                  c.reason AS "reason: RefundReason", c.note, c.status AS "status: RefundState", c.paystack_refund_id, c.attempts, c.next_attempt_at,
                   c.holder_mailed_at
            FROM claimed c JOIN orders o ON o.id = c.order_id"#,
         order_id,

@@ -171,8 +171,7 @@ pub async fn forget_user(state: &AppState, user_id: Uuid) {
 /// One Redis round trip answers both "revoked?" and "current version?" (the version and
 /// email are cached per user), so an authenticated request usually costs PostgreSQL nothing.
 pub async fn authenticate(state: &AppState, token: &str) -> AppResult<(Claims, String)> {
-    let unauthorized =
-        || AppError::unauthorized("unauthorized", "A valid access token is required.");
+    let unauthorized = || AppError::not_authenticated("A valid access token is required.");
     let claims = state.jwt.verify(token).ok_or_else(unauthorized)?;
     let mut conn = state.redis.conn();
     let cache_key = user_cache_key(state, claims.sub);
@@ -211,7 +210,7 @@ pub struct Enrollment {
 async fn current_user(state: &AppState, user_id: Uuid) -> AppResult<UserRow> {
     repo::users::find_by_id(&state.db, user_id)
         .await?
-        .ok_or_else(|| AppError::unauthorized("unauthorized", "The account no longer exists."))
+        .ok_or_else(|| AppError::not_authenticated("The account no longer exists."))
 }
 
 /// Starts enrolment: a new secret, stored encrypted, on only after the first good code.

@@ -12,7 +12,7 @@ use crate::{
     domain::cursor,
     domain::{
         ids::{EventId, OrderId, UserId},
-        status::{EventStatus, OrderStatus},
+        status::{EventStatus, OrderStatus, RefundReason},
     },
     error::{AppError, AppResult},
     repo::{
@@ -142,11 +142,12 @@ pub async fn create(
 /// Applies a change by the owner while the event is open.
 pub async fn update(
     state: &AppState,
-    user_id: Uuid,
-    id: Uuid,
+    user_id: UserId,
+    id: EventId,
     apply: impl FnOnce(&mut EventFields) -> AppResult<()>,
     poster: Option<Image>,
 ) -> AppResult<EventRow> {
+    let (user_id, id): (Uuid, Uuid) = (user_id.into(), id.into());
     let event = load(state, id).await?;
     ensure_owner(&event, user_id)?;
     ensure_open(&event, state.clock.now())?;
@@ -191,9 +192,12 @@ pub async fn cancel(
         return Err(anyhow::anyhow!("event changed under its lock").into());
     }
     let paid = repo::orders::paid_for_event(&mut *tx, id).await?;
-    repo::orders::owe_back_paid(&mut *tx, &paid, "event_cancelled").await?;
-    let owed = repo::ledger::reverse_and_refund(&mut tx, &paid).await?;
+    let moved = repo::orders::owe_back_paid(&mut *tx, &paid, RefundReason::EventCancelled).await?;
+    let owed = repo::ledger::reverse_and_refund(&mut tx, &paid, reason).await?;
     tx.commit().await?;
+    for (_, _, reference) in &moved {
+        holds::publish_status(state, reference, OrderStatus::RefundPending).await;
+    }
     // Pending holds are voided one by one (each gives its seats back once); a hold paid
     // meanwhile sees the event cancelled and is refunded by its settlement.
     // The cancel has committed: a hold that fails to end here is expired by the sweeper (and

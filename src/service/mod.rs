@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod banks;
 pub mod budget;
+pub mod drive;
 pub mod events;
 pub mod holds;
 pub mod notifications;

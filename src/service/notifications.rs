@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use crate::{
     clients::mail::{Email, OutboxEntry, OutboxMailer},
+    domain::status::RefundReason,
     error::AppResult,
     state::AppState,
 };
@@ -115,14 +116,14 @@ fn naira(kobo: i64) -> String {
 }
 
 /// Why an order is refunded, in words a buyer understands.
-fn refund_reason_text(reason: &str) -> &'static str {
+fn refund_reason_text(reason: RefundReason) -> &'static str {
     match reason {
-        "event_cancelled" => "the event was cancelled",
-        "organizer_refund" => "the organizer refunded your order",
-        "late_payment_sold_out" => "your payment arrived after the tickets were gone",
-        "event_ended" => "your payment arrived after the event ended",
-        "amount_mismatch" => "the amount paid did not match the order",
-        _ => "your order could not be honoured",
+        RefundReason::EventCancelled => "the event was cancelled",
+        RefundReason::OrganizerRefund => "the organizer refunded your order",
+        RefundReason::LatePaymentSoldOut => "your payment arrived after the tickets were gone",
+        RefundReason::EventEnded => "your payment arrived after the event ended",
+        RefundReason::AmountMismatch => "the amount paid did not match the order",
+        RefundReason::Unknown => "your order could not be honoured",
     }
 }
 
@@ -133,7 +134,7 @@ pub fn refund_started(
     first_name: &str,
     event_title: &str,
     amount: i64,
-    reason: &str,
+    reason: RefundReason,
 ) -> Email {
     let subject = format!("Your refund for {event_title}");
     let why = refund_reason_text(reason);

@@ -182,7 +182,7 @@ pub async fn update(
         row.account_name = account_name;
         row.recipient_code = recipient_code;
     }
-    repo::organizers::update(&state.db, &row, bank_changed).await?;
+    repo::organizers::update(&state.db, &row, bank_changed.then(|| state.clock.now())).await?;
     if let Some(login) = login {
         notify_account_change(state, &row, &login.email, &email_before).await;
         tracing::warn!(organizer_id = %row.id, "payout bank account changed; payouts wait for the cooldown");

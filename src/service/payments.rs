@@ -12,7 +12,7 @@ use crate::{
     domain::{
         ids::OrderId,
         money::Money,
-        status::{EventStatus, OrderStatus},
+        status::{EventStatus, OrderStatus, RefundReason},
     },
     error::{AppError, AppResult},
     repo::{self, orders::OrderRow},
@@ -67,9 +67,30 @@ pub async fn receive_webhook(
         webhook_metric(&hook.event, "duplicate");
         return Ok(());
     }
-    // If Redis refuses a job, the delivery is still recorded and the sweeper re-drives it
-    // (charges by their unprocessed delivery, refunds and payouts by their due time).
-    let queued = match hook.event.as_str() {
+    let queued = dispatch(state, &hook.event, reference).await?;
+    match queued {
+        Ok(true) => webhook_metric(&hook.event, "queued"),
+        Ok(false) => {
+            tracing::info!(event = %hook.event, %reference, "webhook recorded; nothing to do");
+            webhook_metric(&hook.event, "recorded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, %reference, "webhook job not queued; the sweeper will re-drive");
+            webhook_metric(&hook.event, "not_queued");
+        }
+    }
+    Ok(())
+}
+
+/// Hands a recorded delivery to the job that owns it: `Ok(false)` when there is none.
+/// If Redis refuses a job, the delivery is still recorded and the sweeper re-drives it
+/// (charges by their unprocessed delivery, refunds and payouts by their due time).
+async fn dispatch(
+    state: &AppState,
+    event: &str,
+    reference: &str,
+) -> AppResult<anyhow::Result<bool>> {
+    Ok(match event {
         "charge.success" if !reference.is_empty() => {
             state.queues.settle_payment(reference).await.map(|_| true)
         }
@@ -84,19 +105,7 @@ pub async fn receive_webhook(
             None => Ok(false),
         },
         _ => Ok(false),
-    };
-    match queued {
-        Ok(true) => webhook_metric(&hook.event, "queued"),
-        Ok(false) => {
-            tracing::info!(event = %hook.event, %reference, "webhook recorded; nothing to do");
-            webhook_metric(&hook.event, "recorded");
-        }
-        Err(e) => {
-            tracing::error!(error = %e, %reference, "webhook job not queued; the sweeper will re-drive");
-            webhook_metric(&hook.event, "not_queued");
-        }
-    }
-    Ok(())
+    })
 }
 
 /// What one settlement did.
@@ -178,11 +187,21 @@ async fn settle_once(state: &AppState, reference: &str) -> AppResult<Settled> {
         );
     }
     let fee = verification.fees.unwrap_or(0);
-    // Each pass applies the payment to the order's state as read; if another worker moved
-    // the order in between (the guarded update matched nothing), re-read and apply again.
-    let mut order = order;
+    apply_until_settled(state, order, verification.amount, fee, mismatch, started).await
+}
+
+/// Applies the verified payment to the order's state as read; if another worker moved the
+/// order in between (the guarded update matched nothing), re-reads it and applies again.
+async fn apply_until_settled(
+    state: &AppState,
+    mut order: OrderRow,
+    amount: i64,
+    fee: i64,
+    mismatch: bool,
+    started: Instant,
+) -> AppResult<Settled> {
     for _ in 0..3 {
-        match apply_payment(state, &order, verification.amount, fee, mismatch).await? {
+        match apply_payment(state, &order, amount, fee, mismatch).await? {
             Applied::Paid {
                 issued,
                 event_title,
@@ -198,7 +217,7 @@ async fn settle_once(state: &AppState, reference: &str) -> AppResult<Settled> {
                 });
             }
             Applied::RefundPending(reason) => {
-                tracing::warn!(reason, "payment cannot be honoured; refund pending");
+                tracing::warn!(%reason, "payment cannot be honoured; refund pending");
                 if let Err(e) = state.queues.refund(OrderId(order.id)).await {
                     tracing::warn!(error = %e, "refund job not queued; the sweeper will drive it");
                 }
@@ -230,7 +249,7 @@ enum Applied {
         issued: u64,
         event_title: String,
     },
-    RefundPending(&'static str),
+    RefundPending(RefundReason),
     /// Another worker changed the order between our read and our guarded write.
     Raced,
 }
@@ -263,11 +282,11 @@ async fn apply_payment(
         .ok_or_else(|| anyhow::anyhow!("order without its event"))?;
     let now = state.clock.now();
     let refusal = if mismatch {
-        Some("amount_mismatch")
+        Some(RefundReason::AmountMismatch)
     } else if event.status == EventStatus::Cancelled {
-        Some("event_cancelled")
+        Some(RefundReason::EventCancelled)
     } else if event.ends_at <= now {
-        Some("event_ended")
+        Some(RefundReason::EventEnded)
     } else if from == OrderStatus::Pending {
         None
     } else if repo::tiers::retake_seats(&mut *tx, order.tier_id, order.quantity, order.discounted)
@@ -276,7 +295,7 @@ async fn apply_payment(
         // A late payment with seats left: honoured at the price already paid.
         None
     } else {
-        Some("late_payment_sold_out")
+        Some(RefundReason::LatePaymentSoldOut)
     };
 
     match refusal {
@@ -294,7 +313,7 @@ async fn owe_back(
     event: &repo::events::EventLock,
     amount: i64,
     fee: i64,
-    reason: &'static str,
+    reason: RefundReason,
 ) -> AppResult<Applied> {
     let from = if order.status == OrderStatus::Pending {
         match holds::end_in(state, &mut tx, order.id, OrderStatus::Failed).await? {
@@ -318,7 +337,7 @@ async fn owe_back(
         Money::ZERO,
     )
     .await?;
-    repo::ledger::reverse_and_refund(&mut tx, &[order.id]).await?;
+    repo::ledger::reverse_and_refund(&mut tx, &[order.id], None).await?;
     tx.commit().await?;
     Ok(Applied::RefundPending(reason))
 }

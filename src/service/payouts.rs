@@ -23,15 +23,12 @@ use crate::{
         self,
         payouts::{NewPayout, PayoutRow, PayoutUpdate},
     },
-    service::budget::{self, Call},
+    service::{
+        budget::{self, Call},
+        drive::{Driven, backoff, lease_seconds},
+    },
     state::AppState,
 };
-
-/// Longer than one drive's Paystack calls (verify with a quick retry, the transfer, a
-/// second verify), each bounded by the timeout, plus the budget wait and a margin.
-fn lease_seconds(state: &AppState) -> f64 {
-    6.0 * state.config.paystack_timeout.as_secs_f64() + 60.0
-}
 
 /// The payout a transfer reference belongs to (`payout-<id>-<attempt>`).
 pub fn payout_of(reference: &str) -> Option<PayoutId> {
@@ -101,13 +98,6 @@ fn cooldown_end(state: &AppState, changed_at: Option<OffsetDateTime>) -> Option<
     changed_at.map(|c| c + state.config.payout_account_cooldown)
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum Driven {
-    NotClaimed,
-    Done,
-    Later,
-}
-
 fn metric(outcome: &'static str, amount: i64) {
     metrics::counter!("ticketing_payouts_total", "outcome" => outcome).increment(1);
     if outcome == "success" {
@@ -163,8 +153,7 @@ impl Driver<'_> {
     }
 
     fn backoff(&self) -> f64 {
-        let base = self.state.config.job_retry_base.as_secs_f64().max(0.001);
-        (base * 2f64.powi(self.p.attempt.clamp(1, 16))).min(3600.0)
+        backoff(self.state, self.p.attempt)
     }
 
     /// Writes the payout back; with `release`, lets go of it until `seconds` from now.

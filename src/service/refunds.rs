@@ -19,7 +19,7 @@ use crate::{
     clients::paystack::{GatewayError, NewRefund, RefundInfo, RefundStatus, TxStatus},
     domain::{
         ids::{EventId, OrderId, UserId},
-        status::{OrderStatus, RefundState},
+        status::{OrderStatus, RefundReason, RefundState},
     },
     error::{AppError, AppResult},
     repo::{
@@ -29,17 +29,11 @@ use crate::{
     },
     service::{
         budget::{self, Call},
+        drive::{Driven, backoff, lease_seconds},
         events, holds,
     },
     state::AppState,
 };
-
-/// Longer than everything one drive can do: up to six Paystack calls (verify and list with a
-/// quick retry each, the refund, a refund check), each bounded by the timeout, plus the budget
-/// wait and a margin. A lease that ran out lets another driver in, so it must not run out.
-fn lease_seconds(state: &AppState) -> f64 {
-    6.0 * state.config.paystack_timeout.as_secs_f64() + 60.0
-}
 
 /// How long after an unknown outcome before we conclude from an empty list that the call
 /// never arrived: a request Paystack received late would otherwise be sent twice.
@@ -54,6 +48,7 @@ pub async fn refund_order(
     user_id: UserId,
     event_id: EventId,
     order_id: OrderId,
+    note: Option<&str>,
 ) -> AppResult<OrderRow> {
     let (user_id, event_id, order_id): (Uuid, Uuid, Uuid) =
         (user_id.into(), event_id.into(), order_id.into());
@@ -71,15 +66,16 @@ pub async fn refund_order(
     if locked.payout_started_at.is_some() {
         return Err(AppError::payout_started());
     }
-    let moved = repo::orders::owe_back_paid(&mut *tx, &[order_id], "organizer_refund").await?;
+    let moved =
+        repo::orders::owe_back_paid(&mut *tx, &[order_id], RefundReason::OrganizerRefund).await?;
     if moved.is_empty() {
         return Err(AppError::order_not_refundable());
     }
-    for (_, tier_id) in &moved {
+    for (_, tier_id, _) in &moved {
         // Its seats are free again: shedding must not refuse them.
         holds::seats_released(state, *tier_id).await;
     }
-    repo::ledger::reverse_and_refund(&mut tx, &[order_id]).await?;
+    repo::ledger::reverse_and_refund(&mut tx, &[order_id], note).await?;
     tx.commit().await?;
     tracing::info!(%order_id, "order refunded by the organizer");
     holds::publish_status(state, &order.reference, OrderStatus::RefundPending).await;
@@ -98,19 +94,6 @@ pub async fn enqueue(state: &AppState, order_ids: &[OrderId]) {
             return;
         }
     }
-}
-
-/// What one drive ended with.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Driven {
-    /// Another driver holds the refund, or there is nothing left to do.
-    NotClaimed,
-    /// Processed: the order is refunded.
-    Done,
-    /// Waiting for Paystack or a retry; the refund says when to look again.
-    Later,
-    /// The shared budget is spent: the job should come back shortly.
-    Throttled,
 }
 
 /// Takes the order's refund one or more steps forward, holding its lease.
@@ -146,22 +129,8 @@ struct Driver<'a> {
     refund: RefundRow,
 }
 
-/// `retry_base × 2^attempts`, at most an hour.
-fn backoff(state: &AppState, attempts: i32) -> f64 {
-    let base = state.config.job_retry_base.as_secs_f64().max(0.001);
-    (base * 2f64.powi(attempts.clamp(0, 16))).min(3600.0)
-}
-
-fn metric(outcome: &'static str, reason: &str) {
-    let reason = match reason {
-        "event_cancelled"
-        | "organizer_refund"
-        | "late_payment_sold_out"
-        | "event_ended"
-        | "amount_mismatch" => reason.to_owned(),
-        _ => "other".to_owned(),
-    };
-    metrics::counter!("ticketing_refunds_total", "outcome" => outcome, "reason" => reason)
+fn metric(outcome: &'static str, reason: RefundReason) {
+    metrics::counter!("ticketing_refunds_total", "outcome" => outcome, "reason" => reason.as_str())
         .increment(1);
 }
 
@@ -233,13 +202,18 @@ impl Driver<'_> {
         self.refund.status = RefundState::Sending;
         self.refund.attempts += 1;
         let note = format!("{} {}", self.refund.reason, self.refund.order_id);
+        let customer_note = self
+            .refund
+            .note
+            .clone()
+            .unwrap_or_else(|| "Refund of your ticket order".to_owned());
         let sent = state
             .gateway
             .refund(NewRefund {
                 transaction: &self.refund.reference,
                 amount: self.refund.amount,
                 currency: &self.refund.currency,
-                customer_note: "Refund of your ticket order",
+                customer_note: &customer_note,
                 merchant_note: &note,
             })
             .await;
@@ -249,7 +223,7 @@ impl Driver<'_> {
             Err(e) if e.code() == Some("transaction_reversed") => Ok(None),
             Err(e) if e.is_insufficient_balance() => {
                 // Nothing was created: retried when due, visible until it goes through.
-                metric("retry", &self.refund.reason);
+                metric("retry", self.refund.reason);
                 let wait = backoff(state, self.refund.attempts);
                 self.defer(RefundState::Failed, Some(&e.to_string()), wait)
                     .await
@@ -259,7 +233,7 @@ impl Driver<'_> {
                 // Any other answer (a refusal we cannot be sure of, a 5xx, a timeout) is an
                 // unknown outcome: stay `sending`, and look it up before anything is resent.
                 if matches!(e, GatewayError::Rejected { .. }) {
-                    metric("retry", &self.refund.reason);
+                    metric("retry", self.refund.reason);
                 }
                 let wait = lookup_delay(state, self.refund.attempts);
                 self.defer(RefundState::Sending, Some(&e.to_string()), wait)
@@ -363,7 +337,7 @@ impl Driver<'_> {
             RefundStatus::Processed => self.finish(Some(info.id)).await,
             RefundStatus::Failed => {
                 // The money is back in our balance: a new refund when due.
-                metric("failed", &self.refund.reason);
+                metric("failed", self.refund.reason);
                 let wait = backoff(self.state, self.refund.attempts);
                 self.defer(
                     RefundState::Failed,
@@ -373,7 +347,7 @@ impl Driver<'_> {
                 .await
             }
             RefundStatus::NeedsAttention => {
-                metric("needs_attention", &self.refund.reason);
+                metric("needs_attention", self.refund.reason);
                 self.defer(
                     RefundState::NeedsAttention,
                     Some("Paystack needs the buyer's bank details"),
@@ -411,7 +385,7 @@ impl Driver<'_> {
         let refunded = repo::refunds::mark_order_refunded(&mut *tx, self.refund.order_id).await?;
         tx.commit().await?;
         if refunded {
-            metric("processed", &self.refund.reason);
+            metric("processed", self.refund.reason);
             metrics::counter!("ticketing_refunded_kobo_total").increment(self.refund.amount as u64);
             tracing::info!(order_id = %self.refund.order_id, amount = self.refund.amount, "refund processed");
             holds::publish_status(state, &self.refund.reference, OrderStatus::Refunded).await;
@@ -447,7 +421,7 @@ impl Driver<'_> {
                     &user.first_name,
                     &title,
                     r.amount,
-                    &r.reason,
+                    r.reason,
                 )
             };
             state.queues.send_mail(mail).await?;

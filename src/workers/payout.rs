@@ -4,7 +4,7 @@ use apalis::prelude::{Attempt, BoxDynError, Data};
 
 use crate::{
     queue::PayoutJob,
-    service::payouts::{self, Driven},
+    service::{drive::Driven, payouts},
     state::AppState,
     workers::step_result,
 };

@@ -4,7 +4,7 @@ use apalis::prelude::{Attempt, BoxDynError, Data};
 
 use crate::{
     queue::RefundJob,
-    service::refunds::{self, Driven},
+    service::{drive::Driven, refunds},
     state::AppState,
     workers::step_result,
 };

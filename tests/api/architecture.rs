@@ -78,8 +78,27 @@ fn module_of(path: &str, depth: usize) -> String {
     path.split("::").take(depth).collect::<Vec<_>>().join("::")
 }
 
-/// Every `crate::` path a source file uses outside its test module.
-fn crate_paths(source: &str) -> Vec<String> {
+/// Whether `a::b` names a module file (`src/a/b.rs` or `src/a/b/mod.rs`).
+fn is_module(path: &str) -> bool {
+    let rel = path.replace("::", "/");
+    Path::new(&format!("src/{rel}.rs")).exists() || Path::new(&format!("src/{rel}/mod.rs")).exists()
+}
+
+/// The module (one or two levels, as files exist) a crate path lands in: `service::holds`
+/// for `service::holds::end`, `workers` for `workers::job_error` (an item of `mod.rs`).
+fn landing(path: &str) -> String {
+    let two = module_of(path, 2);
+    if two.contains("::") && is_module(&two) {
+        two
+    } else {
+        module_of(path, 1)
+    }
+}
+
+/// Every crate path a source file uses outside its test module: `use crate::…` trees,
+/// `crate::…` paths in code, `super::…` paths, and paths through a module imported by name
+/// (`use crate::repo;` then `repo::orders::find(…)`).
+fn crate_paths(source: &str, module: &str) -> Vec<String> {
     let code = source.split("#[cfg(test)]").next().unwrap_or(source);
     let mut paths = Vec::new();
     let mut rest = code;
@@ -108,6 +127,45 @@ fn crate_paths(source: &str) -> Vec<String> {
         paths.extend(expand(&after[..end]));
         rest = &after[end..];
     }
+    // `super::x` from `a::b` (a file) is `a::x`.
+    let parent = module.rsplit_once("::").map(|(p, _)| p).unwrap_or("");
+    let mut rest = code;
+    while let Some(at) = rest.find("super::") {
+        let after = &rest[at + "super::".len()..];
+        let end = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(after.len());
+        if !parent.is_empty() {
+            paths.push(format!("{parent}::{}", &after[..end]));
+        }
+        rest = &after[end..];
+    }
+    // Modules imported by name, then used as `name::…`.
+    let aliases: Vec<(String, String)> = paths
+        .iter()
+        .filter(|p| is_module(p))
+        .filter_map(|p| {
+            p.rsplit("::")
+                .next()
+                .map(|last| (last.to_owned(), p.clone()))
+        })
+        .collect();
+    for (alias, full) in aliases {
+        let needle = format!("{alias}::");
+        let mut rest = code;
+        while let Some(at) = rest.find(&needle) {
+            let before = rest[..at].chars().next_back();
+            let after = &rest[at + needle.len()..];
+            let end = after
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(after.len());
+            // A whole word, not the tail of `crate::x::` or `other_x::`.
+            if !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                paths.push(format!("{full}::{}", &after[..end]));
+            }
+            rest = &after[end..];
+        }
+    }
     paths
 }
 
@@ -125,10 +183,9 @@ fn sources() -> Vec<(String, Vec<String>)> {
                     .replace('/', "::")
                     .trim_end_matches("::mod")
                     .to_owned();
-                out.push((
-                    module,
-                    crate_paths(&std::fs::read_to_string(&path).unwrap()),
-                ));
+                let source = std::fs::read_to_string(&path).unwrap();
+                let paths = crate_paths(&source, &module);
+                out.push((module, paths));
             }
         }
     }
@@ -166,8 +223,9 @@ fn imports_point_down_the_layers_and_never_back_up() {
     assert!(violations.is_empty(), "{violations:#?}");
 }
 
-/// Handlers and jobs reach providers through services: no `clients` in `http/` or
-/// `workers/` (a type they need is re-exported by the service that hands it out).
+/// Handlers and jobs reach providers and SQL through services: no `clients` and no `repo`
+/// functions in `http/` or `workers/` (a type they need comes from the service that
+/// hands it out, or is a `repo` row).
 #[test]
 fn handlers_and_jobs_reach_providers_only_through_services() {
     let mut violations = Vec::new();
@@ -177,8 +235,15 @@ fn handlers_and_jobs_reach_providers_only_through_services() {
             continue;
         }
         for path in paths {
-            if module_of(&path, 1) == "clients" {
-                violations.push(format!("{module} imports {path}"));
+            let target = module_of(&path, 1);
+            // Row types from `repo` are data a service handed back; calling it is not allowed.
+            let calls_repo = target == "repo"
+                && path
+                    .rsplit("::")
+                    .next()
+                    .is_some_and(|last| last.starts_with(|c: char| c.is_lowercase()));
+            if target == "clients" || calls_repo {
+                violations.push(format!("{module} uses {path}"));
             }
         }
     }
@@ -192,8 +257,8 @@ fn modules_of_one_layer_import_each_other_without_a_circle() {
     for (module, paths) in sources() {
         let top = module_of(&module, 1);
         for path in paths {
-            let target = module_of(&path, 2);
-            if module_of(&target, 1) == top && target != module && target.contains("::") {
+            let target = landing(&path);
+            if module_of(&target, 1) == top && target != module {
                 edges.entry(module.clone()).or_default().insert(target);
             }
         }
@@ -237,6 +302,26 @@ fn the_reader_of_use_lines_understands_nested_trees() {
     );
     let paths = crate_paths(
         "use crate::{a::{b::C, d}, e};\nfn f() { crate::x::y(); }\n#[cfg(test)]\nmod t { use crate::z; }",
+        "service::holds",
     );
     assert_eq!(paths, vec!["a::b::C", "a::d", "e", "x::y"]);
+    // `repo` is a module of this crate: `repo::orders::find` is found through the alias.
+    let paths = crate_paths(
+        "use crate::{repo, service::holds};\nfn f() { repo::orders::find(); holds::end(); super::payments::settle(); }",
+        "service::sweeper",
+    );
+    assert!(
+        paths.contains(&"repo::orders::find".to_owned()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"service::holds::end".to_owned()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"service::payments::settle".to_owned()),
+        "{paths:?}"
+    );
+    assert_eq!(landing("workers::job_error"), "workers");
+    assert_eq!(landing("service::holds::end"), "service::holds");
 }
