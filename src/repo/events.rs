@@ -153,6 +153,7 @@ pub async fn update_fields(
     id: Uuid,
     f: &EventFields,
     poster: Option<(&str, &str)>,
+    now: OffsetDateTime,
 ) -> sqlx::Result<bool> {
     let res = sqlx::query!(
         r#"UPDATE events SET title = $2, description = $3, category = $4, venue = $5, address = $6,
@@ -161,7 +162,7 @@ pub async fn update_fields(
                poster_url = COALESCE($16, poster_url),
                poster_public_id = COALESCE($17, poster_public_id),
                updated_at = now()
-           WHERE id = $1 AND status = 'scheduled' AND ends_at > now()"#,
+           WHERE id = $1 AND status = 'scheduled' AND ends_at > $18"#,
         id,
         f.title,
         f.description,
@@ -179,6 +180,7 @@ pub async fn update_fields(
         f.age_restriction,
         poster.map(|p| p.0),
         poster.map(|p| p.1),
+        now,
     )
     .execute(db)
     .await?;
@@ -248,6 +250,8 @@ pub struct BrowseFilter<'a> {
     pub to: Option<OffsetDateTime>,
     pub after: Option<(OffsetDateTime, Uuid)>,
     pub limit: i64,
+    /// The service's clock: events ending before it are over.
+    pub now: OffsetDateTime,
 }
 
 /// Upcoming (not over), scheduled events, soonest first, keyset-paginated on (starts_at, id).
@@ -257,7 +261,7 @@ pub async fn browse(
 ) -> sqlx::Result<Vec<(Uuid, OffsetDateTime)>> {
     let rows = sqlx::query!(
         r#"SELECT id, starts_at FROM events
-           WHERE status = 'scheduled' AND ends_at > now()
+           WHERE status = 'scheduled' AND ends_at > $8
              AND ($1::text[] IS NULL OR category = ANY($1))
              AND ($2::text IS NULL OR title ILIKE $2 OR venue ILIKE $2 OR city ILIKE $2)
              AND ($3::timestamptz IS NULL OR starts_at >= $3)
@@ -271,7 +275,8 @@ pub async fn browse(
         f.to,
         f.after.map(|a| a.0),
         f.after.map(|a| a.1),
-        f.limit
+        f.limit,
+        f.now
     )
     .fetch_all(db)
     .await?;
@@ -313,11 +318,12 @@ pub async fn nearby(
     longitude: f64,
     radius_m: f64,
     limit: i64,
+    now: OffsetDateTime,
 ) -> sqlx::Result<Vec<(Uuid, f64)>> {
     let rows = sqlx::query!(
         r#"SELECT id, earth_distance(ll_to_earth($1, $2), ll_to_earth(latitude, longitude)) AS "meters!"
            FROM events
-           WHERE status = 'scheduled' AND ends_at > now()
+           WHERE status = 'scheduled' AND ends_at > $5
              AND earth_box(ll_to_earth($1, $2), $3) @> ll_to_earth(latitude, longitude)
              AND earth_distance(ll_to_earth($1, $2), ll_to_earth(latitude, longitude)) <= $3
            ORDER BY ll_to_earth(latitude, longitude) <-> ll_to_earth($1, $2)
@@ -325,7 +331,8 @@ pub async fn nearby(
         latitude,
         longitude,
         radius_m,
-        limit
+        limit,
+        now
     )
     .fetch_all(db)
     .await?;
@@ -336,11 +343,13 @@ pub async fn nearby(
 pub async fn organizer_has_active_events(
     db: impl PgExecutor<'_>,
     organizer_id: Uuid,
+    now: OffsetDateTime,
 ) -> sqlx::Result<bool> {
     sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM events
-                          WHERE organizer_id = $1 AND status = 'scheduled' AND ends_at > now()) AS "exists!""#,
-        organizer_id
+                          WHERE organizer_id = $1 AND status = 'scheduled' AND ends_at > $2) AS "exists!""#,
+        organizer_id,
+        now
     )
     .fetch_one(db)
     .await

@@ -41,6 +41,8 @@ pub struct HoldRequest<'a> {
     pub hold_seconds: f64,
     /// `(key, request hash)` of the Idempotency-Key, stored with the order.
     pub idempotency: Option<(&'a str, &'a str)>,
+    /// The service's clock: the event must not be over, the discount not expired.
+    pub now: OffsetDateTime,
 }
 
 /// Takes the seats and creates the pending order in ONE statement — the no-oversell rule.
@@ -58,16 +60,16 @@ pub async fn hold(db: impl PgExecutor<'_>, h: HoldRequest<'_>) -> sqlx::Result<O
         r#"WITH tier AS (
                UPDATE ticket_tiers SET
                    taken = taken + $6,
-                   last_hold_discounted = (discount_price IS NOT NULL AND discount_expires_at > now()
+                   last_hold_discounted = (discount_price IS NOT NULL AND discount_expires_at > $10
                                            AND discount_taken + $6 <= discount_quantity),
                    discount_taken = discount_taken + CASE
-                       WHEN discount_price IS NOT NULL AND discount_expires_at > now()
+                       WHEN discount_price IS NOT NULL AND discount_expires_at > $10
                             AND discount_taken + $6 <= discount_quantity THEN $6 ELSE 0 END
                WHERE id = $5 AND event_id = $4 AND taken + $6 <= quantity
                  -- The event must be open and allow this many per order. Checked here, in the
                  -- same statement, so the fast path needs no separate read of the event.
                  AND EXISTS (SELECT 1 FROM events e
-                             WHERE e.id = $4 AND e.status = 'scheduled' AND e.ends_at > now()
+                             WHERE e.id = $4 AND e.status = 'scheduled' AND e.ends_at > $10
                                AND $6 <= e.max_per_order)
                RETURNING id, currency, last_hold_discounted,
                          CASE WHEN last_hold_discounted THEN discount_price ELSE price END AS unit_price
@@ -99,6 +101,7 @@ pub async fn hold(db: impl PgExecutor<'_>, h: HoldRequest<'_>) -> sqlx::Result<O
         h.hold_seconds,
         h.idempotency.map(|i| i.0),
         h.idempotency.map(|i| i.1),
+        h.now,
     )
     .fetch_optional(db)
     .await

@@ -157,7 +157,7 @@ pub async fn update(
     let poster_ref = stored
         .as_ref()
         .map(|s| (s.url.as_str(), s.public_id.as_str()));
-    if !repo::events::update_fields(&state.db, id, &fields, poster_ref).await? {
+    if !repo::events::update_fields(&state.db, id, &fields, poster_ref, state.clock.now()).await? {
         // Cancelled or ended between the read and the write.
         ensure_open(&load(state, id).await?, state.clock.now())?;
     }
@@ -273,6 +273,7 @@ pub async fn browse(state: &AppState, q: BrowseQuery) -> AppResult<Page<EventRow
             after: q.cursor,
             // One more than asked, to know whether there is a next page.
             limit: q.limit + 1,
+            now: state.clock.now(),
         },
     )
     .await?;
@@ -296,8 +297,15 @@ pub async fn nearby(
     radius_km: f64,
     limit: i64,
 ) -> AppResult<Vec<(EventRow, f64)>> {
-    let hits =
-        repo::events::nearby(&state.db, latitude, longitude, radius_km * 1000.0, limit).await?;
+    let hits = repo::events::nearby(
+        &state.db,
+        latitude,
+        longitude,
+        radius_km * 1000.0,
+        limit,
+        state.clock.now(),
+    )
+    .await?;
     let ids: Vec<Uuid> = hits.iter().map(|(id, _)| *id).collect();
     let events = repo::events::load_many(&state.db, &ids).await?;
     Ok(events

@@ -280,6 +280,7 @@ async fn take_seats(
             quantity: req.quantity,
             hold_seconds: state.config.hold_ttl.as_secs_f64(),
             idempotency: idempotency_key.map(|k| (k, hash)),
+            now: state.clock.now(),
         },
     )
     .await;

@@ -48,7 +48,8 @@ pub async fn delete_account(
     }
     let mut tx = state.db.begin().await?;
     if let Some(organizer_id) = repo::organizers::id_for_user(&mut *tx, user_id).await?
-        && repo::events::organizer_has_active_events(&mut *tx, organizer_id).await?
+        && repo::events::organizer_has_active_events(&mut *tx, organizer_id, state.clock.now())
+            .await?
     {
         return Err(AppError::conflict(
             "organizer_has_active_events",
