@@ -4,7 +4,8 @@
 //!
 //! In production the offset is zero and `now` is the wall clock. What stays on other clocks,
 //! on purpose: TOTP codes and token expiry (defined on wall time, shared with phones and
-//! other instances), and the database's `now()` in guarded statements and retry timers.
+//! other instances), and the database's `now()` for a hold's expiry and for leases (shared
+//! by every instance, so they must agree on one clock).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
