@@ -246,6 +246,13 @@ impl Driver<'_> {
     /// `sending`: did an earlier call create a refund? Adopt it, or send again.
     async fn look_up(&mut self) -> AppResult<Option<Driven>> {
         let state = self.state;
+        // Not before the delay, whatever woke us (a webhook of another refund, a duplicate):
+        // a lost request that Paystack has not processed yet would not be listed, and a
+        // resend would then make two refunds.
+        if self.refund.next_attempt_at > state.clock.now() {
+            repo::refunds::release(&state.db, self.refund.id, self.lease).await?;
+            return Ok(Some(Driven::Later));
+        }
         let wait = lookup_delay(state, self.refund.attempts);
         let verified = match state.gateway.verify(&self.refund.reference).await {
             Ok(v) => v,

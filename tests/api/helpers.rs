@@ -181,6 +181,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A GET with a token whose JSON body the test wants.
+    pub async fn get_json_auth(&self, path: &str, token: &str) -> Value {
+        self.get_auth(path, token).await.json().await.unwrap()
+    }
+
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
         self.client
             .post(self.url(path))

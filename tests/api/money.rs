@@ -149,11 +149,8 @@ async fn cancelling_refunds_every_paid_order_exactly_once_through_faults_and_dis
     .await;
 
     let sales: Value = app
-        .get_auth(&format!("/events/{event_id}/sales"), &owner)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_auth(&format!("/events/{event_id}/sales"), &owner)
+        .await;
     assert_eq!(sales["gross_amount"], 30 * PRICE);
     assert_eq!(sales["refunded_amount"], 30 * PRICE);
     assert_eq!(sales["platform_fee_amount"], 0);
@@ -253,11 +250,8 @@ async fn one_refund_then_one_payout_of_exactly_the_net_even_after_a_lost_answer(
     let fee = 3 * (2_000_000 * 750 / 10_000) + 2 * (2_500_000 * 500 / 10_000);
     let net = gross - 2_500_000 - fee;
     let sales: Value = app
-        .get_auth(&format!("/events/{event_id}/sales"), &owner)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json_auth(&format!("/events/{event_id}/sales"), &owner)
+        .await;
     assert_eq!(sales["gross_amount"], gross);
     assert_eq!(sales["refunded_amount"], 2_500_000);
     assert_eq!(sales["platform_fee_amount"], fee);
@@ -269,12 +263,7 @@ async fn one_refund_then_one_payout_of_exactly_the_net_even_after_a_lost_answer(
         .map(|t| t["gross_amount"].as_i64().unwrap())
         .sum();
     assert_eq!(tier_gross, gross);
-    let balance: Value = app
-        .get_auth("/users/organizer/payouts", &owner)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let balance: Value = app.get_json_auth("/users/organizer/payouts", &owner).await;
     assert_eq!(balance["balance"]["held_amount"], net);
 
     // The event ends; the first transfer goes through but its answer is lost.
@@ -285,12 +274,7 @@ async fn one_refund_then_one_payout_of_exactly_the_net_even_after_a_lost_answer(
     // The event ends: time moves through the app's clock (the event ends in 7 days).
     app.state.clock.advance(Duration::from_secs(8 * 86_400));
     let payouts = eventually(Duration::from_secs(30), || async {
-        let body: Value = app
-            .get_auth("/users/organizer/payouts", &owner)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let body: Value = app.get_json_auth("/users/organizer/payouts", &owner).await;
         (body["items"][0]["status"] == "success").then_some(body)
     })
     .await;
@@ -341,12 +325,7 @@ async fn a_changed_bank_account_needs_the_password_and_waits_out_the_cooldown() 
     let (owner, event_id, _) = event_with_tier(&app, PRICE, 10).await;
     let buyer = signup(&app, "fan@example.com").await;
     paid_order(&app, &buyer, &event_id, "Regular", 2).await;
-    let before: Value = app
-        .get_auth("/users/organizer", &owner)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let before: Value = app.get_json_auth("/users/organizer", &owner).await;
     let old_email = before["email"].as_str().unwrap().to_owned();
     let change = json!({ "bank_code": "044", "account_number": "0987654321",
                          "email": "new-inbox@example.com" });
@@ -398,12 +377,7 @@ async fn a_changed_bank_account_needs_the_password_and_waits_out_the_cooldown() 
         waiting.filter(|w| w.contains("cooldown")).map(|_| ())
     })
     .await;
-    let payouts: Value = app
-        .get_auth("/users/organizer/payouts", &owner)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let payouts: Value = app.get_json_auth("/users/organizer/payouts", &owner).await;
     assert_eq!(payouts["items"][0]["status"], "pending");
     assert_eq!(
         payouts["balance"]["payable_amount"],
@@ -414,12 +388,7 @@ async fn a_changed_bank_account_needs_the_password_and_waits_out_the_cooldown() 
     // Once the cooldown is over, the payout goes to the new account, once.
     app.state.clock.advance(Duration::from_secs(31 * 86_400));
     eventually(Duration::from_secs(30), || async {
-        let body: Value = app
-            .get_auth("/users/organizer/payouts", &owner)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let body: Value = app.get_json_auth("/users/organizer/payouts", &owner).await;
         (body["items"][0]["status"] == "success").then_some(())
     })
     .await;
