@@ -22,6 +22,7 @@ use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
+    set_header::SetResponseHeaderLayer,
 };
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -151,13 +152,25 @@ pub fn router(state: AppState) -> Router {
         .merge(Scalar::with_url("/docs", openapi).title("Ticketing API"))
         .route("/dev/outbox", get(http::ops::dev_outbox))
         .merge(http::sandbox::router())
-        // Posters stored on local disk (no Cloudinary configured) are served from here.
-        .nest_service(
-            "/uploads",
-            tower_http::services::ServeDir::new(&state.config.upload_dir),
-        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
+    // Posters stored on local disk (no Cloudinary configured) are served from here, never
+    // sniffed into another content type; with Cloudinary nothing is served from disk.
+    let router = if state.config.cloudinary.is_none() {
+        router.nest_service(
+            "/uploads",
+            ServiceBuilder::new()
+                .layer(SetResponseHeaderLayer::overriding(
+                    axum::http::header::X_CONTENT_TYPE_OPTIONS,
+                    axum::http::HeaderValue::from_static("nosniff"),
+                ))
+                .service(tower_http::services::ServeDir::new(
+                    &state.config.upload_dir,
+                )),
+        )
+    } else {
+        router
+    };
     let timeout = state.config.request_timeout;
     with_middleware(router, timeout).with_state(state)
 }

@@ -98,12 +98,28 @@ fn describe_metrics() {
     );
 }
 
+/// The method as a metric label: the standard ones by name, anything a client invents as
+/// `OTHER`, so a stream of random methods cannot grow the series without bound.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 /// Records `ticketing_http_requests_total` and `ticketing_http_request_duration_seconds`
 /// labelled by the matched route template (never the raw path, which would explode the
 /// series count), and opens the request's tracing span.
 pub async fn track_http(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let route = req
         .extensions()
         .get::<MatchedPath>()

@@ -61,14 +61,22 @@ async fn ready(State(state): State<AppState>) -> Response {
         .await
         {
             Ok(Ok(_)) => "ok".to_owned(),
-            Ok(Err(e)) => format!("error: {e}"),
+            Ok(Err(e)) => {
+                // The cause stays in the logs: error text is for operators, not for anyone
+                // who can reach the health route.
+                tracing::warn!(error = %e, "readiness: PostgreSQL is down");
+                "down".to_owned()
+            }
             Err(_) => "timeout".to_owned(),
         }
     };
     let redis = async {
         match tokio::time::timeout(BUDGET, state.redis.ping()).await {
             Ok(Ok(())) => "ok".to_owned(),
-            Ok(Err(e)) => format!("error: {e}"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: Redis is down");
+                "down".to_owned()
+            }
             Err(_) => "timeout".to_owned(),
         }
     };

@@ -31,6 +31,11 @@ pub struct Purchase {
     pub replayed: bool,
 }
 
+/// Whether `s` can be one of our references: 1–64 ASCII letters, digits or '-'.
+pub fn is_reference(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 /// `ord-<uuid simple>`: letters, digits and '-', unique per order (the order id is v7).
 pub fn reference_for(order_id: Uuid) -> String {
     format!("ord-{}", order_id.simple())
@@ -439,6 +444,11 @@ pub async fn order_for_buyer(
     user_id: Uuid,
     reference: &str,
 ) -> AppResult<OrderRow> {
+    // Only what we issue (`ord-<hex>`: letters, digits, '-') can name an order; anything
+    // else (a NUL PostgreSQL would refuse, a long string) is simply not found.
+    if !is_reference(reference) {
+        return Err(AppError::not_found("Transaction"));
+    }
     match repo::orders::find_by_reference(&state.db, reference).await? {
         Some(o) if o.user_id == user_id => Ok(o),
         _ => Err(AppError::not_found("Transaction")),

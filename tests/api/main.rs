@@ -11,4 +11,5 @@ mod foundation;
 mod helpers;
 mod money;
 mod organizers;
+mod security;
 mod selling;
