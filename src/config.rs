@@ -143,6 +143,8 @@ pub struct Config {
     pub job_retry_base: Duration,
     pub job_max_attempts: usize,
     pub log_json: bool,
+    /// When set, `/metrics` needs `Authorization: Bearer <token>`.
+    pub metrics_token: Option<SecretString>,
 }
 
 impl fmt::Debug for Config {
@@ -256,6 +258,7 @@ impl Config {
             job_retry_base: millis(&get, "JOB_RETRY_BASE_MILLIS", 1000)?,
             job_max_attempts: parse_or(&get, "JOB_MAX_ATTEMPTS", 8)?,
             log_json: parse_or(&get, "LOG_JSON", vars.production)?,
+            metrics_token: get("METRICS_TOKEN").map(SecretString::from),
         })
     }
 

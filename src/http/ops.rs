@@ -95,10 +95,26 @@ async fn ready(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// Prometheus text exposition of every `ticketing_*` series.
+/// Prometheus text exposition of every `ticketing_*` series. With `METRICS_TOKEN` set, only
+/// for `Authorization: Bearer <METRICS_TOKEN>` (compared in constant time).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-async fn metrics(State(state): State<AppState>) -> Response {
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, description = "`METRICS_TOKEN` is set and the request does not carry it"),
+    ))]
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &state.config.metrics_token {
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let expected = secrecy::ExposeSecret::expose_secret(token);
+        if !crate::security::signing::constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
+            return AppError::not_authenticated("/metrics needs the metrics token.")
+                .into_response();
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,

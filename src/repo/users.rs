@@ -4,7 +4,8 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-#[derive(Debug, Clone)]
+/// `Debug` is written by hand below: the password hash and the TOTP secret never reach a log.
+#[derive(Clone)]
 pub struct UserRow {
     pub id: Uuid,
     pub email: String,
@@ -16,6 +17,16 @@ pub struct UserRow {
     pub two_factor_enabled: bool,
     pub is_organizer: bool,
     pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow")
+            .field("id", &self.id)
+            .field("two_factor_enabled", &self.two_factor_enabled)
+            .field("is_organizer", &self.is_organizer)
+            .finish_non_exhaustive()
+    }
 }
 
 pub async fn insert(
@@ -244,4 +255,30 @@ pub async fn erase(db: &mut sqlx::PgConnection, id: Uuid) -> sqlx::Result<bool> 
     .execute(&mut *db)
     .await?;
     Ok(res.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_leaves_out_the_password_hash_and_totp_secret() {
+        let row = UserRow {
+            id: Uuid::nil(),
+            email: "u@example.com".into(),
+            password_hash: "$argon2id$secret-hash".into(),
+            first_name: "U".into(),
+            last_name: "V".into(),
+            token_version: 0,
+            totp_secret: Some(b"totp-secret".to_vec()),
+            two_factor_enabled: true,
+            is_organizer: false,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        let shown = format!("{row:?}");
+        assert!(
+            !shown.contains("argon2id") && !shown.contains("116, 111, 116, 112"),
+            "{shown}"
+        );
+    }
 }

@@ -80,3 +80,24 @@ async fn local_uploads_are_served_nosniff_and_not_at_all_with_cloudinary() {
     );
     let _ = std::fs::remove_file(std::env::temp_dir().join(&name));
 }
+
+#[tokio::test]
+async fn metrics_need_the_metrics_token_when_one_is_set() {
+    let app = TestApp::builder()
+        .env("METRICS_TOKEN", "a-metrics-token-for-prometheus")
+        .spawn()
+        .await;
+    problem(
+        app.get("/metrics").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    let res = app.get_auth("/metrics", "not-the-token").await;
+    problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let res = app
+        .get_auth("/metrics", "a-metrics-token-for-prometheus")
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("ticketing_"));
+}
