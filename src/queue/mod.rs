@@ -71,6 +71,17 @@ impl Queues {
             .map_err(|e| anyhow::anyhow!("enqueueing refund: {e}"))
     }
 
+    /// Queues the first step of these refunds, best effort: if Redis refuses one, the rest
+    /// are left to the sweeper too (it drives every due refund), and the caller goes on.
+    pub async fn refunds_best_effort(&self, order_ids: &[OrderId]) {
+        for order_id in order_ids {
+            if let Err(e) = self.refund(*order_id).await {
+                tracing::warn!(error = %e, %order_id, "refund jobs not queued; the sweeper will drive them");
+                return;
+            }
+        }
+    }
+
     /// Queues a payout step. Losing it loses nothing: the sweeper drives every due payout.
     pub async fn payout(&self, payout_id: PayoutId) -> anyhow::Result<()> {
         let mut sink = self.payouts.clone();

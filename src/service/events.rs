@@ -207,12 +207,8 @@ pub async fn cancel(
             tracing::warn!(error = %e, %order_id, "hold of a cancelled event not voided yet");
         }
     }
-    for order_id in &owed {
-        if let Err(e) = state.queues.refund(OrderId(*order_id)).await {
-            tracing::warn!(error = %e, "refund jobs not queued; the sweeper will drive them");
-            break;
-        }
-    }
+    let owed: Vec<OrderId> = owed.into_iter().map(OrderId).collect();
+    state.queues.refunds_best_effort(&owed).await;
     metrics::counter!("ticketing_events_cancelled_total").increment(1);
     tracing::info!(event_id = %id, refunds = owed.len(), "event cancelled");
     load(state, id).await

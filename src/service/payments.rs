@@ -218,9 +218,7 @@ async fn apply_until_settled(
             }
             Applied::RefundPending(reason) => {
                 tracing::warn!(%reason, "payment cannot be honoured; refund pending");
-                if let Err(e) = state.queues.refund(OrderId(order.id)).await {
-                    tracing::warn!(error = %e, "refund job not queued; the sweeper will drive it");
-                }
+                state.queues.refunds_best_effort(&[OrderId(order.id)]).await;
                 holds::publish_status(state, &order.reference, OrderStatus::RefundPending).await;
                 return Ok(Settled::RefundPending);
             }

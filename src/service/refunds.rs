@@ -79,21 +79,10 @@ pub async fn refund_order(
     tx.commit().await?;
     tracing::info!(%order_id, "order refunded by the organizer");
     holds::publish_status(state, &order.reference, OrderStatus::RefundPending).await;
-    enqueue(state, &[OrderId(order_id)]).await;
+    state.queues.refunds_best_effort(&[OrderId(order_id)]).await;
     repo::orders::find(&state.db, order_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("order vanished").into())
-}
-
-/// Queues the first step of these refunds. A job Redis refuses is not lost: every due
-/// refund is driven by the sweeper.
-pub async fn enqueue(state: &AppState, order_ids: &[OrderId]) {
-    for order_id in order_ids {
-        if let Err(e) = state.queues.refund(*order_id).await {
-            tracing::warn!(error = %e, %order_id, "refund job not queued; the sweeper will drive it");
-            return;
-        }
-    }
 }
 
 /// Takes the order's refund one or more steps forward, holding its lease.
