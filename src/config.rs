@@ -145,6 +145,22 @@ pub struct Config {
     pub log_json: bool,
     /// When set, `/metrics` needs `Authorization: Bearer <token>`.
     pub metrics_token: Option<SecretString>,
+    pub limits: Limits,
+}
+
+/// What one client may ask of the service (the security review's limits). A zero turns a
+/// limit off. Every one is a variable in the README and `.env.example`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Unpaid holds one user may have on one event at once (429 `too_many_holds`).
+    pub max_active_holds_per_user: u32,
+    /// Free tickets one user may take on one event (409 `free_ticket_limit`).
+    pub max_free_tickets_per_user: u32,
+    /// Purchase attempts per user per minute (429 `rate_limited`).
+    pub purchases_per_user_per_minute: u32,
+    /// Purchase attempts per client address per minute. Many mobile buyers can share one
+    /// carrier-grade NAT address, so this is far above the per-user limit.
+    pub purchases_per_address_per_minute: u32,
 }
 
 impl fmt::Debug for Config {
@@ -259,6 +275,20 @@ impl Config {
             job_max_attempts: parse_or(&get, "JOB_MAX_ATTEMPTS", 8)?,
             log_json: parse_or(&get, "LOG_JSON", vars.production)?,
             metrics_token: get("METRICS_TOKEN").map(SecretString::from),
+            limits: Limits {
+                max_active_holds_per_user: parse_or(&get, "MAX_ACTIVE_HOLDS_PER_USER", 2)?,
+                max_free_tickets_per_user: parse_or(&get, "MAX_FREE_TICKETS_PER_USER", 10)?,
+                purchases_per_user_per_minute: parse_or(
+                    &get,
+                    "PURCHASE_RATE_LIMIT_PER_MINUTE",
+                    30,
+                )?,
+                purchases_per_address_per_minute: parse_or(
+                    &get,
+                    "PURCHASE_RATE_LIMIT_PER_ADDRESS_PER_MINUTE",
+                    600,
+                )?,
+            },
         })
     }
 

@@ -367,9 +367,15 @@ impl IntoResponse for AppError {
             _ => tracing::debug!(code = self.code(), "client error"),
         }
         let mut res = problem_response(status, &self.to_problem());
-        if let AppError::RateLimited { retry_after, .. } = &self {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, retry_after_secs(*retry_after).into());
+        // Every 429 and 503 says when to come back (API.md: 503 `service_unavailable` with
+        // `Retry-After`); a dependency that is down is retried after a second.
+        let retry_after = match &self {
+            AppError::RateLimited { retry_after, .. } => Some(retry_after_secs(*retry_after)),
+            AppError::Timeout | AppError::Unavailable(_) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            res.headers_mut().insert(header::RETRY_AFTER, secs.into());
         }
         res
     }

@@ -18,7 +18,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     domain::email::EmailAddress,
     error::{AppError, AppResult},
-    http::extract::{AuthUser, Checks, MaybeAuthUser, Validate, ValidatedJson, client_ip},
+    http::extract::{
+        AuthUser, Checks, MaybeAuthUser, Validate, ValidatedJson, address_key, client_ip,
+    },
     http::responses::UserResponse,
     service::{auth, rate_limit},
     state::AppState,
@@ -51,8 +53,7 @@ async fn limit_per_client(State(state): State<AppState>, req: Request, next: Nex
     let ip = client_ip(req.headers(), peer, state.config.trust_forwarded_for);
     let name = format!(
         "auth:{}",
-        ip.map(|i| i.to_string())
-            .unwrap_or_else(|| "unknown".into())
+        ip.map(address_key).unwrap_or_else(|| "unknown".into())
     );
     match rate_limit::hit(
         &state.redis,

@@ -17,8 +17,8 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         extract::{
-            AuthUser, Checks, IdempotencyKey, Organizer, Page, PathId, Validate, ValidatedJson,
-            query_pairs,
+            AuthUser, Checks, ClientAddress, IdempotencyKey, Organizer, Page, PathId, Validate,
+            ValidatedJson, query_pairs,
         },
         responses::{
             OrderResponse, TicketResponse, TierResponse, order_response, ticket_responses,
@@ -195,14 +195,16 @@ impl Validate for PurchaseRequest {
     responses(
         (status = 201, body = OrderResponse),
         (status = 404, description = "`not_found`, `tier_not_found`"),
-        (status = 409, description = "`sold_out`, `event_cancelled`, `event_ended`"),
+        (status = 409, description = "`sold_out`, `event_cancelled`, `event_ended`; `free_ticket_limit`: over `MAX_FREE_TICKETS_PER_USER` free tickets for this event"),
         (status = 422, description = "`quantity_out_of_range`, `validation_failed` (also a reused Idempotency-Key with another body)"),
+        (status = 429, description = "`too_many_holds`: `MAX_ACTIVE_HOLDS_PER_USER` unpaid holds on this event already; `rate_limited`: over `PURCHASE_RATE_LIMIT_PER_MINUTE` per user or `PURCHASE_RATE_LIMIT_PER_ADDRESS_PER_MINUTE` per address. Both with `Retry-After`"),
         (status = 502, description = "Paystack refused the checkout; the hold was released"),
-        (status = 503, description = "Paystack did not answer"),
+        (status = 503, description = "`service_unavailable`: Paystack did not answer, with `Retry-After`"),
     ))]
 async fn purchase_tickets(
     State(state): State<AppState>,
     user: AuthUser,
+    ClientAddress(address): ClientAddress,
     PathId(event_id): PathId,
     IdempotencyKey(key): IdempotencyKey,
     ValidatedJson(body): ValidatedJson<PurchaseRequest>,
@@ -212,6 +214,7 @@ async fn purchase_tickets(
         purchase::Buyer {
             id: user.id,
             email: &user.email,
+            address: address.as_deref(),
         },
         event_id,
         purchase::PurchaseRequest {

@@ -107,6 +107,60 @@ pub async fn hold(db: impl PgExecutor<'_>, h: HoldRequest<'_>) -> sqlx::Result<O
     .await
 }
 
+/// Serialises one buyer's purchases on one event until the transaction ends, so that the
+/// counts of `buyer_usage` read after it cannot be raced by the same buyer's next request
+/// (whose own hold then waits here and counts this one). A transaction-scoped advisory lock:
+/// nothing to clean up, and unrelated buyers never wait on each other (a hash collision only
+/// serialises two buyers for a moment).
+pub async fn lock_buyer(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    event_id: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1::text || $2::text, 0))",
+        user_id.to_string(),
+        event_id.to_string()
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// What one buyer has of one event right now.
+pub struct BuyerUsage {
+    /// Pending orders still holding seats.
+    pub active_holds: i64,
+    /// When the first of those holds expires.
+    pub first_expiry: Option<OffsetDateTime>,
+    /// Tickets of free orders, pending or issued.
+    pub free_tickets: i64,
+}
+
+pub async fn buyer_usage(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    event_id: Uuid,
+) -> sqlx::Result<BuyerUsage> {
+    let row = sqlx::query!(
+        r#"SELECT COUNT(*) FILTER (WHERE status = 'pending' AND holds_seats) AS "active_holds!",
+                  MIN(expires_at) FILTER (WHERE status = 'pending' AND holds_seats) AS first_expiry,
+                  COALESCE(SUM(quantity) FILTER (WHERE total_amount = 0 AND status IN ('pending', 'paid')), 0)
+                      AS "free_tickets!"
+           FROM orders
+           WHERE user_id = $1 AND event_id = $2 AND (status = 'pending' OR total_amount = 0)"#,
+        user_id,
+        event_id
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(BuyerUsage {
+        active_holds: row.active_holds,
+        first_expiry: row.first_expiry,
+        free_tickets: row.free_tickets,
+    })
+}
+
 /// `(request hash, order id)` stored for a user's Idempotency-Key.
 pub async fn idempotency_record(
     db: impl PgExecutor<'_>,

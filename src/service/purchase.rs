@@ -1,6 +1,8 @@
 //! The purchase: hold the seats (one guarded statement, see `repo::orders::hold`), then start
 //! the Paystack checkout outside any transaction. DESIGN.md "The purchase, step by step".
 
+use std::time::Duration;
+
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -12,7 +14,7 @@ use crate::{
         self,
         orders::{HoldRequest, OrderRow},
     },
-    service::{events, holds, payments},
+    service::{events, holds, payments, rate_limit},
     state::AppState,
 };
 
@@ -78,6 +80,28 @@ async fn replay(
 pub struct Buyer<'a> {
     pub id: Uuid,
     pub email: &'a str,
+    /// The client address as per-address limits count it (`http::extract::address_key`).
+    pub address: Option<&'a str>,
+}
+
+/// `PURCHASE_RATE_LIMIT_PER_MINUTE` per user and a higher limit per address, counted in one
+/// Redis round trip. If Redis cannot count, the attempt goes on: the hold caps are kept in
+/// PostgreSQL and still bound what one account can take.
+async fn rate_limit(state: &AppState, buyer: &Buyer<'_>) -> AppResult<()> {
+    let limits = &state.config.limits;
+    let user = format!("purchase:user:{}", buyer.id);
+    let address = buyer.address.map(|a| format!("purchase:addr:{a}"));
+    let mut counted = vec![(user.as_str(), limits.purchases_per_user_per_minute)];
+    if let Some(a) = &address {
+        counted.push((a.as_str(), limits.purchases_per_address_per_minute));
+    }
+    match rate_limit::hit_all(&state.redis, &counted, Duration::from_secs(60)).await {
+        Err(AppError::Unavailable(cause)) => {
+            tracing::warn!(cause, "purchase rate limit not counted");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 // ---- sold-out shedding ----
@@ -200,6 +224,9 @@ pub async fn purchase(
     idempotency_key: Option<&str>,
 ) -> AppResult<Purchase> {
     let user_id = buyer.id;
+    rate_limit(state, &buyer)
+        .await
+        .inspect_err(|_| outcome("rate_limited"))?;
     let hash = request_hash(event_id, &req);
     if !(1..=100).contains(&req.quantity) {
         outcome("invalid");
@@ -262,7 +289,7 @@ enum Held {
     Nothing,
 }
 
-/// The hold itself: one guarded statement (`repo::orders::hold`).
+/// The hold itself: one guarded statement (`repo::orders::hold`), inside the buyer's caps.
 async fn take_seats(
     state: &AppState,
     user_id: Uuid,
@@ -274,21 +301,34 @@ async fn take_seats(
 ) -> AppResult<Held> {
     let order_id = Uuid::now_v7();
     let reference = reference_for(order_id);
-    let held = repo::orders::hold(
-        &state.db,
-        HoldRequest {
-            order_id,
-            reference: &reference,
-            user_id,
-            event_id,
-            tier_id,
-            quantity: req.quantity,
-            hold_seconds: state.config.hold_ttl.as_secs_f64(),
-            idempotency: idempotency_key.map(|k| (k, hash)),
-            now: state.clock.now(),
-        },
-    )
-    .await;
+    let request = HoldRequest {
+        order_id,
+        reference: &reference,
+        user_id,
+        event_id,
+        tier_id,
+        quantity: req.quantity,
+        hold_seconds: state.config.hold_ttl.as_secs_f64(),
+        idempotency: idempotency_key.map(|k| (k, hash)),
+        now: state.clock.now(),
+    };
+    let limits = &state.config.limits;
+    let held = if limits.max_active_holds_per_user == 0 && limits.max_free_tickets_per_user == 0 {
+        repo::orders::hold(&state.db, request).await
+    } else {
+        match hold_within_caps(state, request, limits).await {
+            Ok(held) => held,
+            Err(refused) => {
+                // The same request again is answered its order, whatever the caps say now.
+                if let Some(key) = idempotency_key
+                    && let Some(p) = replay(state, user_id, key, hash).await?
+                {
+                    return Ok(Held::Replayed(p));
+                }
+                return Err(refused);
+            }
+        }
+    };
     let replayed = |p: Option<Purchase>| p.map(Held::Replayed).unwrap_or(Held::Nothing);
     match held {
         Ok(Some(order)) => Ok(Held::Order(order)),
@@ -308,6 +348,64 @@ async fn take_seats(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The hold inside `MAX_ACTIVE_HOLDS_PER_USER` and `MAX_FREE_TICKETS_PER_USER`. The buyer's
+/// purchases on this event are serialised by an advisory lock held to the commit, so two of
+/// their requests racing cannot both pass the count (`repo::orders::lock_buyer`); everyone
+/// else's purchases never wait on it. Still one commit per hold.
+async fn hold_within_caps(
+    state: &AppState,
+    request: HoldRequest<'_>,
+    limits: &crate::config::Limits,
+) -> AppResult<sqlx::Result<Option<OrderRow>>> {
+    let (user_id, event_id, quantity, now) = (
+        request.user_id,
+        request.event_id,
+        i64::from(request.quantity),
+        request.now,
+    );
+    let mut tx = state.db.begin().await?;
+    repo::orders::lock_buyer(&mut *tx, user_id, event_id).await?;
+    let usage = repo::orders::buyer_usage(&mut *tx, user_id, event_id).await?;
+    let hold_cap = i64::from(limits.max_active_holds_per_user);
+    if hold_cap > 0 && usage.active_holds >= hold_cap {
+        outcome("too_many_holds");
+        let wait = usage
+            .first_expiry
+            .map(|at| (at - now).unsigned_abs())
+            .unwrap_or(Duration::from_secs(1));
+        return Err(AppError::RateLimited {
+            code: "too_many_holds",
+            retry_after: wait.max(Duration::from_secs(1)),
+        });
+    }
+    let held = match repo::orders::hold(&mut *tx, request).await {
+        Ok(held) => held,
+        // The transaction is rolled back when dropped; the caller reads the error.
+        Err(e) => return Ok(Err(e)),
+    };
+    let free_cap = i64::from(limits.max_free_tickets_per_user);
+    if let Some(order) = &held
+        && order.unit_price == 0
+        && free_cap > 0
+        && usage.free_tickets + quantity > free_cap
+    {
+        // Decided after the hold because the hold decides the price; rolling back takes
+        // nothing.
+        tx.rollback().await?;
+        outcome("free_ticket_limit");
+        return Err(AppError::conflict(
+            "free_ticket_limit",
+            format!(
+                "one account may take at most {free_cap} free tickets for this event; \
+                 you have {}",
+                usage.free_tickets
+            ),
+        ));
+    }
+    tx.commit().await?;
+    Ok(Ok(held))
 }
 
 /// Paystack's checkout for a held order, outside any transaction.

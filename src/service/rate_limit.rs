@@ -12,21 +12,41 @@ pub const LOCK_DURATION: Duration = Duration::from_secs(15 * 60);
 /// Counts one hit in the current window of `window`; over `limit` it is refused with the
 /// time left in the window.
 pub async fn hit(redis: &Redis, name: &str, limit: u32, window: Duration) -> Result<(), AppError> {
+    hit_all(redis, &[(name, limit)], window).await
+}
+
+/// Counts one hit against several limits in one Redis round trip (e.g. per user and per
+/// address); refused when any of them is over, with the time left in the window. A limit of
+/// zero is off (and is not counted).
+pub async fn hit_all(
+    redis: &Redis,
+    limits: &[(&str, u32)],
+    window: Duration,
+) -> Result<(), AppError> {
+    let limits: Vec<_> = limits.iter().filter(|(_, limit)| *limit > 0).collect();
+    if limits.is_empty() {
+        return Ok(());
+    }
     let window_secs = window.as_secs().max(1);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let index = now.as_secs() / window_secs;
-    let key = redis.key(format!("rl:{name}:{index}"));
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for (name, _) in &limits {
+        let key = redis.key(format!("rl:{name}:{index}"));
+        pipe.incr(&key, 1u64)
+            .expire(&key, window_secs as i64 + 1)
+            .ignore();
+    }
     let mut conn = redis.conn();
-    let (count,): (u64,) = redis::pipe()
-        .atomic()
-        .incr(&key, 1u64)
-        .expire(&key, window_secs as i64 + 1)
-        .ignore()
-        .query_async(&mut conn)
-        .await?;
-    if count > u64::from(limit) {
+    let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+    let over = counts
+        .iter()
+        .zip(&limits)
+        .any(|(count, (_, limit))| *count > u64::from(*limit));
+    if over {
         let window_end = Duration::from_secs((index + 1) * window_secs);
         return Err(AppError::RateLimited {
             code: "rate_limited",

@@ -3,7 +3,9 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{TestApp, problem, signup};
+use crate::helpers::{
+    TestApp, assert_invariants, attendees, event_with_tier, hold, problem, purchase, signup,
+};
 
 #[tokio::test]
 async fn a_nul_in_a_transaction_reference_is_a_404_not_a_500() {
@@ -100,4 +102,132 @@ async fn metrics_need_the_metrics_token_when_one_is_set() {
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.text().await.unwrap().contains("ticketing_"));
+}
+
+// ---- hold hoarding (High) ----
+
+#[tokio::test]
+async fn one_account_cannot_hold_more_than_the_cap_while_others_still_buy() {
+    let app = TestApp::builder()
+        .env("MAX_ACTIVE_HOLDS_PER_USER", "2")
+        .spawn()
+        .await;
+    let (_, event_id, _) = event_with_tier(&app, 500_000, 50).await;
+    let hoarder = signup(&app, "hoarder@example.com").await;
+
+    // Ten purchases at once, racing each other: the cap is checked under a lock per buyer,
+    // so exactly two holds come out of it.
+    let attempts = (0..10).map(|_| purchase(&app, &hoarder, &event_id, "Regular", 5));
+    let answers = futures::future::join_all(attempts).await;
+    let mut held = 0;
+    for res in answers {
+        match res.status() {
+            StatusCode::CREATED => held += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                let retry: u64 = res.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                // When the first hold expires: HOLD_TTL_SECONDS (900 by default), rounded up.
+                assert!((1..=901).contains(&retry), "Retry-After {retry}");
+                problem(res, StatusCode::TOO_MANY_REQUESTS, "too_many_holds").await;
+            }
+            other => panic!("unexpected {other}: {}", res.text().await.unwrap()),
+        }
+    }
+    assert_eq!(
+        held, 2,
+        "the hoarder holds exactly MAX_ACTIVE_HOLDS_PER_USER orders"
+    );
+
+    // Everyone else still gets seats: 10 taken, 40 left.
+    for buyer in attendees(&app, 4).await {
+        hold(&app, &buyer, &event_id, "Regular", 10).await;
+    }
+    problem(
+        purchase(&app, &hoarder, &event_id, "Regular", 1).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_holds",
+    )
+    .await;
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_retry_of_a_held_order_is_answered_even_at_the_cap() {
+    let app = TestApp::builder()
+        .env("MAX_ACTIVE_HOLDS_PER_USER", "1")
+        .spawn()
+        .await;
+    let (_, event_id, _) = event_with_tier(&app, 500_000, 10).await;
+    let buyer = signup(&app, "retry@example.com").await;
+    let send = || {
+        app.client
+            .post(app.url(&format!("/events/{event_id}/tickets/purchase")))
+            .bearer_auth(&buyer)
+            .header("idempotency-key", "same-key")
+            .json(&serde_json::json!({ "tier": "Regular", "quantity": 1 }))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(first["reference"], again["reference"]);
+}
+
+#[tokio::test]
+async fn free_tickets_per_account_are_capped_per_event() {
+    let app = TestApp::builder()
+        .env("MAX_FREE_TICKETS_PER_USER", "3")
+        .spawn()
+        .await;
+    let (_, event_id, _) = event_with_tier(&app, 0, 100).await;
+    let taker = signup(&app, "free@example.com").await;
+    let order = hold(&app, &taker, &event_id, "Regular", 2).await;
+    assert_eq!(order["status"], "paid");
+    // 2 + 2 > 3: refused, and nothing is taken.
+    problem(
+        purchase(&app, &taker, &event_id, "Regular", 2).await,
+        StatusCode::CONFLICT,
+        "free_ticket_limit",
+    )
+    .await;
+    hold(&app, &taker, &event_id, "Regular", 1).await;
+    problem(
+        purchase(&app, &taker, &event_id, "Regular", 1).await,
+        StatusCode::CONFLICT,
+        "free_ticket_limit",
+    )
+    .await;
+    // Another account is not affected.
+    let other = signup(&app, "free2@example.com").await;
+    hold(&app, &other, &event_id, "Regular", 3).await;
+    let tickets = app.get_json_auth("/users/tickets", &taker).await;
+    assert_eq!(tickets["items"].as_array().unwrap().len(), 3, "{tickets}");
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn purchases_are_rate_limited_per_user() {
+    let app = TestApp::builder()
+        .env("PURCHASE_RATE_LIMIT_PER_MINUTE", "3")
+        .spawn()
+        .await;
+    let (_, event_id, _) = event_with_tier(&app, 500_000, 10).await;
+    let buyer = signup(&app, "fast@example.com").await;
+    // Attempts count whatever their answer (here: an unknown tier).
+    for _ in 0..3 {
+        let res = purchase(&app, &buyer, &event_id, "No such tier", 1).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+    let res = purchase(&app, &buyer, &event_id, "Regular", 1).await;
+    assert!(res.headers().contains_key("retry-after"));
+    problem(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // The limit is per user: another buyer is served.
+    let other = signup(&app, "slow@example.com").await;
+    hold(&app, &other, &event_id, "Regular", 1).await;
 }

@@ -265,7 +265,11 @@ async fn an_idempotent_retry_returns_the_same_order_and_one_paystack_transaction
 
 #[tokio::test]
 async fn purchase_rules_quantity_tier_discount_and_closed_events() {
-    let app = TestApp::spawn().await;
+    // One buyer holds three orders here (the cap has its own tests in security.rs).
+    let app = TestApp::builder()
+        .env("MAX_ACTIVE_HOLDS_PER_USER", "5")
+        .spawn()
+        .await;
     let (owner, event_id, _) = event_with_tier(&app, PRICE, 10).await;
     let expires = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
         .format(&time::format_description::well_known::Rfc3339)
