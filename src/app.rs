@@ -150,8 +150,7 @@ pub fn router(state: AppState) -> Router {
         // Scalar's page inlines the document; its viewer script loads from a CDN in the
         // browser, nothing is downloaded at build time.
         .merge(Scalar::with_url("/docs", openapi).title("Ticketing API"))
-        .route("/dev/outbox", get(http::ops::dev_outbox))
-        .merge(http::sandbox::router())
+        .merge(http::ops::dev_router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     // Posters stored on local disk (no Cloudinary configured) are served from here, never

@@ -92,6 +92,8 @@ pub struct CloudinaryConfig {
 #[derive(Clone)]
 pub struct Config {
     pub app_env: AppEnv,
+    /// Who may open the development pages (`/dev/outbox`, the sandbox checkout).
+    pub dev_pages: DevPages,
     pub run_mode: RunMode,
     pub bind_address: IpAddr,
     pub port: u16,
@@ -148,6 +150,17 @@ pub struct Config {
     pub limits: Limits,
 }
 
+/// The development pages show OTPs and access keys (`/dev/outbox`) and settle payments
+/// (the sandbox checkout). With `APP_ENV` unset they answer loopback clients only, so a
+/// server started without configuration on a reachable address does not publish them; an
+/// explicit `APP_ENV=development` opens them to every client; production has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevPages {
+    Off,
+    LoopbackOnly,
+    Open,
+}
+
 /// What one client may ask of the service (the security review's limits). A zero turns a
 /// limit off. Every one is a variable in the README and `.env.example`.
 #[derive(Debug, Clone)]
@@ -161,6 +174,21 @@ pub struct Limits {
     /// Purchase attempts per client address per minute. Many mobile buyers can share one
     /// carrier-grade NAT address, so this is far above the per-user limit.
     pub purchases_per_address_per_minute: u32,
+    /// Argon2 computations at once on this instance (each takes 19 MiB and a core).
+    pub password_hash_slots: usize,
+    /// How long a request waits for an argon2 slot before 503 `service_unavailable`.
+    pub password_hash_wait: Duration,
+    /// Password checks of a signed-in user (account deletion, bank account change) per hour.
+    pub password_checks_per_user_per_hour: u32,
+    /// Bank account resolutions (Paystack account-name lookups) per user per day.
+    pub bank_lookups_per_user_per_day: u32,
+    /// Password-reset mails per email per day (the resend gap applies as well).
+    pub reset_mails_per_day: u32,
+    /// The least time between two reset mails to one email (60 s; 0 only in tests).
+    pub reset_resend_gap: Duration,
+    /// Wrong reset codes per email per day, across every code mailed; past it none is
+    /// accepted until the day is over.
+    pub reset_wrong_codes_per_day: u32,
 }
 
 impl fmt::Debug for Config {
@@ -201,6 +229,12 @@ impl Config {
         let port: u16 = parse_or(&get, "PORT", 3000)?;
         let (jwt_secret, totp_encryption_key) = vars.secrets()?;
         let paystack_base_url = vars.base_url("PAYSTACK_BASE_URL", "https://api.paystack.co");
+        if vars.production && get("PAYSTACK_SECRET_KEY").as_deref() == Some(SANDBOX_SECRET_KEY) {
+            return Err(ConfigError::new(
+                "PAYSTACK_SECRET_KEY",
+                "is the sandbox's development key; set the live key",
+            ));
+        }
         let paystack = vars
             .required("PAYSTACK_SECRET_KEY")?
             .map(|key| PaystackConfig {
@@ -228,6 +262,11 @@ impl Config {
             .unwrap_or(RunMode::All);
 
         Ok(Config {
+            dev_pages: match (app_env, get("APP_ENV").is_some()) {
+                (AppEnv::Production, _) => DevPages::Off,
+                (AppEnv::Development, true) => DevPages::Open,
+                (AppEnv::Development, false) => DevPages::LoopbackOnly,
+            },
             app_env,
             run_mode,
             bind_address: parse_or(&get, "BIND_ADDRESS", IpAddr::from([0, 0, 0, 0]))?,
@@ -288,6 +327,25 @@ impl Config {
                     "PURCHASE_RATE_LIMIT_PER_ADDRESS_PER_MINUTE",
                     600,
                 )?,
+                password_hash_slots: parse_or(
+                    &get,
+                    "PASSWORD_HASH_CONCURRENCY",
+                    2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+                )?,
+                password_hash_wait: millis(&get, "PASSWORD_HASH_WAIT_MILLIS", 500)?,
+                password_checks_per_user_per_hour: parse_or(
+                    &get,
+                    "PASSWORD_CHECKS_PER_USER_PER_HOUR",
+                    10,
+                )?,
+                bank_lookups_per_user_per_day: parse_or(
+                    &get,
+                    "BANK_ACCOUNT_LOOKUPS_PER_USER_PER_DAY",
+                    10,
+                )?,
+                reset_mails_per_day: parse_or(&get, "RESET_OTP_MAILS_PER_DAY", 5)?,
+                reset_resend_gap: seconds(&get, "RESET_OTP_RESEND_GAP_SECONDS", 60)?,
+                reset_wrong_codes_per_day: parse_or(&get, "RESET_OTP_WRONG_CODES_PER_DAY", 15)?,
             },
         })
     }
@@ -367,6 +425,12 @@ impl Vars<'_> {
         let totp_hex = self
             .required("TOTP_ENCRYPTION_KEY")?
             .unwrap_or_else(|| DEV_TOTP_KEY.to_owned());
+        if self.production && totp_hex.trim().eq_ignore_ascii_case(DEV_TOTP_KEY) {
+            return Err(ConfigError::new(
+                "TOTP_ENCRYPTION_KEY",
+                "is the development value; set a real key",
+            ));
+        }
         let totp_key = parse_key32(&totp_hex)
             .ok_or_else(|| ConfigError::new("TOTP_ENCRYPTION_KEY", "must be 64 hex characters"))?;
         Ok((jwt_secret, totp_key))
@@ -446,6 +510,40 @@ mod tests {
         assert!(config.paystack.is_none());
         assert!(config.resend.is_none());
         assert_eq!(config.run_mode, RunMode::All);
+    }
+
+    #[test]
+    fn production_refuses_every_development_secret() {
+        let real_jwt = ("JWT_SECRET", "a-real-secret-that-is-long-enough-0123456789");
+        let err = Config::from_map(&vars(&[
+            ("APP_ENV", "production"),
+            real_jwt,
+            ("TOTP_ENCRYPTION_KEY", DEV_TOTP_KEY),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "TOTP_ENCRYPTION_KEY");
+        let err = Config::from_map(&vars(&[
+            ("APP_ENV", "production"),
+            ("JWT_SECRET", DEV_JWT_SECRET),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "JWT_SECRET");
+        let err = Config::from_map(&vars(&[
+            ("APP_ENV", "production"),
+            real_jwt,
+            ("TOTP_ENCRYPTION_KEY", &"ab".repeat(32)),
+            ("PAYSTACK_SECRET_KEY", SANDBOX_SECRET_KEY),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "PAYSTACK_SECRET_KEY");
+    }
+
+    #[test]
+    fn development_pages_are_loopback_only_unless_app_env_says_development() {
+        let unset = Config::from_map(&HashMap::new()).unwrap();
+        assert_eq!(unset.dev_pages, DevPages::LoopbackOnly);
+        let explicit = Config::from_map(&vars(&[("APP_ENV", "development")])).unwrap();
+        assert_eq!(explicit.dev_pages, DevPages::Open);
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct Shared {
     pub http_client: reqwest::Client,
     pub metrics: PrometheusHandle,
     pub jwt: JwtKeys,
+    /// This instance's argon2 slots (`security::password::Passwords`).
+    pub passwords: crate::security::password::Passwords,
     pub gateway: Arc<dyn PaymentGateway>,
     pub media: Arc<dyn MediaStore>,
     /// "Now" for business rules (`domain::clock`).
@@ -103,7 +105,12 @@ impl AppState {
                 config.public_base_url.clone(),
             )),
         };
+        let passwords = crate::security::password::Passwords::new(
+            config.limits.password_hash_slots,
+            config.limits.password_hash_wait,
+        );
         Ok(Self(Arc::new(Shared {
+            passwords,
             clock: Default::default(),
             tier_ids: Arc::default(),
             gateway,

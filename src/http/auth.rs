@@ -123,6 +123,7 @@ impl Validate for SignupRequest {
         (status = 409, description = "`email_taken`"),
         (status = 422, description = "`validation_failed`"),
         (status = 429, description = "`rate_limited`"),
+        (status = 503, description = "`service_unavailable`: password hashing saturated (`PASSWORD_HASH_WAIT_MILLIS`), with `Retry-After`"),
     ))]
 async fn signup(
     State(state): State<AppState>,
@@ -175,7 +176,8 @@ pub enum LoginResponse {
         (status = 200, body = LoginResponse),
         (status = 401, description = "`invalid_credentials` (same body for unknown email and wrong password)"),
         (status = 422, description = "`validation_failed`"),
-        (status = 429, description = "`rate_limited`, or `account_locked` after 10 failed logins"),
+        (status = 429, description = "`rate_limited`, or `account_locked` after 10 failed logins or 10 wrong 2FA codes (`Retry-After`)"),
+        (status = 503, description = "`service_unavailable`: password hashing saturated (`PASSWORD_HASH_WAIT_MILLIS`), with `Retry-After`"),
     ))]
 async fn login(
     State(state): State<AppState>,
@@ -271,6 +273,7 @@ pub enum VerifyTwoFactorResponse {
         (status = 401, description = "login: `invalid_code`; confirm: no token"),
         (status = 409, description = "`two_factor_already_enabled`, `two_factor_not_started`"),
         (status = 422, description = "confirm: `invalid_code`"),
+        (status = 429, description = "login: `account_locked` (10 wrong codes count across challenges), or `rate_limited`"),
     ))]
 async fn verify_two_factor(
     State(state): State<AppState>,
@@ -322,7 +325,7 @@ pub struct TwoFactorState {
     responses(
         (status = 200, body = TwoFactorState),
         (status = 409, description = "`two_factor_not_enabled`"),
-        (status = 422, description = "`invalid_code`"),
+        (status = 422, description = "`invalid_code` (wrong codes count toward the account lock)"),
     ))]
 async fn disable_two_factor(
     State(state): State<AppState>,
@@ -367,7 +370,7 @@ async fn request_password_reset(
 #[utoipa::path(post, path = "/auth/password/resend-otp", tag = "auth", request_body = EmailRequest,
     responses(
         (status = 202),
-        (status = 429, description = "`rate_limited` within 60 s of the last mail, with `Retry-After`"),
+        (status = 429, description = "`rate_limited` within `RESET_OTP_RESEND_GAP_SECONDS` of the last mail or past `RESET_OTP_MAILS_PER_DAY`, with `Retry-After`"),
     ))]
 async fn resend_password_otp(
     State(state): State<AppState>,
@@ -403,7 +406,7 @@ pub struct ResetTokenResponse {
 #[utoipa::path(post, path = "/auth/password/verify-otp", tag = "auth", request_body = VerifyOtpRequest,
     responses(
         (status = 200, body = ResetTokenResponse),
-        (status = 400, description = "`invalid_otp`, `otp_expired`"),
+        (status = 400, description = "`invalid_otp`, `otp_expired` (also past `RESET_OTP_WRONG_CODES_PER_DAY` wrong codes; an unknown email is answered exactly like a known one)"),
         (status = 429),
     ))]
 async fn verify_password_otp(

@@ -17,6 +17,42 @@ use crate::{
     state::AppState,
 };
 
+/// The development pages: `/dev/outbox` and the sandbox checkout, behind `dev_only`.
+pub fn dev_router(state: AppState) -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/dev/outbox", axum::routing::get(dev_outbox))
+        .merge(super::sandbox::router())
+        .route_layer(axum::middleware::from_fn_with_state(state, dev_only))
+}
+
+/// `config::DevPages`: none in production; with `APP_ENV` unset, loopback clients only (the
+/// address as per-address limits see it, so behind a trusted proxy a remote client is
+/// remote); with `APP_ENV=development`, everyone. Refused is 404, like a route that is not
+/// there.
+async fn dev_only(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use crate::config::DevPages;
+    let allowed = match state.config.dev_pages {
+        DevPages::Off => false,
+        DevPages::Open => true,
+        DevPages::LoopbackOnly => {
+            let peer = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0);
+            super::extract::client_ip(req.headers(), peer, state.config.trust_forwarded_for)
+                .is_some_and(|ip| ip.to_canonical().is_loopback())
+        }
+    };
+    if !allowed {
+        return AppError::not_found("This route").into_response();
+    }
+    next.run(req).await
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(live))
@@ -126,7 +162,7 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
 }
 
 /// Development only: the last 100 mails the outbox stand-in "sent", newest first.
-pub async fn dev_outbox(State(state): State<AppState>) -> AppResult<Response> {
+async fn dev_outbox(State(state): State<AppState>) -> AppResult<Response> {
     if state.config.is_production() || state.config.resend.is_some() {
         return Err(AppError::not_found("This route"));
     }

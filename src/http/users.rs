@@ -114,6 +114,8 @@ impl Validate for DeleteProfileRequest {
         (status = 204),
         (status = 403, description = "`invalid_password`"),
         (status = 409, description = "`organizer_has_active_events`"),
+        (status = 429, description = "`rate_limited` past `PASSWORD_CHECKS_PER_USER_PER_HOUR`, or `account_locked`, with `Retry-After`"),
+        (status = 503, description = "`service_unavailable`: password hashing saturated, with `Retry-After`"),
     ))]
 async fn delete_profile(
     State(state): State<AppState>,
@@ -294,6 +296,7 @@ async fn get_organizer(
         (status = 201, body = OrganizerResponse),
         (status = 409, description = "`organizer_exists`"),
         (status = 422, description = "invalid fields, unknown bank or unresolvable account"),
+        (status = 429, description = "`rate_limited` past `BANK_ACCOUNT_LOOKUPS_PER_USER_PER_DAY`, with `Retry-After`"),
         (status = 502, description = "Paystack unavailable"),
     ))]
 async fn create_organizer(
@@ -315,7 +318,9 @@ async fn create_organizer(
         (status = 200, body = OrganizerResponse),
         (status = 403, description = "`invalid_password`"),
         (status = 422, description = "invalid fields, `invalid_code`, a missing password"),
+        (status = 429, description = "`rate_limited` past `BANK_ACCOUNT_LOOKUPS_PER_USER_PER_DAY` or `PASSWORD_CHECKS_PER_USER_PER_HOUR`, or `account_locked`, with `Retry-After`"),
         (status = 502),
+        (status = 503, description = "`service_unavailable`: password hashing saturated, with `Retry-After`"),
     ))]
 async fn update_organizer(
     State(state): State<AppState>,

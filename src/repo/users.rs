@@ -194,16 +194,20 @@ pub async fn replace_recovery_codes(
 }
 
 /// Uses a recovery code once; false when unknown or already used.
+/// Marks one unused code as used; `code_hashes` are the forms it may be stored in (keyed,
+/// and the unkeyed form of codes issued before keys were used).
 pub async fn use_recovery_code(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
-    code_hash: &str,
+    code_hashes: &[String],
 ) -> sqlx::Result<bool> {
     let res = sqlx::query!(
+        // A user's codes are all of one form (one enrolment issues them), so at most one
+        // row matches.
         r#"UPDATE recovery_codes SET used_at = now()
-           WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL"#,
+           WHERE user_id = $1 AND code_hash = ANY($2) AND used_at IS NULL"#,
         user_id,
-        code_hash
+        code_hashes
     )
     .execute(db)
     .await?;

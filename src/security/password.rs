@@ -36,33 +36,74 @@ pub fn verify_dummy(password: &str) {
     let _ = verify(password, &DUMMY_HASH);
 }
 
-/// At most two argon2 computations per core at a time: each takes 19 MiB, and a burst of
-/// signups or logins must not turn into hundreds of them (memory) or starve other requests
-/// of the CPU; the excess waits here instead.
-static HASHING: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
-    tokio::sync::Semaphore::new(2 * std::thread::available_parallelism().map_or(2, |n| n.get()))
-});
-
-/// Hashes on the blocking pool.
-pub async fn hash_blocking(password: String) -> anyhow::Result<String> {
-    let _permit = HASHING.acquire().await?;
-    tokio::task::spawn_blocking(move || hash(&password)).await?
+/// The argon2 slots of one instance. At most `slots` computations run at once: each takes
+/// 19 MiB and a core, and a burst of signups or logins must neither exhaust memory nor
+/// starve other requests of the CPU. A request waits at most `wait` for a slot and is then
+/// refused (`Saturated`, answered 503 with `Retry-After`), so a flood of password checks
+/// makes some of them fail fast instead of making every login hang until its timeout.
+pub struct Passwords {
+    slots: tokio::sync::Semaphore,
+    wait: std::time::Duration,
 }
 
-/// Verifies on the blocking pool; `None` verifies against the dummy hash and returns false.
-pub async fn verify_blocking(password: String, phc: Option<String>) -> bool {
-    let Ok(_permit) = HASHING.acquire().await else {
-        return false;
-    };
-    tokio::task::spawn_blocking(move || match phc {
-        Some(phc) => verify(&password, &phc),
-        None => {
-            verify_dummy(&password);
-            false
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// No hashing slot came free in time.
+    #[error("password hashing is saturated")]
+    Saturated,
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl Passwords {
+    pub fn new(slots: usize, wait: std::time::Duration) -> Self {
+        Self {
+            slots: tokio::sync::Semaphore::new(slots.max(1)),
+            wait,
         }
-    })
-    .await
-    .unwrap_or(false)
+    }
+
+    async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, PasswordError> {
+        let acquired = if self.wait.is_zero() {
+            self.slots.try_acquire().ok()
+        } else {
+            tokio::time::timeout(self.wait, self.slots.acquire())
+                .await
+                .ok()
+                .and_then(Result::ok)
+        };
+        acquired.ok_or_else(|| {
+            metrics::counter!("ticketing_password_hashing_saturated_total").increment(1);
+            PasswordError::Saturated
+        })
+    }
+
+    /// Hashes on the blocking pool.
+    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
+        let _permit = self.slot().await?;
+        let hashed = tokio::task::spawn_blocking(move || hash(&password))
+            .await
+            .map_err(anyhow::Error::from)??;
+        Ok(hashed)
+    }
+
+    /// Verifies on the blocking pool; `None` verifies against the dummy hash and is false.
+    pub async fn verify(
+        &self,
+        password: String,
+        phc: Option<String>,
+    ) -> Result<bool, PasswordError> {
+        let _permit = self.slot().await?;
+        Ok(tokio::task::spawn_blocking(move || match phc {
+            Some(phc) => verify(&password, &phc),
+            None => {
+                verify_dummy(&password);
+                false
+            }
+        })
+        .await
+        .unwrap_or(false))
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,10 @@ use crate::{
     error::{AppError, AppResult, OnConstraint},
     repo::{self, users::UserRow},
     security::{crypto, jwt::Claims, password, totp},
-    service::{notifications, rate_limit},
+    service::{
+        notifications,
+        rate_limit::{self, Failure},
+    },
     state::AppState,
 };
 
@@ -27,7 +30,6 @@ pub const CHALLENGE_TTL: Duration = Duration::from_secs(5 * 60);
 /// Wrong codes one challenge tolerates before it is voided.
 const CHALLENGE_MAX_FAILURES: i64 = 5;
 pub const OTP_TTL: Duration = Duration::from_secs(10 * 60);
-pub const OTP_RESEND_GAP: Duration = Duration::from_secs(60);
 pub const OTP_MAX_FAILURES: i32 = 5;
 pub const RESET_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 
@@ -56,6 +58,61 @@ fn invalid_credentials() -> AppError {
     AppError::unauthorized("invalid_credentials", "The email or password is wrong.")
 }
 
+/// Argon2 through this instance's slots: saturated is 503 `service_unavailable` (with
+/// `Retry-After`), at once rather than after a long queue.
+pub async fn hash_password(state: &AppState, password: String) -> AppResult<String> {
+    state.passwords.hash(password).await.map_err(password_error)
+}
+
+/// `phc: None` checks against a dummy hash (same cost) and is false.
+pub async fn check_password(
+    state: &AppState,
+    attempt: String,
+    phc: Option<String>,
+) -> AppResult<bool> {
+    state
+        .passwords
+        .verify(attempt, phc)
+        .await
+        .map_err(password_error)
+}
+
+fn password_error(e: password::PasswordError) -> AppError {
+    match e {
+        password::PasswordError::Saturated => {
+            AppError::Unavailable("password hashing is saturated".into())
+        }
+        password::PasswordError::Failed(e) => AppError::Internal(e),
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The password of a signed-in user, re-checked before a sensitive change (account deletion,
+/// the payout bank account): at most `PASSWORD_CHECKS_PER_USER_PER_HOUR` checks (429
+/// `rate_limited`), refused while the account is locked, and a wrong one counts toward the
+/// login lock — a stolen token must be neither a password oracle nor a way to keep the
+/// hashing slots busy.
+pub async fn check_user_password(
+    state: &AppState,
+    user: &UserRow,
+    attempt: String,
+) -> AppResult<()> {
+    rate_limit::check_account_lock(&state.redis, &user.email).await?;
+    rate_limit::hit(
+        &state.redis,
+        &format!("password-check:{}", user.id),
+        state.config.limits.password_checks_per_user_per_hour,
+        HOUR,
+    )
+    .await?;
+    if !check_password(state, attempt, Some(user.password_hash.clone())).await? {
+        rate_limit::record_login_failure(&state.redis, &user.email).await?;
+        return Err(AppError::invalid_password());
+    }
+    Ok(())
+}
+
 fn issue_session(state: &AppState, user: UserRow) -> AppResult<Session> {
     let (access_token, _) = state.jwt.issue(user.id, user.token_version)?;
     Ok(Session { user, access_token })
@@ -63,7 +120,7 @@ fn issue_session(state: &AppState, user: UserRow) -> AppResult<Session> {
 
 #[tracing::instrument(skip_all)]
 pub async fn signup(state: &AppState, input: NewUser) -> AppResult<Session> {
-    let hash = password::hash_blocking(input.password).await?;
+    let hash = hash_password(state, input.password).await?;
     let id = Uuid::now_v7();
     let email = input.email.as_str();
     let first_name = input.first_name.trim().to_owned();
@@ -99,8 +156,12 @@ pub async fn login(state: &AppState, email: &str, password: String) -> AppResult
         Ok(email) => repo::users::find_by_email(&state.db, email).await?,
         Err(_) => None,
     };
-    let ok =
-        password::verify_blocking(password, user.as_ref().map(|u| u.password_hash.clone())).await;
+    let ok = check_password(
+        state,
+        password,
+        user.as_ref().map(|u| u.password_hash.clone()),
+    )
+    .await?;
     let user = match user {
         Some(user) if ok => user,
         _ => {
@@ -109,7 +170,7 @@ pub async fn login(state: &AppState, email: &str, password: String) -> AppResult
             return Err(invalid_credentials());
         }
     };
-    rate_limit::clear_login_failures(&state.redis, &key).await?;
+    rate_limit::clear_failures(&state.redis, Failure::Password, &key).await?;
     if user.two_factor_enabled {
         let challenge_token = crypto::random_token(32);
         let mut conn = state.redis.conn();
@@ -151,17 +212,83 @@ fn user_cache_key(state: &AppState, user_id: Uuid) -> String {
     state.redis.key(format!("user:{user_id}"))
 }
 
+fn user_generation_key(state: &AppState, user_id: Uuid) -> String {
+    state.redis.key(format!("user-gen:{user_id}"))
+}
+
 /// How long a user's token version stays cached (it is also dropped on every change).
 const USER_CACHE_SECS: u64 = 3600;
 
-/// Drops the cached token version of a user. Called before and after the transaction that
-/// bumps the version (password reset) or deletes the user: the first so no request
-/// re-reads a stale copy meanwhile from an old cache entry, the second so a copy re-read from
-/// the not-yet-committed state is gone once the change is visible.
+/// Drops the cached token version of a user and bumps the user's cache generation. Called
+/// before and after the transaction that bumps the version (password reset) or deletes the
+/// user: the first so no request re-reads a stale copy meanwhile from an old cache entry,
+/// the second so a copy re-read from the not-yet-committed state is gone once the change is
+/// visible. The generation closes the remaining gap: a request that read the old version
+/// from PostgreSQL before the commit cannot write it back after the second drop
+/// (`fill_version_cache` writes only while the generation it started with is current).
 pub async fn forget_user(state: &AppState, user_id: Uuid) {
+    let generation = user_generation_key(state, user_id);
     let mut conn = state.redis.conn();
-    if let Err(e) = conn.del::<_, ()>(user_cache_key(state, user_id)).await {
+    let dropped = redis::pipe()
+        .atomic()
+        .del(user_cache_key(state, user_id))
+        .ignore()
+        .incr(&generation, 1)
+        .ignore()
+        .expire(&generation, (2 * USER_CACHE_SECS) as i64)
+        .ignore()
+        .query_async::<()>(&mut conn)
+        .await;
+    if let Err(e) = dropped {
         tracing::error!(error = %e, %user_id, "could not drop a cached token version");
+    }
+}
+
+/// A token version read from PostgreSQL on a cache miss, with the cache generation seen
+/// before the read.
+pub struct VersionRead {
+    user_id: Uuid,
+    generation: Option<String>,
+    pub current: Option<(i32, String)>,
+}
+
+/// The miss path of `authenticate`, first half: the generation, then the row.
+pub async fn read_version(state: &AppState, user_id: Uuid) -> AppResult<VersionRead> {
+    let mut conn = state.redis.conn();
+    let generation: Option<String> = conn.get(user_generation_key(state, user_id)).await?;
+    let current = repo::users::token_version(&state.db, user_id).await?;
+    Ok(VersionRead {
+        user_id,
+        generation,
+        current,
+    })
+}
+
+/// Second half: caches what was read, only if no `forget_user` ran since it was read.
+pub async fn fill_version_cache(state: &AppState, read: &VersionRead) {
+    let Some((version, email)) = &read.current else {
+        return;
+    };
+    // GET and SET in one script, so no forget can fall between the check and the write.
+    static FILL: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            r"if (redis.call('GET', KEYS[1]) or '') == ARGV[1] then
+                  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+              end
+              return 0",
+        )
+    });
+    let mut conn = state.redis.conn();
+    let filled: Result<i64, _> = FILL
+        .key(user_generation_key(state, read.user_id))
+        .key(user_cache_key(state, read.user_id))
+        .arg(read.generation.as_deref().unwrap_or(""))
+        .arg(format!("{version}\n{email}"))
+        .arg(USER_CACHE_SECS)
+        .invoke_async(&mut conn)
+        .await;
+    if let Err(e) = filled {
+        tracing::debug!(error = %e, "token version not cached");
     }
 }
 
@@ -186,13 +313,9 @@ pub async fn authenticate(state: &AppState, token: &str) -> AppResult<(Claims, S
     let current = match cached.as_deref().and_then(|c| c.split_once('\n')) {
         Some((version, email)) => version.parse::<i32>().ok().map(|v| (v, email.to_owned())),
         None => {
-            let found = repo::users::token_version(&state.db, claims.sub).await?;
-            if let Some((v, email)) = &found {
-                let _: Result<(), _> = conn
-                    .set_ex(&cache_key, format!("{v}\n{email}"), USER_CACHE_SECS)
-                    .await;
-            }
-            found
+            let read = read_version(state, claims.sub).await?;
+            fill_version_cache(state, &read).await;
+            read.current
         }
     };
     match current {
@@ -256,8 +379,32 @@ async fn accept_recovery_code(state: &AppState, user: &UserRow, code: &str) -> A
     if normalized.len() != 10 {
         return Ok(false);
     }
-    let hash = crypto::token_hash(&normalized);
-    Ok(repo::users::use_recovery_code(&state.db, user.id, &hash).await?)
+    // Codes issued before they were keyed are stored as a plain SHA-256; they stay usable
+    // until the user's next enrolment replaces them.
+    let forms = [
+        recovery_code_hash(state, &normalized),
+        crypto::token_hash(&normalized),
+    ];
+    Ok(repo::users::use_recovery_code(&state.db, user.id, &forms).await?)
+}
+
+/// Recovery codes carry ~50 bits: a plain hash of one could be brute-forced from a database
+/// dump. They are stored as an HMAC under a key derived from `TOTP_ENCRYPTION_KEY`, which
+/// never lives in the database.
+fn recovery_code_hash(state: &AppState, normalized: &str) -> String {
+    let key = crypto::keyed_hash(&state.config.totp_encryption_key, "recovery-code-key");
+    format!("k1:{}", crypto::keyed_hash(key.as_bytes(), normalized))
+}
+
+/// A current TOTP code or an unused recovery code. A wrong one counts toward the account's
+/// lock (`Failure::SecondFactor`), wherever it is tried: at login, disabling 2FA, or
+/// confirming a bank account change.
+async fn accept_second_factor(state: &AppState, user: &UserRow, code: &str) -> AppResult<bool> {
+    if accept_totp(state, user, code).await? || accept_recovery_code(state, user, code).await? {
+        return Ok(true);
+    }
+    rate_limit::record_failure(&state.redis, Failure::SecondFactor, &user.email).await?;
+    Ok(false)
 }
 
 /// Confirms enrolment with the first good code; returns ten recovery codes (shown once).
@@ -282,7 +429,7 @@ pub async fn confirm_two_factor(
     let codes = totp::recovery_codes();
     let hashes: Vec<String> = codes
         .iter()
-        .map(|c| crypto::token_hash(&totp::normalize_recovery_code(c)))
+        .map(|c| recovery_code_hash(state, &totp::normalize_recovery_code(c)))
         .collect();
     let mut tx = state.db.begin().await?;
     if !repo::users::set_two_factor(&mut *tx, user_id, true).await? {
@@ -304,24 +451,16 @@ pub async fn confirm_identity(
     code: Option<&str>,
 ) -> AppResult<UserRow> {
     let user = current_user(state, user_id).await?;
-    // The login lock counts these too: a stolen token must not become a password oracle.
-    rate_limit::check_account_lock(&state.redis, &user.email).await?;
     let Some(attempt) = password_attempt else {
         return Err(AppError::validation(
             "password",
             "is required to change the payout bank account",
         ));
     };
-    if !password::verify_blocking(attempt, Some(user.password_hash.clone())).await {
-        rate_limit::record_login_failure(&state.redis, &user.email).await?;
-        return Err(AppError::invalid_password());
-    }
+    check_user_password(state, &user, attempt).await?;
     if user.two_factor_enabled {
         let ok = match code {
-            Some(code) => {
-                accept_totp(state, &user, code).await?
-                    || accept_recovery_code(state, &user, code).await?
-            }
+            Some(code) => accept_second_factor(state, &user, code).await?,
             None => false,
         };
         if !ok {
@@ -339,9 +478,7 @@ pub async fn disable_two_factor(state: &AppState, user_id: Uuid, code: &str) -> 
             "Two-factor authentication is not on.",
         ));
     }
-    let ok =
-        accept_totp(state, &user, code).await? || accept_recovery_code(state, &user, code).await?;
-    if !ok {
+    if !accept_second_factor(state, &user, code).await? {
         return Err(AppError::invalid_code());
     }
     let mut tx = state.db.begin().await?;
@@ -369,9 +506,11 @@ pub async fn verify_login_challenge(
     let user = repo::users::find_by_id(&state.db, user_id)
         .await?
         .ok_or_else(invalid)?;
-    let ok =
-        accept_totp(state, &user, code).await? || accept_recovery_code(state, &user, code).await?;
-    if !ok {
+    if let Err(locked) = rate_limit::check_account_lock(&state.redis, &user.email).await {
+        login_metric("locked");
+        return Err(locked);
+    }
+    if !accept_second_factor(state, &user, code).await? {
         let failures_key = format!("{key}:failures");
         let (failures,): (i64,) = redis::pipe()
             .atomic()
@@ -391,6 +530,7 @@ pub async fn verify_login_challenge(
     if deleted != 1 {
         return Err(invalid());
     }
+    rate_limit::clear_failures(&state.redis, Failure::SecondFactor, &user.email).await?;
     login_metric("success");
     issue_session(state, user)
 }
@@ -405,9 +545,12 @@ fn reset_metric(stage: &'static str) {
     metrics::counter!("ticketing_password_resets_total", "stage" => stage).increment(1);
 }
 
+const DAY: Duration = Duration::from_secs(86_400);
+
 /// `/auth/password/reset` and `/resend-otp`: mails a new OTP when the email has an account.
-/// `strict` (resend) answers 429 inside the 60 s gap; the first request answers 202 anyway,
-/// but neither mails twice within the gap.
+/// `strict` (resend) answers 429 inside the 60 s gap or past `RESET_OTP_MAILS_PER_DAY`; the
+/// first request answers 202 anyway, but neither mails past those limits. Every rule is
+/// applied by email, whether or not it has an account.
 pub async fn start_password_reset(
     state: &AppState,
     raw_email: &str,
@@ -416,18 +559,38 @@ pub async fn start_password_reset(
     let Ok(email) = EmailAddress::parse(raw_email) else {
         return Ok(());
     };
-    if let Some(wait) =
-        rate_limit::claim_otp_mail(&state.redis, email.as_str(), OTP_RESEND_GAP).await?
-    {
+    let refused = |wait| {
         if strict {
-            return Err(AppError::RateLimited {
+            Err(AppError::RateLimited {
                 code: "rate_limited",
                 retry_after: wait,
-            });
+            })
+        } else {
+            Ok(())
         }
-        return Ok(());
+    };
+    let gap = state.config.limits.reset_resend_gap;
+    if !gap.is_zero()
+        && let Some(wait) = rate_limit::claim_otp_mail(&state.redis, email.as_str(), gap).await?
+    {
+        return refused(wait);
+    }
+    // One resend a minute alone would allow ~1,440 mails (and 5 guesses each) a day.
+    if let Err(AppError::RateLimited { retry_after, .. }) = rate_limit::hit(
+        &state.redis,
+        &format!("otp-mails:{}", email.as_str()),
+        state.config.limits.reset_mails_per_day,
+        DAY,
+    )
+    .await
+    {
+        reset_metric("refused_daily_cap");
+        return refused(retry_after);
     }
     let Some(user) = repo::users::find_by_email(&state.db, email.as_str()).await? else {
+        // No account: remember that a code was "sent", so that verify-otp answers this email
+        // exactly as it would a real one (`invalid_otp`, then `otp_expired`).
+        phantom_reset(state, email.as_str()).await?;
         return Ok(());
     };
     let otp = crypto::random_digits(6);
@@ -453,6 +616,66 @@ pub async fn start_password_reset(
     Ok(())
 }
 
+// ---- resets of emails without an account ----
+//
+// A reset for an unknown email mails nothing, but verify-otp must still answer it like a
+// known one: `invalid_otp` for each wrong try, `otp_expired` from the fifth on or once ten
+// minutes have passed. A Redis record per email ("a code went out at T, N wrong tries")
+// plays the reset row's part; it outlives the OTP by a week, as a real reset row would stay.
+
+fn phantom_key(state: &AppState, email: &str) -> String {
+    state.redis.key(format!("otp-phantom:{email}"))
+}
+
+const PHANTOM_TTL_SECS: u64 = 7 * 86_400;
+
+async fn phantom_reset(state: &AppState, email: &str) -> AppResult<()> {
+    let key = phantom_key(state, email);
+    let mut conn = state.redis.conn();
+    redis::pipe()
+        .atomic()
+        .hset(&key, "sent_at", state.clock.now().unix_timestamp())
+        .hset(&key, "failures", 0)
+        .expire(&key, PHANTOM_TTL_SECS as i64)
+        .query_async::<()>(&mut conn)
+        .await?;
+    Ok(())
+}
+
+/// A wrong try at an unknown email's "code": `invalid_otp` or `otp_expired`, as for a real one.
+async fn phantom_attempt(state: &AppState, email: &str) -> AppResult<AppError> {
+    let key = phantom_key(state, email);
+    let mut conn = state.redis.conn();
+    let sent_at: Option<i64> = conn.hget(&key, "sent_at").await?;
+    let Some(sent_at) = sent_at else {
+        return Ok(invalid_otp());
+    };
+    let failures: i64 = conn
+        .hget::<_, _, Option<i64>>(&key, "failures")
+        .await?
+        .unwrap_or(0);
+    if failures >= i64::from(OTP_MAX_FAILURES) {
+        return Ok(otp_expired());
+    }
+    if sent_at + OTP_TTL.as_secs() as i64 <= state.clock.now().unix_timestamp() {
+        return Ok(otp_expired());
+    }
+    let failures: i64 = conn.hincr(&key, "failures", 1).await?;
+    Ok(if failures < i64::from(OTP_MAX_FAILURES) {
+        invalid_otp()
+    } else {
+        otp_expired()
+    })
+}
+
+fn invalid_otp() -> AppError {
+    AppError::bad_request("invalid_otp", "The code is not valid.")
+}
+
+fn otp_expired() -> AppError {
+    AppError::bad_request("otp_expired", "The code has expired; ask for a new one.")
+}
+
 /// The OTP HMAC key: derived from the signing secret for this one purpose, so a reset code's
 /// hash never equals anything computed with the JWT key itself.
 fn otp_key(state: &AppState) -> Vec<u8> {
@@ -463,39 +686,53 @@ fn otp_key(state: &AppState) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Checks the OTP; a good one becomes a single-use reset token valid 15 minutes.
+/// Checks the OTP; a good one becomes a single-use reset token valid 15 minutes. Past
+/// `RESET_OTP_WRONG_CODES_PER_DAY` wrong codes for an email (across every code mailed to
+/// it), no code is accepted until the day is over: `otp_expired`.
 pub async fn verify_reset_otp(state: &AppState, raw_email: &str, otp: &str) -> AppResult<String> {
-    let invalid = || AppError::bad_request("invalid_otp", "The code is not valid.");
-    let expired =
-        || AppError::bad_request("otp_expired", "The code has expired; ask for a new one.");
-    let email = EmailAddress::parse(raw_email).map_err(|_| invalid())?;
-    let user = repo::users::find_by_email(&state.db, email.as_str())
-        .await?
-        .ok_or_else(invalid)?;
-    let (reset, open) = repo::password_resets::latest_for_user(&state.db, user.id)
-        .await?
-        .ok_or_else(invalid)?;
+    let email = EmailAddress::parse(raw_email).map_err(|_| invalid_otp())?;
+    let wrong_codes = format!("otp-wrong:{}", email.as_str());
+    let cap = state.config.limits.reset_wrong_codes_per_day;
+    if cap > 0 && rate_limit::peek(&state.redis, &wrong_codes, DAY).await? >= u64::from(cap) {
+        reset_metric("refused_wrong_cap");
+        return Err(otp_expired());
+    }
+    let count_wrong = || async {
+        // Counting only (the cap was checked above): its refusal is not this answer.
+        let _ = rate_limit::hit(&state.redis, &wrong_codes, u32::MAX, DAY).await;
+    };
+    let Some(user) = repo::users::find_by_email(&state.db, email.as_str()).await? else {
+        count_wrong().await;
+        return Err(phantom_attempt(state, email.as_str()).await?);
+    };
+    let Some((reset, open)) = repo::password_resets::latest_for_user(&state.db, user.id).await?
+    else {
+        count_wrong().await;
+        return Err(invalid_otp());
+    };
     if !open {
         // Voided by wrong tries, replaced, or already used.
+        count_wrong().await;
         return Err(if reset.failed_attempts >= OTP_MAX_FAILURES {
-            expired()
+            otp_expired()
         } else {
-            invalid()
+            invalid_otp()
         });
     }
     if reset.otp_expires_at <= state.clock.now() {
-        return Err(expired());
+        return Err(otp_expired());
     }
     let candidate = crypto::keyed_hash(&otp_key(state), otp.trim());
     if !crate::security::signing::constant_time_eq(candidate.as_bytes(), reset.otp_hash.as_bytes())
     {
         reset_metric("failed");
+        count_wrong().await;
         return match repo::password_resets::record_failure(&state.db, reset.id, OTP_MAX_FAILURES)
             .await?
         {
-            Some(n) if n < OTP_MAX_FAILURES => Err(invalid()),
+            Some(n) if n < OTP_MAX_FAILURES => Err(invalid_otp()),
             // The try that voided it, or it was voided concurrently.
-            _ => Err(expired()),
+            _ => Err(otp_expired()),
         };
     }
     let token = crypto::random_token(32);
@@ -507,7 +744,7 @@ pub async fn verify_reset_otp(state: &AppState, raw_email: &str, otp: &str) -> A
     )
     .await?;
     if !issued {
-        return Err(expired());
+        return Err(otp_expired());
     }
     reset_metric("verified");
     Ok(token)
@@ -519,7 +756,7 @@ pub async fn complete_password_reset(
     reset_token: &str,
     new_password: String,
 ) -> AppResult<()> {
-    let hash = password::hash_blocking(new_password).await?;
+    let hash = hash_password(state, new_password).await?;
     let mut tx = state.db.begin().await?;
     let user_id = repo::password_resets::consume_token(&mut *tx, &crypto::token_hash(reset_token))
         .await?

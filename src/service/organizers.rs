@@ -8,7 +8,7 @@ use crate::{
     clients::paystack::{GatewayError, NewRecipient},
     error::{AppError, AppResult, FieldError, OnConstraint},
     repo::{self, organizers::OrganizerRow},
-    service::{auth, banks, notifications},
+    service::{auth, banks, notifications, rate_limit},
     state::AppState,
 };
 
@@ -41,10 +41,20 @@ fn gateway_error(e: GatewayError, field: &str) -> AppError {
 /// Resolves the account and creates its recipient: `(bank_name, account_name, recipient_code)`.
 async fn verify_bank_account(
     state: &AppState,
+    user_id: Uuid,
     name: &str,
     bank_code: &str,
     account_number: &str,
 ) -> AppResult<(String, String, String)> {
+    // Each resolution answers the holder's name for any account number: without a limit the
+    // organizer routes would be a lookup service for bank account names.
+    rate_limit::hit(
+        &state.redis,
+        &format!("bank-lookup:{user_id}"),
+        state.config.limits.bank_lookups_per_user_per_day,
+        std::time::Duration::from_secs(86_400),
+    )
+    .await?;
     let bank = banks::find(state, bank_code).await?.ok_or_else(|| {
         AppError::validation(
             "bank_code",
@@ -101,7 +111,7 @@ pub async fn create(
     let email = required(input.email, "email")?;
     let phone = required(input.phone, "phone")?;
     let (bank_name, account_name, recipient_code) =
-        verify_bank_account(state, &name, &bank_code, &account_number).await?;
+        verify_bank_account(state, user_id, &name, &bank_code, &account_number).await?;
     let mut row = OrganizerRow {
         id: Uuid::now_v7(),
         user_id,
@@ -175,7 +185,7 @@ pub async fn update(
             .account_number
             .unwrap_or_else(|| row.account_number.clone());
         let (bank_name, account_name, recipient_code) =
-            verify_bank_account(state, &row.name, &bank_code, &account_number).await?;
+            verify_bank_account(state, user_id, &row.name, &bank_code, &account_number).await?;
         row.bank_code = bank_code;
         row.account_number = account_number;
         row.bank_name = bank_name;

@@ -56,12 +56,37 @@ pub async fn hit_all(
     Ok(())
 }
 
+/// How many hits `name` has in the current window of `window` (counted by `hit`).
+pub async fn peek(redis: &Redis, name: &str, window: Duration) -> Result<u64, AppError> {
+    let window_secs = window.as_secs().max(1);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let key = redis.key(format!("rl:{name}:{}", now.as_secs() / window_secs));
+    let mut conn = redis.conn();
+    let count: Option<u64> = redis::cmd("GET").arg(key).query_async(&mut conn).await?;
+    Ok(count.unwrap_or(0))
+}
+
 fn lock_key(redis: &Redis, email: &str) -> String {
     redis.key(format!("login:lock:{email}"))
 }
 
-fn failures_key(redis: &Redis, email: &str) -> String {
-    redis.key(format!("login:failures:{email}"))
+/// What failed: a password (`login`) or a second factor (`2fa`). Counted apart, so that a
+/// correct password (which clears its own count) never clears the wrong codes: with
+/// rotating addresses and a fresh challenge per correct password, per-challenge counting
+/// alone would let 2FA be guessed in hours.
+#[derive(Clone, Copy)]
+pub enum Failure {
+    Password,
+    SecondFactor,
+}
+
+fn failures_key(redis: &Redis, what: Failure, email: &str) -> String {
+    match what {
+        Failure::Password => redis.key(format!("login:failures:{email}")),
+        Failure::SecondFactor => redis.key(format!("login:2fa-failures:{email}")),
+    }
 }
 
 /// Refuses a login while the account is locked. Keyed by the normalised email, whether or not
@@ -83,7 +108,13 @@ pub async fn check_account_lock(redis: &Redis, email: &str) -> Result<(), AppErr
 
 /// Counts a failed login; the tenth within the lock duration locks the account.
 pub async fn record_login_failure(redis: &Redis, email: &str) -> Result<(), AppError> {
-    let key = failures_key(redis, email);
+    record_failure(redis, Failure::Password, email).await
+}
+
+/// Counts a failure of either kind; the tenth of one kind within the lock duration locks
+/// the account (the same lock, the same 429 `account_locked`).
+pub async fn record_failure(redis: &Redis, what: Failure, email: &str) -> Result<(), AppError> {
+    let key = failures_key(redis, what, email);
     let mut conn = redis.conn();
     let (count,): (i64,) = redis::pipe()
         .atomic()
@@ -104,10 +135,10 @@ pub async fn record_login_failure(redis: &Redis, email: &str) -> Result<(), AppE
     Ok(())
 }
 
-pub async fn clear_login_failures(redis: &Redis, email: &str) -> Result<(), AppError> {
+pub async fn clear_failures(redis: &Redis, what: Failure, email: &str) -> Result<(), AppError> {
     let mut conn = redis.conn();
     redis::cmd("DEL")
-        .arg(failures_key(redis, email))
+        .arg(failures_key(redis, what, email))
         .query_async::<()>(&mut conn)
         .await?;
     Ok(())

@@ -5,7 +5,6 @@ use uuid::Uuid;
 use crate::{
     error::{AppError, AppResult},
     repo,
-    security::password,
     state::AppState,
 };
 
@@ -43,9 +42,7 @@ pub async fn delete_account(
     let user = repo::users::find_by_id(&state.db, user_id)
         .await?
         .ok_or_else(AppError::account_gone)?;
-    if !password::verify_blocking(password_attempt, Some(user.password_hash.clone())).await {
-        return Err(AppError::invalid_password());
-    }
+    crate::service::auth::check_user_password(state, &user, password_attempt).await?;
     let mut tx = state.db.begin().await?;
     if let Some(organizer_id) = repo::organizers::id_for_user(&mut *tx, user_id).await?
         && repo::events::organizer_has_active_events(&mut *tx, organizer_id, state.clock.now())

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sha2::Digest;
 
 use crate::helpers::{TestApp, eventually, problem};
 
@@ -591,4 +592,255 @@ async fn openapi_documents_every_auth_route_with_its_errors() {
             assert!(responses[code].is_object(), "{path} documents {code}");
         }
     }
+}
+
+// ---- the security review's findings on accounts (docs/security.md) ----
+
+#[tokio::test]
+async fn wrong_second_factor_codes_lock_the_account_across_challenges() {
+    let app = TestApp::spawn().await;
+    let (_, token) = signup(&app, "tobi@example.com", "password1").await;
+    let (secret, _, step) = enable_2fa(&app, &token).await;
+    // A code that is never valid now: from far in the past.
+    let wrong = totp_at_step(&secret, step - 1000);
+    // Each correct password gives a fresh challenge, which tolerates five wrong codes; the
+    // account counts them all.
+    for _ in 0..2 {
+        let ch = challenge(&app, "tobi@example.com", "password1").await;
+        for _ in 0..5 {
+            let res = app
+                .post_json(
+                    "/auth/2fa/verify",
+                    &json!({ "challenge_token": ch, "code": wrong }),
+                )
+                .await;
+            problem(res, StatusCode::UNAUTHORIZED, "invalid_code").await;
+        }
+    }
+    let res = login(&app, "tobi@example.com", "password1").await;
+    assert!(res.headers().contains_key("retry-after"));
+    problem(res, StatusCode::TOO_MANY_REQUESTS, "account_locked").await;
+}
+
+#[tokio::test]
+async fn reset_mails_are_capped_per_day_and_so_are_wrong_codes() {
+    let app = TestApp::builder()
+        .env("RESET_OTP_RESEND_GAP_SECONDS", "0")
+        .env("RESET_OTP_MAILS_PER_DAY", "3")
+        .env("RESET_OTP_WRONG_CODES_PER_DAY", "3")
+        .spawn()
+        .await;
+    signup(&app, "yemi@example.com", "password1").await;
+    let email = json!({ "email": "yemi@example.com" });
+    let res = app.post_json("/auth/password/reset", &email).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    for _ in 0..2 {
+        let res = app.post_json("/auth/password/resend-otp", &email).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+    }
+    let res = app.post_json("/auth/password/resend-otp", &email).await;
+    assert!(res.headers().contains_key("retry-after"));
+    problem(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // The first endpoint still answers 202, and mails nothing either.
+    let res = app.post_json("/auth/password/reset", &email).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let otps = wait_for_otps(&app, "yemi@example.com", 3).await;
+    assert_eq!(otps.len(), 3);
+
+    // Three wrong codes in a day (here all on the latest code), then even the right one is
+    // refused until the day is over.
+    let otp = otps.last().unwrap().clone();
+    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    for _ in 0..3 {
+        let res = app
+            .post_json(
+                "/auth/password/verify-otp",
+                &json!({ "email": "yemi@example.com", "otp": wrong }),
+            )
+            .await;
+        problem(res, StatusCode::BAD_REQUEST, "invalid_otp").await;
+    }
+    let res = app
+        .post_json(
+            "/auth/password/verify-otp",
+            &json!({ "email": "yemi@example.com", "otp": otp }),
+        )
+        .await;
+    problem(res, StatusCode::BAD_REQUEST, "otp_expired").await;
+}
+
+/// The answers of seven wrong tries at the reset code of `email`, after a reset request.
+async fn wrong_otp_answers(app: &TestApp, email: &str) -> Vec<String> {
+    let res = app
+        .post_json("/auth/password/reset", &json!({ "email": email }))
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let mut answers = Vec::new();
+    for _ in 0..7 {
+        let res = app
+            .post_json(
+                "/auth/password/verify-otp",
+                // Six digits no code is: the server's codes are random, and this one is
+                // checked against the mail below.
+                &json!({ "email": email, "otp": "000000" }),
+            )
+            .await;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        answers.push(format!("{status} {}", body["code"]));
+    }
+    answers
+}
+
+#[tokio::test]
+async fn verify_otp_answers_an_unknown_email_exactly_like_a_known_one() {
+    let app = TestApp::builder()
+        .env("AUTH_RATE_LIMIT_PER_MINUTE", "1000")
+        .spawn()
+        .await;
+    signup(&app, "known@example.com", "password1").await;
+    let known = wrong_otp_answers(&app, "known@example.com").await;
+    let otp = wait_for_otps(&app, "known@example.com", 1).await.remove(0);
+    if otp == "000000" {
+        return; // one run in a million: the "wrong" code was the right one
+    }
+    let unknown = wrong_otp_answers(&app, "nobody-here@example.com").await;
+    assert_eq!(known[..4], vec!["400 Bad Request \"invalid_otp\""; 4]);
+    assert_eq!(known[4..], vec!["400 Bad Request \"otp_expired\""; 3]);
+    assert_eq!(unknown, known);
+}
+
+#[tokio::test]
+async fn recovery_codes_are_stored_under_a_key() {
+    let app = TestApp::spawn().await;
+    let (user, token) = signup(&app, "kunle@example.com", "password1").await;
+    let (_, codes, _) = enable_2fa(&app, &token).await;
+    let user_id: uuid::Uuid = user["id"].as_str().unwrap().parse().unwrap();
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT code_hash FROM recovery_codes WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_all(&app.state.db)
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), 10);
+    for code in &codes {
+        let plain: String = code
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_lowercase();
+        let unkeyed = hex::encode(sha2::Sha256::digest(plain.as_bytes()));
+        assert!(
+            !stored.contains(&unkeyed),
+            "a recovery code is stored as its plain SHA-256"
+        );
+    }
+    // And they still work, once each.
+    let ch = challenge(&app, "kunle@example.com", "password1").await;
+    let res = app
+        .post_json(
+            "/auth/2fa/verify",
+            &json!({ "challenge_token": ch, "code": codes[3] }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_saturated_password_hasher_answers_503_at_once_and_recovers() {
+    let app = TestApp::builder()
+        .env("PASSWORD_HASH_CONCURRENCY", "1")
+        .env("PASSWORD_HASH_WAIT_MILLIS", "0")
+        .env("AUTH_RATE_LIMIT_PER_MINUTE", "1000")
+        .spawn()
+        .await;
+    signup(&app, "busy@example.com", "password1").await;
+    let logins = (0..12).map(|_| login(&app, "busy@example.com", "password1"));
+    let answers = futures::future::join_all(logins).await;
+    let mut refused = 0;
+    for res in answers {
+        match res.status() {
+            StatusCode::OK => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(res.headers()["retry-after"], "1");
+                problem(res, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").await;
+                refused += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(refused > 0, "twelve logins at once on one hashing slot");
+    // Once the burst is over, logins work again.
+    assert_eq!(
+        login(&app, "busy@example.com", "password1").await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn password_checks_of_a_signed_in_user_are_limited() {
+    let app = TestApp::builder()
+        .env("PASSWORD_CHECKS_PER_USER_PER_HOUR", "3")
+        .spawn()
+        .await;
+    let (_, token) = signup(&app, "del@example.com", "password1").await;
+    let delete = |password: &'static str| {
+        app.client
+            .delete(app.url("/users/profile"))
+            .bearer_auth(&token)
+            .json(&json!({ "password": password }))
+            .send()
+    };
+    for _ in 0..3 {
+        let res = delete("not my password").await.unwrap();
+        problem(res, StatusCode::FORBIDDEN, "invalid_password").await;
+    }
+    let res = delete("password1").await.unwrap();
+    assert!(res.headers().contains_key("retry-after"));
+    problem(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    assert_eq!(profile_status(&app, &token).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_version_read_before_a_reset_is_never_cached_after_it() {
+    // The race, made to happen: a request misses the cache and reads the token version from
+    // PostgreSQL; the password reset commits and drops the cache; only then does the first
+    // request write what it read. The stolen token must not live on.
+    let app = TestApp::spawn().await;
+    let (user, old_token) = signup(&app, "race@example.com", "old password").await;
+    let user_id: uuid::Uuid = user["id"].as_str().unwrap().parse().unwrap();
+    let before = ticketing::service::auth::read_version(&app.state, user_id)
+        .await
+        .unwrap();
+
+    app.post_json(
+        "/auth/password/reset",
+        &json!({ "email": "race@example.com" }),
+    )
+    .await;
+    let otp = wait_for_otps(&app, "race@example.com", 1).await.remove(0);
+    let res = app
+        .post_json(
+            "/auth/password/verify-otp",
+            &json!({ "email": "race@example.com", "otp": otp }),
+        )
+        .await;
+    let reset_token = res.json::<Value>().await.unwrap()["reset_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .post_json(
+            "/auth/password/new",
+            &json!({ "reset_token": reset_token, "new_password": "new password" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+
+    // The late write of the old version.
+    ticketing::service::auth::fill_version_cache(&app.state, &before).await;
+    assert_eq!(
+        profile_status(&app, &old_token).await,
+        StatusCode::UNAUTHORIZED
+    );
 }

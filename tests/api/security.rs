@@ -231,3 +231,78 @@ async fn purchases_are_rate_limited_per_user() {
     let other = signup(&app, "slow@example.com").await;
     hold(&app, &other, &event_id, "Regular", 1).await;
 }
+
+// ---- the development pages ----
+
+#[tokio::test]
+async fn development_pages_answer_only_loopback_clients_when_app_env_is_unset() {
+    // Behind a trusted proxy the client is the forwarded address.
+    let app = TestApp::builder()
+        .without("APP_ENV")
+        .without("PAYSTACK_SECRET_KEY")
+        .without("RESEND_API_KEY")
+        .env("TRUST_FORWARDED_FOR", "true")
+        .spawn()
+        .await;
+    let remote = app
+        .client
+        .get(app.url("/dev/outbox"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    problem(remote, StatusCode::NOT_FOUND, "not_found").await;
+    let remote_pay = app
+        .client
+        .post(app.url("/sandbox/checkout/ord-x/pay"))
+        .header("x-forwarded-for", "2001:db8::9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(remote_pay.status(), StatusCode::NOT_FOUND);
+    let local = app.get("/dev/outbox").await;
+    assert_eq!(local.status(), StatusCode::OK);
+
+    // An explicit APP_ENV=development opens them to everyone.
+    let open = TestApp::builder()
+        .without("RESEND_API_KEY")
+        .env("TRUST_FORWARDED_FOR", "true")
+        .spawn()
+        .await;
+    let remote = open
+        .client
+        .get(open.url("/dev/outbox"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(remote.status(), StatusCode::OK);
+}
+
+// ---- bank account lookups ----
+
+#[tokio::test]
+async fn bank_account_lookups_are_limited_per_user() {
+    let app = TestApp::builder()
+        .env("BANK_ACCOUNT_LOOKUPS_PER_USER_PER_DAY", "2")
+        .spawn()
+        .await;
+    let token = signup(&app, "lookup@example.com").await;
+    let body = |account: &str| {
+        serde_json::json!({ "name": "X", "email": "x@y.ng", "phone": "08012345678",
+                            "bank_code": "058", "account_number": account })
+    };
+    // Two lookups of accounts that do not resolve (422 each, the holder name is the oracle).
+    for _ in 0..2 {
+        let res = app
+            .post_json_auth("/users/organizer", &token, &body("9999999999"))
+            .await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let res = app
+        .post_json_auth("/users/organizer", &token, &body("0123456789"))
+        .await;
+    assert!(res.headers().contains_key("retry-after"));
+    problem(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    assert_eq!(app.paystack.count("GET /bank/resolve"), 2);
+}
