@@ -378,20 +378,80 @@ pub async fn mark_mail_queued(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result
     Ok(())
 }
 
-/// Pending orders whose hold has run out, oldest first.
-pub async fn expired_holds(
+/// Claims up to `limit` holds past their expiry for this sweeper, for `lease_seconds`: rows
+/// another instance is claiming right now are skipped (`SKIP LOCKED`), rows it holds a lease
+/// on are left alone, so no two instances ask Paystack about the same hold.
+/// `(id, reference, expires_at)`.
+pub async fn claim_expired_holds(
     db: impl PgExecutor<'_>,
+    lease_seconds: f64,
+    limit: i64,
+) -> sqlx::Result<Vec<(Uuid, String, OffsetDateTime)>> {
+    let rows = sqlx::query!(
+        r#"UPDATE orders o SET verify_claimed_until = now() + make_interval(secs => $1)
+           FROM (SELECT id FROM orders
+                 WHERE status = 'pending' AND expires_at < now()
+                   AND (verify_claimed_until IS NULL OR verify_claimed_until < now())
+                 ORDER BY expires_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED) claimed
+           WHERE o.id = claimed.id
+           RETURNING o.id, o.reference, o.expires_at"#,
+        lease_seconds,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.id, r.reference, r.expires_at))
+        .collect())
+}
+
+/// Claims up to `limit` orders marked `reverify` (expired while Paystack could not answer),
+/// like `claim_expired_holds`. `(id, reference)`.
+pub async fn claim_reverify(
+    db: impl PgExecutor<'_>,
+    lease_seconds: f64,
     limit: i64,
 ) -> sqlx::Result<Vec<(Uuid, String)>> {
     let rows = sqlx::query!(
-        r#"SELECT id, reference FROM orders
-           WHERE status = 'pending' AND expires_at < now()
-           ORDER BY expires_at LIMIT $1"#,
+        r#"UPDATE orders o SET verify_claimed_until = now() + make_interval(secs => $1)
+           FROM (SELECT id FROM orders
+                 WHERE reverify
+                   AND (verify_claimed_until IS NULL OR verify_claimed_until < now())
+                 ORDER BY expires_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED) claimed
+           WHERE o.id = claimed.id
+           RETURNING o.id, o.reference"#,
+        lease_seconds,
         limit
     )
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(|r| (r.id, r.reference)).collect())
+}
+
+/// Gives a claim back (Paystack could not answer): the next pass may try again.
+pub async fn release_verify_claim(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE orders SET verify_claimed_until = NULL WHERE id = $1",
+        id
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Marks (or unmarks) an order for re-verification, and gives its claim back.
+pub async fn set_reverify(db: impl PgExecutor<'_>, id: Uuid, on: bool) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE orders SET reverify = $2, verify_claimed_until = NULL WHERE id = $1",
+        id,
+        on
+    )
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// Paid orders (older than `grace_seconds`) whose tickets or mail are missing: a crash

@@ -75,6 +75,24 @@ pub async fn end(state: &AppState, order_id: OrderId, to: OrderStatus) -> AppRes
     Ok(true)
 }
 
+/// pending → expired for a hold Paystack could not be asked about for `HOLD_TTL_SECONDS`
+/// past its expiry: its seats go back now, and the order is marked `reverify` in the same
+/// transaction, so the sweeper keeps asking until Paystack answers and a payment that did
+/// happen is still settled (or refunded: the late-payment rules). False when it was no
+/// longer pending.
+pub async fn expire_unverified(state: &AppState, order_id: OrderId) -> AppResult<bool> {
+    let mut tx = state.db.begin().await?;
+    let Some(order) = end_in(state, &mut tx, order_id.into(), OrderStatus::Expired).await? else {
+        return Ok(false);
+    };
+    repo::orders::set_reverify(&mut *tx, order.id, true).await?;
+    tx.commit().await?;
+    metrics::counter!("ticketing_holds_expired_total").increment(1);
+    metrics::counter!("ticketing_holds_expired_unverified_total").increment(1);
+    publish_status(state, &order.reference, OrderStatus::Expired).await;
+    Ok(true)
+}
+
 /// Tells every instance's websocket subscribers about a status change.
 pub async fn publish_status(state: &AppState, reference: &str, status: OrderStatus) {
     let mut conn = state.redis.conn();

@@ -1,13 +1,13 @@
 //! The purchase: hold the seats (one guarded statement, see `repo::orders::hold`), then start
 //! the Paystack checkout outside any transaction. DESIGN.md "The purchase, step by step".
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::{
-    clients::paystack::{GatewayError, NewTransaction, TxStatus},
+    clients::paystack::{GatewayError, NewTransaction},
     domain::{ids::OrderId, status::OrderStatus},
     error::{AppError, AppResult},
     repo::{
@@ -223,6 +223,8 @@ pub async fn purchase(
     req: PurchaseRequest,
     idempotency_key: Option<&str>,
 ) -> AppResult<Purchase> {
+    // Everything below, Paystack included, must be answered inside the request timeout.
+    let deadline = Instant::now() + checkout_budget(state);
     let user_id = buyer.id;
     rate_limit(state, &buyer)
         .await
@@ -278,7 +280,29 @@ pub async fn purchase(
             replayed: false,
         });
     }
-    start_checkout(state, buyer.email, order).await
+    start_checkout(state, buyer.email, order, deadline).await
+}
+
+/// The time a purchase may spend before answering: the request timeout less a margin for
+/// the answer itself, so that a slow Paystack is answered by us (503, the hold released)
+/// and never by the timeout layer (which would drop the purchase half-way, its hold left
+/// without a checkout link).
+fn checkout_budget(state: &AppState) -> Duration {
+    let timeout = state.config.request_timeout;
+    timeout.saturating_sub(Duration::from_secs(1).min(timeout / 4))
+}
+
+/// `call` within what is left until `deadline`, or `Unavailable` when that runs out.
+async fn within<T>(
+    deadline: Instant,
+    call: impl std::future::Future<Output = Result<T, GatewayError>>,
+) -> Result<T, GatewayError> {
+    match tokio::time::timeout_at(deadline.into(), call).await {
+        Ok(answer) => answer,
+        Err(_) => Err(GatewayError::Unavailable(
+            "no answer within the purchase's time".into(),
+        )),
+    }
 }
 
 enum Held {
@@ -408,19 +432,26 @@ async fn hold_within_caps(
     Ok(Ok(held))
 }
 
-/// Paystack's checkout for a held order, outside any transaction.
-async fn start_checkout(state: &AppState, email: &str, order: OrderRow) -> AppResult<Purchase> {
-    let started = state
-        .gateway
-        .initialize(NewTransaction {
+/// Paystack's checkout for a held order, outside any transaction, within the purchase's
+/// time.
+async fn start_checkout(
+    state: &AppState,
+    email: &str,
+    order: OrderRow,
+    deadline: Instant,
+) -> AppResult<Purchase> {
+    let started = within(
+        deadline,
+        state.gateway.initialize(NewTransaction {
             email,
             amount: order.total_amount,
             currency: &order.currency,
             reference: &order.reference,
             order_id: order.id,
             event_id: order.event_id,
-        })
-        .await;
+        }),
+    )
+    .await;
     match started {
         Ok(checkout) => {
             repo::orders::set_checkout(
@@ -493,26 +524,19 @@ async fn not_held(
     AppError::sold_out()
 }
 
-/// Paystack refused or did not answer. A refusal means no transaction exists: release the
-/// hold. A lost answer is an unknown outcome: ask verify before releasing; if verify cannot
-/// answer either, the hold stays and the sweeper settles it at expiry (it asks Paystack too).
+/// Paystack refused or did not answer: the buyer has no checkout link, so the hold is
+/// released at once (never a hold without a way to pay it) and the key forgotten, so a retry
+/// starts afresh. A lost answer is not looked up: even if Paystack did create the
+/// transaction, verify would not give back its link, nobody else holds it, and should it be
+/// paid anyway the late-payment rules settle or refund it (DESIGN.md step 5).
 async fn gateway_failed(state: &AppState, order: &OrderRow, err: GatewayError) -> AppError {
-    tracing::warn!(reference = %order.reference, error = %err, "checkout could not start");
-    let release = match &err {
-        GatewayError::Rejected { .. } => true,
-        GatewayError::Unavailable(_) => match state.gateway.verify(&order.reference).await {
-            Ok(v) => v.status == TxStatus::NotFound || v.status == TxStatus::Failed,
-            Err(_) => false,
-        },
-    };
-    if release {
-        if let Err(e) = holds::end(state, OrderId(order.id), OrderStatus::Failed).await {
-            tracing::error!(error = %e, "could not release a failed hold; the sweeper will");
-        }
-        // The first answer was a 5xx: a retry with the same key must try again rather than
-        // replay a failed order with another status code.
-        forget_idempotency(state, order).await;
+    tracing::warn!(reference = %order.reference, error = %err, "checkout could not start; hold released");
+    if let Err(e) = holds::end(state, OrderId(order.id), OrderStatus::Failed).await {
+        tracing::error!(error = %e, "could not release a failed hold; the sweeper will");
     }
+    // The first answer was a 5xx: a retry with the same key must try again rather than
+    // replay a failed order with another status code.
+    forget_idempotency(state, order).await;
     match err {
         GatewayError::Rejected { message, .. } => AppError::Upstream {
             provider: "Paystack",

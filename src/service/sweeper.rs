@@ -24,6 +24,8 @@ const PARALLEL: usize = 8;
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Sweep {
     pub expired: usize,
+    /// Orders expired unverified, asked about again.
+    pub reverified: usize,
     pub redriven: usize,
     pub refunds: usize,
     pub payouts_started: usize,
@@ -33,6 +35,7 @@ pub struct Sweep {
 pub async fn sweep(state: &AppState) -> AppResult<Sweep> {
     let mut done = Sweep {
         expired: expire_holds(state).await?,
+        reverified: reverify(state).await?,
         ..Sweep::default()
     };
     let grace = state.config.redrive_after.as_secs_f64();
@@ -78,25 +81,86 @@ pub async fn sweep(state: &AppState) -> AppResult<Sweep> {
     Ok(done)
 }
 
-/// Expires holds past `expires_at`, after asking Paystack whether they were paid.
+/// How long a sweeper's claim on a hold lasts: past any Paystack call (the claim is given
+/// back at once when Paystack cannot answer).
+fn claim_lease(state: &AppState) -> f64 {
+    (state.config.paystack_timeout * 2).as_secs_f64() + 5.0
+}
+
+/// Expires holds past `expires_at`, after asking Paystack whether they were paid. The holds
+/// are claimed per instance (`repo::orders::claim_expired_holds`) and verified
+/// `PARALLEL` at a time. While Paystack cannot answer a hold stays, until `HOLD_TTL_SECONDS`
+/// past its expiry: then it is expired anyway and marked for re-verification.
 async fn expire_holds(state: &AppState) -> AppResult<usize> {
-    let mut expired = 0;
-    for (order_id, reference) in repo::orders::expired_holds(&state.db, 200).await? {
-        match state.gateway.verify(&reference).await {
-            Ok(v) if v.status == TxStatus::Success => {
-                // Paid after all (a lost webhook): settle instead of expiring.
-                if let Err(e) = payments::settle(state, &reference).await {
-                    tracing::warn!(error = %e, %reference, "settling a paid hold failed; next pass retries");
+    let claimed = repo::orders::claim_expired_holds(&state.db, claim_lease(state), 200).await?;
+    let expired = std::sync::atomic::AtomicUsize::new(0);
+    let give_up_after = time::Duration::try_from(state.config.hold_ttl).unwrap_or_default();
+    stream::iter(claimed)
+        .for_each_concurrent(PARALLEL, |(order_id, reference, expires_at)| {
+            let expired = &expired;
+            async move {
+                let ended = match state.gateway.verify(&reference).await {
+                    Ok(v) if v.status == TxStatus::Success => {
+                        // Paid after all (a lost webhook): settle instead of expiring.
+                        if let Err(e) = payments::settle(state, &reference).await {
+                            tracing::warn!(error = %e, %reference, "settling a paid hold failed; next pass retries");
+                            release(state, order_id).await;
+                        }
+                        return;
+                    }
+                    Ok(_) => holds::end(state, OrderId(order_id), OrderStatus::Expired).await,
+                    Err(e) if state.clock.now() >= expires_at + give_up_after => {
+                        tracing::warn!(error = %e, %reference, "Paystack cannot say whether an expired hold was paid; releasing its seats and asking again later");
+                        holds::expire_unverified(state, OrderId(order_id)).await
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, %reference, "cannot verify an expired hold yet");
+                        release(state, order_id).await;
+                        return;
+                    }
+                };
+                match ended {
+                    Ok(true) => {
+                        expired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, %reference, "expiring a hold failed");
+                        release(state, order_id).await;
+                    }
                 }
             }
-            Ok(_) => match holds::end(state, OrderId(order_id), OrderStatus::Expired).await {
-                Ok(true) => expired += 1,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, %reference, "expiring a hold failed"),
-            },
-            // Paystack unreachable: keep the hold; the next pass asks again.
-            Err(e) => tracing::warn!(error = %e, %reference, "cannot verify an expired hold yet"),
-        }
+        })
+        .await;
+    Ok(expired.into_inner())
+}
+
+/// Orders expired while Paystack could not answer: asked again until it does. `settle`
+/// verifies and applies the late-payment rules when it was paid.
+async fn reverify(state: &AppState) -> AppResult<usize> {
+    let claimed = repo::orders::claim_reverify(&state.db, claim_lease(state), 100).await?;
+    let n = claimed.len();
+    stream::iter(claimed)
+        .for_each_concurrent(PARALLEL, |(order_id, reference)| async move {
+            match payments::settle(state, &reference).await {
+                Ok(_) => {
+                    if let Err(e) = repo::orders::set_reverify(&state.db, order_id, false).await {
+                        tracing::warn!(error = %e, %reference, "re-verified order not unmarked");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %reference, "re-verifying an expired hold failed; next pass retries");
+                    release(state, order_id).await;
+                }
+            }
+        })
+        .await;
+    Ok(n)
+}
+
+async fn release(state: &AppState, order_id: uuid::Uuid) {
+    if let Err(e) = repo::orders::release_verify_claim(&state.db, order_id).await {
+        // The lease runs out by itself.
+        tracing::warn!(error = %e, %order_id, "verify claim not given back");
     }
-    Ok(expired)
 }

@@ -362,8 +362,8 @@ async fn a_paystack_failure_releases_the_hold() {
     let res = purchase(&app, &buyer, &event_id, "Regular", 1).await;
     assert_eq!(res.status(), StatusCode::CREATED);
 
-    // A lost answer after Paystack created the transaction: verify finds it, so the hold
-    // is kept for the sweeper rather than guessed away.
+    // A lost answer after Paystack created the transaction: the buyer has no link to pay
+    // it with, so the hold is released too (never a hold without a way to pay it).
     let (_, event2, _) = event_with_tier(&app, PRICE, 1).await;
     app.paystack.fail_route(
         "POST /transaction/initialize",
@@ -371,8 +371,52 @@ async fn a_paystack_failure_releases_the_hold() {
     );
     let res = purchase(&app, &buyer, &event2, "Regular", 1).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let res = purchase(&app, &buyer, &event2, "Regular", 1).await;
-    problem(res, StatusCode::CONFLICT, "sold_out").await;
+    let order = hold(&app, &buyer, &event2, "Regular", 1).await;
+    assert!(order["authorization_url"].is_string());
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_hanging_paystack_is_answered_inside_the_request_timeout_and_a_retry_can_pay() {
+    // Paystack's own timeout (10 s) is longer than the request's (3 s here): the purchase
+    // answers 503 itself, in time, releasing the hold; a retry with the same key is a new
+    // attempt with a checkout link, not the old order without one.
+    let app = TestApp::builder()
+        .env("REQUEST_TIMEOUT_SECONDS", "3")
+        .spawn()
+        .await;
+    let (_, event_id, _) = event_with_tier(&app, PRICE, 1).await;
+    let buyer = signup(&app, "hang@example.com").await;
+    app.paystack.fail_route(
+        "POST /transaction/initialize",
+        &[Fault::HangAfterAccept(Duration::from_secs(20))],
+    );
+    let send = || {
+        app.client
+            .post(app.url(&format!("/events/{event_id}/tickets/purchase")))
+            .bearer_auth(&buyer)
+            .header("idempotency-key", "one-purchase")
+            .json(&json!({ "tier": "Regular", "quantity": 1 }))
+            .send()
+    };
+    let started = std::time::Instant::now();
+    let res = send().await.unwrap();
+    let took = started.elapsed();
+    assert!(res.headers().contains_key("retry-after"));
+    problem(res, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").await;
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    let event: Value = app
+        .get(&format!("/events/{event_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(event["tiers"][0]["available"], 1, "the seat is back");
+
+    let res = send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let order: Value = res.json().await.unwrap();
+    assert!(order["authorization_url"].is_string(), "{order}");
     assert_invariants(&app).await;
 }
 
@@ -541,6 +585,100 @@ fn fast_sweeps() -> crate::helpers::TestAppBuilder {
     TestApp::builder()
         .env("HOLD_TTL_SECONDS", "1")
         .env("SWEEP_INTERVAL_SECONDS", "1")
+}
+
+#[tokio::test]
+async fn two_sweepers_never_verify_the_same_hold() {
+    // Long sweep intervals: the test runs the passes itself, on two instances.
+    let app = TestApp::builder()
+        .env("HOLD_TTL_SECONDS", "1")
+        .env("SWEEP_INTERVAL_SECONDS", "3600")
+        .env("MAX_ACTIVE_HOLDS_PER_USER", "0")
+        .spawn()
+        .await;
+    let sibling = app.spawn_sibling().await;
+    let (_, event_id, _) = event_with_tier(&app, PRICE, 20).await;
+    let buyer = signup(&app, "twice@example.com").await;
+    let mut references = Vec::new();
+    for _ in 0..12 {
+        let order = hold(&app, &buyer, &event_id, "Regular", 1).await;
+        references.push(order["reference"].as_str().unwrap().to_owned());
+    }
+    eventually(Duration::from_secs(10), || async {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM orders WHERE status = 'pending' AND expires_at >= now()",
+        )
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+
+    // Paystack answers slowly: the second instance sweeps while the first is still asking
+    // about the holds it claimed (the claims are committed before any call to Paystack).
+    app.paystack.fail_route(
+        "GET /transaction/verify",
+        &[Fault::Hang(Duration::from_millis(400)); 12],
+    );
+    let first = tokio::spawn({
+        let state = app.state.clone();
+        async move { ticketing::service::sweeper::sweep(&state).await }
+    });
+    eventually(Duration::from_secs(10), || async {
+        app.paystack
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET /transaction/verify"))
+            .then_some(())
+    })
+    .await;
+    let b = ticketing::service::sweeper::sweep(&sibling.state).await;
+    let a = first.await.unwrap();
+    assert_eq!(a.unwrap().expired + b.unwrap().expired, 12);
+    for reference in &references {
+        let asked = app
+            .paystack
+            .count(&format!("GET /transaction/verify/{reference}"));
+        assert_eq!(asked, 1, "{reference} verified {asked} times");
+        assert_eq!(
+            order_status(&app, &buyer, reference).await["status"],
+            "expired"
+        );
+    }
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_hold_paystack_cannot_verify_is_released_after_hold_ttl_and_settled_once_it_answers() {
+    let app = fast_sweeps().spawn().await;
+    let (_, event_id, _) = event_with_tier(&app, PRICE, 1).await;
+    let buyer = signup(&app, "unsure@example.com").await;
+    let order: Value = hold(&app, &buyer, &event_id, "Regular", 1).await;
+    let reference = order["reference"].as_str().unwrap();
+    app.paystack.fail_route(
+        "GET /transaction/verify",
+        &vec![Fault::ServerError; 100_000],
+    );
+    // The buyer pays, but the webhook is lost, and Paystack cannot be asked: after
+    // HOLD_TTL_SECONDS past expiry the seat is given back anyway.
+    app.paystack.set_delivery(Delivery::Never);
+    app.paystack.pay(reference).await;
+    wait_for_status(&app, &buyer, reference, "expired").await;
+    let event: Value = app
+        .get(&format!("/events/{event_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(event["tiers"][0]["available"], 1);
+
+    // Paystack answers again: the payment that did happen is found and honoured (the seat
+    // is still free, so the late payment takes it).
+    app.paystack.clear_route_faults("GET /transaction/verify");
+    let paid = wait_for_status(&app, &buyer, reference, "paid").await;
+    assert_eq!(paid["tickets"].as_array().unwrap().len(), 1);
+    assert_invariants(&app).await;
 }
 
 #[tokio::test]

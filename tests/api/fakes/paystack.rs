@@ -286,6 +286,11 @@ impl FakePaystack {
             .extend(faults);
     }
 
+    /// Drops the faults still queued for one route (the provider recovers).
+    pub fn clear_route_faults(&self, route: &str) {
+        self.inner.lock().unwrap().route_faults.remove(route);
+    }
+
     pub fn set_webhook_url(&self, url: &str) {
         self.inner.lock().unwrap().webhook_url = Some(url.to_owned());
     }
