@@ -101,6 +101,8 @@ pub struct Config {
     pub public_base_url: String,
     pub database_url: SecretString,
     pub database_max_connections: u32,
+    /// How long a request waits for a pooled connection before 503 `service_unavailable`.
+    pub database_acquire_timeout: Duration,
     pub redis_url: SecretString,
     /// Every Redis key and queue name starts with this, so tests (or tenants) never collide.
     pub redis_prefix: String,
@@ -279,6 +281,7 @@ impl Config {
                 .unwrap_or_else(|| "postgres://postgres@localhost:5432/ticketing".to_owned())
                 .into(),
             database_max_connections: parse_or(&get, "DATABASE_MAX_CONNECTIONS", 10)?,
+            database_acquire_timeout: millis(&get, "DATABASE_ACQUIRE_TIMEOUT_MILLIS", 1000)?,
             redis_url: get("REDIS_URL")
                 .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned())
                 .into(),

@@ -14,13 +14,21 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Connects, creating the database first when it does not exist (development and tests start
 /// from nothing), and applies every pending migration. Migrations take an advisory lock, so
 /// several instances starting at once apply them once.
-pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+///
+/// `acquire_timeout` is how long a request waits for a pooled connection before it is
+/// answered 503 `service_unavailable` (API.md: an overloaded service says so within a
+/// second, rather than letting requests pile up behind slow ones).
+pub async fn connect_and_migrate(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid URL")?;
     ensure_database(&options).await?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(acquire_timeout)
         .connect_with(options.log_statements(tracing::log::LevelFilter::Trace))
         .await
         .context("connecting to PostgreSQL")?;

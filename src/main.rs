@@ -73,9 +73,11 @@ fn main() -> ExitCode {
     };
     let result: anyhow::Result<ExitCode> = runtime.block_on(async move {
         match command.as_str() {
-            "migrate" => db::connect_and_migrate(config.database_url(), 1)
-                .await
-                .map(|_| tracing::info!("migrations applied")),
+            "migrate" => {
+                db::connect_and_migrate(config.database_url(), 1, std::time::Duration::from_secs(5))
+                    .await
+                    .map(|_| tracing::info!("migrations applied"))
+            }
             "reconcile" => {
                 let db = db::connect_existing(config.database_url()).await?;
                 let report = reconcile::check(&db, scope).await?;

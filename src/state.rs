@@ -60,8 +60,12 @@ pub struct Shared {
 
 impl AppState {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db =
-            db::connect_and_migrate(config.database_url(), config.database_max_connections).await?;
+        let db = db::connect_and_migrate(
+            config.database_url(),
+            config.database_max_connections,
+            config.database_acquire_timeout,
+        )
+        .await?;
         let redis = Redis::connect_lazy(
             secrecy::ExposeSecret::expose_secret(&config.redis_url),
             &config.redis_prefix,

@@ -306,3 +306,30 @@ async fn bank_account_lookups_are_limited_per_user() {
     problem(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
     assert_eq!(app.paystack.count("GET /bank/resolve"), 2);
 }
+
+// ---- overload ----
+
+#[tokio::test]
+async fn an_exhausted_database_pool_is_a_fast_503_and_the_service_recovers() {
+    let app = TestApp::builder()
+        .env("DATABASE_MAX_CONNECTIONS", "2")
+        .env("DATABASE_ACQUIRE_TIMEOUT_MILLIS", "300")
+        .spawn()
+        .await;
+    let (_, event_id, _) = event_with_tier(&app, 500_000, 10).await;
+    // Slow requests hold every connection of the pool.
+    let held = futures::future::join_all((0..2).map(|_| app.state.db.acquire())).await;
+    let held: Vec<_> = held.into_iter().map(Result::unwrap).collect();
+    let started = std::time::Instant::now();
+    let res = app.get(&format!("/events/{event_id}")).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(res.headers()["retry-after"], "1");
+    problem(res, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").await;
+    drop(held);
+    let res = app.get(&format!("/events/{event_id}")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
