@@ -82,6 +82,8 @@ impl Application {
             None
         };
         let server = self.listener.map(|listener| {
+            // One pub/sub subscription per serving instance feeds its websockets.
+            tokio::spawn(state.hub.clone().run(state.redis.clone()));
             let app = router(state.clone());
             let token = shutdown.clone();
             tokio::spawn(async move {
@@ -97,6 +99,8 @@ impl Application {
 
         shutdown.cancelled().await;
         tracing::info!(grace_seconds = grace.as_secs(), "shutting down");
+        // Websockets never end by themselves: tell them to close (1001) so the server drains.
+        state.hub.shutdown.cancel();
         let drain = async {
             if let Some(server) = server {
                 match server.await {
@@ -129,6 +133,7 @@ pub fn router(state: AppState) -> Router {
         .merge(http::events::router())
         .merge(http::payments::router())
         .merge(http::tickets::router())
+        .merge(http::ws::router())
         .split_for_parts();
     let mut openapi = openapi;
     http::openapi::complete(&mut openapi);

@@ -75,6 +75,9 @@ pub enum AppError {
     TicketAlreadyUsed { checked_in_at: String },
     #[error("payload too large")]
     PayloadTooLarge,
+    /// 426: a websocket route asked without the handshake.
+    #[error("upgrade required")]
+    UpgradeRequired,
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
     #[error("rate limited ({code})")]
@@ -259,6 +262,7 @@ impl AppError {
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict { .. } | AppError::TicketAlreadyUsed { .. } => StatusCode::CONFLICT,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Timeout | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -280,6 +284,7 @@ impl AppError {
             | AppError::RateLimited { code, .. } => code,
             AppError::MethodNotAllowed => "method_not_allowed",
             AppError::PayloadTooLarge => "payload_too_large",
+            AppError::UpgradeRequired => "upgrade_required",
             AppError::TicketAlreadyUsed { .. } => "ticket_already_used",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::Timeout => "timeout",
@@ -301,6 +306,7 @@ impl AppError {
             | AppError::Unprocessable { detail, .. } => detail.clone(),
             AppError::MethodNotAllowed => "This method is not allowed on this path.".into(),
             AppError::PayloadTooLarge => "The request body is too large.".into(),
+            AppError::UpgradeRequired => "This route speaks the websocket protocol only.".into(),
             AppError::TicketAlreadyUsed { checked_in_at } => {
                 format!("This ticket was already checked in at {checked_in_at}.")
             }

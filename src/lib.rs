@@ -8,6 +8,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod hub;
 pub mod kv;
 pub mod queue;
 pub mod repo;

@@ -47,6 +47,8 @@ pub struct Shared {
     pub http_client: reqwest::Client,
     pub metrics: PrometheusHandle,
     pub jwt: JwtKeys,
+    /// This instance's websocket connections and what they subscribed to (`hub`).
+    pub hub: Arc<crate::hub::Hub>,
     /// This instance's argon2 slots (`security::password::Passwords`).
     pub passwords: crate::security::password::Passwords,
     pub gateway: Arc<dyn PaymentGateway>,
@@ -114,6 +116,7 @@ impl AppState {
             config.limits.password_hash_wait,
         );
         Ok(Self(Arc::new(Shared {
+            hub: Arc::default(),
             passwords,
             clock: Default::default(),
             tier_ids: Arc::default(),

@@ -12,3 +12,4 @@ pub mod responses;
 pub mod sandbox;
 pub mod tickets;
 pub mod users;
+pub mod ws;

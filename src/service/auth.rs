@@ -205,6 +205,7 @@ pub async fn logout(state: &AppState, claims: &Claims) -> AppResult<()> {
     let ttl = (claims.exp - now).max(1) as u64 + 5;
     let mut conn = state.redis.conn();
     let _: () = conn.set_ex(revoked_key(state, claims.jti), 1, ttl).await?;
+    publish_revocation(state, claims.sub).await;
     Ok(())
 }
 
@@ -241,6 +242,21 @@ pub async fn forget_user(state: &AppState, user_id: Uuid) {
         .await;
     if let Err(e) = dropped {
         tracing::error!(error = %e, %user_id, "could not drop a cached token version");
+    }
+    publish_revocation(state, user_id).await;
+}
+
+/// Tells every instance's websockets of this user to check their token again (a reset,
+/// a deletion or a logout may have revoked it). Lost messages are covered by the sockets'
+/// periodic re-check.
+async fn publish_revocation(state: &AppState, user_id: Uuid) {
+    let mut conn = state.redis.conn();
+    let message = serde_json::json!({ "user_id": user_id }).to_string();
+    if let Err(e) = conn
+        .publish::<_, _, ()>(crate::hub::channel(&state.redis), message)
+        .await
+    {
+        tracing::debug!(error = %e, "revocation not published");
     }
 }
 

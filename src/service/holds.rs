@@ -97,7 +97,7 @@ pub async fn expire_unverified(state: &AppState, order_id: OrderId) -> AppResult
 pub async fn publish_status(state: &AppState, reference: &str, status: OrderStatus) {
     let mut conn = state.redis.conn();
     let message = serde_json::json!({ "reference": reference, "status": status }).to_string();
-    let channel = state.redis.key("orders:status");
+    let channel = crate::hub::channel(&state.redis);
     if let Err(e) = conn.publish::<_, _, ()>(channel, message).await {
         tracing::debug!(error = %e, "status not published");
     }

@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("repo", 2),
     ("clients", 3),
     ("queue", 4),
+    ("hub", 4),
     ("state", 5),
     ("service", 6),
     ("http", 7),

@@ -11,5 +11,6 @@ mod foundation;
 mod helpers;
 mod money;
 mod organizers;
+mod realtime;
 mod security;
 mod selling;
