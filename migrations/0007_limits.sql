@@ -15,3 +15,8 @@ ALTER TABLE orders
     ADD COLUMN verify_claimed_until TIMESTAMPTZ,
     ADD COLUMN reverify BOOLEAN NOT NULL DEFAULT false;
 CREATE INDEX orders_reverify_idx ON orders (expires_at) WHERE reverify;
+
+-- The attendee CSV and the door list page through an event's tickets by id (v7: creation
+-- order); equality lookups by event keep working off the same index.
+DROP INDEX tickets_event_idx;
+CREATE INDEX tickets_event_idx ON tickets (event_id, id);

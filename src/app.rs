@@ -134,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .merge(http::payments::router())
         .merge(http::tickets::router())
         .merge(http::ws::router())
+        .merge(http::attendees::router())
         .split_for_parts();
     let mut openapi = openapi;
     http::openapi::complete(&mut openapi);

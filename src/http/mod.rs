@@ -1,6 +1,7 @@
 //! HTTP: one module per API area. Request/response types and handlers only; rules live in
 //! `service/`, SQL in `repo/`.
 
+pub mod attendees;
 pub mod auth;
 pub mod event_input;
 pub mod events;

@@ -227,21 +227,30 @@ pub async fn order_response(state: &AppState, o: OrderRow) -> AppResult<OrderRes
     } else {
         None
     };
-    Ok(OrderResponse {
-        id: o.id,
-        reference: o.reference,
-        event_id: o.event_id,
-        tier_id: o.tier_id,
-        quantity: o.quantity,
-        unit_price: o.unit_price,
-        total_amount: o.total_amount,
-        currency: o.currency,
-        status: o.status,
-        authorization_url: o.authorization_url,
-        expires_at: o.expires_at,
-        created_at: o.created_at,
-        tickets,
-    })
+    let mut order = OrderResponse::without_tickets(o);
+    order.tickets = tickets;
+    Ok(order)
+}
+
+impl OrderResponse {
+    /// The order alone (lists that do not carry tickets).
+    pub fn without_tickets(o: OrderRow) -> Self {
+        OrderResponse {
+            id: o.id,
+            reference: o.reference,
+            event_id: o.event_id,
+            tier_id: o.tier_id,
+            quantity: o.quantity,
+            unit_price: o.unit_price,
+            total_amount: o.total_amount,
+            currency: o.currency,
+            status: o.status,
+            authorization_url: o.authorization_url,
+            expires_at: o.expires_at,
+            created_at: o.created_at,
+            tickets: None,
+        }
+    }
 }
 
 /// A user as every endpoint shows it.

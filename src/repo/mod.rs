@@ -1,6 +1,7 @@
 //! All SQL. Functions take any executor (`impl PgExecutor`), so a service can run several
 //! of them in one transaction. State changes are guarded statements, never read-then-write.
 
+pub mod attendees;
 pub mod events;
 pub mod ledger;
 pub mod orders;

@@ -988,3 +988,107 @@ async fn nul_characters_and_forged_cursors_are_client_errors() {
     let res = app.get(&format!("/events?cursor={cursor}")).await;
     problem(res, StatusCode::BAD_REQUEST, "invalid_query").await;
 }
+
+// ---- the organizer's attendee list ----
+
+#[tokio::test]
+async fn the_organizer_lists_orders_with_buyers_and_streams_a_formula_safe_csv() {
+    let app = TestApp::builder()
+        .env("MAX_FREE_TICKETS_PER_USER", "0")
+        .env("MAX_ACTIVE_HOLDS_PER_USER", "0")
+        .spawn()
+        .await;
+    let (owner, event_id, _) = event_with_tier(&app, 0, 20_000).await;
+    // A buyer whose name a spreadsheet would run as a formula.
+    let res = app
+        .post_json(
+            "/auth/signup",
+            &json!({ "email": "csv@example.com", "password": crate::helpers::PASSWORD,
+                     "first_name": "=HYPERLINK(\"http://x\")", "last_name": "Obi" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let buyer = res.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut references = Vec::new();
+    for _ in 0..3 {
+        let order = hold(&app, &buyer, &event_id, "Regular", 2).await;
+        references.push(order["reference"].as_str().unwrap().to_owned());
+    }
+    // Ten thousand more tickets, issued the quick way (the CSV is what is tested here).
+    sqlx::query(
+        "WITH o AS (
+             INSERT INTO orders (id, reference, user_id, event_id, tier_id, quantity, unit_price,
+                                 total_amount, discounted, currency, status, holds_seats,
+                                 expires_at, paid_at)
+             SELECT gen_random_uuid(), 'ord-bulk' || n, u.id, $1, t.id, 1, 0, 0, false, 'NGN',
+                    'paid', true, now(), now()
+             FROM generate_series(1, 10000) n, (SELECT id FROM users WHERE email = 'csv@example.com') u,
+                  (SELECT id FROM ticket_tiers WHERE event_id = $1) t
+             RETURNING id, user_id, tier_id)
+         INSERT INTO tickets (id, order_id, event_id, tier_id, user_id, seat, access_key)
+         SELECT gen_random_uuid(), o.id, $1, o.tier_id, o.user_id, 1, 'bulk-' || o.id FROM o",
+    )
+    .bind(uuid::Uuid::parse_str(&event_id).unwrap())
+    .execute(&app.state.db)
+    .await
+    .unwrap();
+
+    let list = app
+        .get_json_auth(
+            &format!("/events/{event_id}/orders?limit=2&status=paid"),
+            &owner,
+        )
+        .await;
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["buyer"]["email"], "csv@example.com");
+    assert!(items[0].get("tickets").is_none());
+    assert!(list["next_cursor"].is_string());
+    let bad = app
+        .get_auth(
+            &format!("/events/{event_id}/orders?status=nonsense"),
+            &owner,
+        )
+        .await;
+    problem(bad, StatusCode::BAD_REQUEST, "invalid_query").await;
+    let stranger = crate::helpers::organizer(&app, "other-org@example.com").await;
+    let res = app
+        .get_auth(&format!("/events/{event_id}/attendees.csv"), &stranger)
+        .await;
+    problem(res, StatusCode::FORBIDDEN, "not_event_owner").await;
+    let res = app
+        .get_auth(&format!("/events/{event_id}/orders"), &buyer)
+        .await;
+    problem(res, StatusCode::FORBIDDEN, "not_organizer").await;
+
+    let res = app
+        .get_auth(&format!("/events/{event_id}/attendees.csv"), &owner)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = res.text().await.unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "ticket_id,tier,buyer_name,buyer_email,status,checked_in_at,order_reference"
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 10_006, "every ticket once");
+    let ids: std::collections::HashSet<&str> =
+        rows.iter().map(|r| r.split(',').next().unwrap()).collect();
+    assert_eq!(ids.len(), 10_006);
+    let ours = rows.iter().find(|r| r.ends_with(&references[0])).unwrap();
+    assert!(
+        ours.contains("\"'=HYPERLINK(\"\"http://x\"\") Obi\""),
+        "the formula is neutralised: {ours}"
+    );
+    assert!(ours.contains(",valid,"));
+}
