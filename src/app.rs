@@ -208,7 +208,11 @@ async fn method_not_allowed() -> AppError {
 }
 
 /// Abandons a request that runs longer than `REQUEST_TIMEOUT_SECONDS` with a 503 problem.
-async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+async fn timeout(State(limit): State<Duration>, mut req: Request, next: Next) -> Response {
+    // Handlers that call out (the purchase) plan against the same deadline.
+    req.extensions_mut().insert(http::extract::RequestDeadline(
+        std::time::Instant::now() + limit,
+    ));
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(res) => res,
         Err(_) => AppError::Timeout.into_response(),

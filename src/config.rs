@@ -263,6 +263,17 @@ impl Config {
             .map_err(|e| ConfigError::new("RUN_MODE", e))?
             .unwrap_or(RunMode::All);
 
+        if vars.production
+            && get("RESET_OTP_RESEND_GAP_SECONDS")
+                .as_deref()
+                .map(str::trim)
+                == Some("0")
+        {
+            return Err(ConfigError::new(
+                "RESET_OTP_RESEND_GAP_SECONDS",
+                "may be 0 only outside production (tests)",
+            ));
+        }
         Ok(Config {
             dev_pages: match (app_env, get("APP_ENV").is_some()) {
                 (AppEnv::Production, _) => DevPages::Off,

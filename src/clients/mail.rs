@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{config::ResendConfig, kv::Redis};
 
-/// A rendered message, ready to send.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// A rendered message, ready to send. Its `Debug` leaves out the bodies: they carry OTPs
+/// and access keys, and a `{:?}` in a log line must not print them.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Email {
     pub to: String,
     pub subject: String,
@@ -25,6 +26,17 @@ pub struct Email {
     pub kind: String,
     /// Stable per message: the same message always has the same key.
     pub idempotency_key: String,
+}
+
+impl std::fmt::Debug for Email {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Email")
+            .field("to", &self.to)
+            .field("subject", &self.subject)
+            .field("kind", &self.kind)
+            .field("idempotency_key", &self.idempotency_key)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +212,7 @@ impl Mailer for OutboxMailer {
             to = %email.to,
             subject = %email.subject,
             kind = %email.kind,
-            text = %email.text,
+            // Never the body: it carries OTPs and access keys (the outbox page shows it).
             "development mail (not sent; see GET /dev/outbox)"
         );
         let entry = OutboxEntry {
@@ -216,5 +228,25 @@ impl Mailer for OutboxMailer {
             .await
             .map_err(temporary)?;
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::Email;
+
+    #[test]
+    fn debug_leaves_out_the_bodies() {
+        let email = Email {
+            to: "a@b.ng".into(),
+            subject: "Your code".into(),
+            html: "<p>123456</p>".into(),
+            text: "123456".into(),
+            kind: "password_reset".into(),
+            idempotency_key: "k".into(),
+        };
+        let shown = format!("{email:?}");
+        assert!(!shown.contains("123456"), "{shown}");
+        assert!(shown.contains("password_reset"));
     }
 }

@@ -19,17 +19,42 @@ pub struct Bank {
     pub slug: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ResolvedAccount {
     pub account_number: String,
     pub account_name: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewRecipient<'a> {
     pub name: &'a str,
     pub account_number: &'a str,
     pub bank_code: &'a str,
+}
+
+/// An account number as logs may show it: its last four digits.
+fn last4(account_number: &str) -> String {
+    let tail = account_number.len().saturating_sub(4);
+    format!("…{}", account_number.get(tail..).unwrap_or_default())
+}
+
+impl std::fmt::Debug for ResolvedAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedAccount")
+            .field("account_number", &last4(&self.account_number))
+            .field("account_name", &self.account_name)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for NewRecipient<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewRecipient")
+            .field("name", &self.name)
+            .field("account_number", &last4(self.account_number))
+            .field("bank_code", &self.bank_code)
+            .finish()
+    }
 }
 
 /// What we ask Paystack to charge.
@@ -939,6 +964,23 @@ pub fn parse_webhook(raw: &[u8]) -> Option<WebhookEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_numbers_show_only_their_last_four_digits() {
+        let resolved = ResolvedAccount {
+            account_number: "0123456789".into(),
+            account_name: "ADA OBI".into(),
+        };
+        let recipient = NewRecipient {
+            name: "Ada",
+            account_number: "0123456789",
+            bank_code: "058",
+        };
+        for shown in [format!("{resolved:?}"), format!("{recipient:?}")] {
+            assert!(!shown.contains("0123456789"), "{shown}");
+            assert!(shown.contains("6789"));
+        }
+    }
 
     #[test]
     fn signature_matches_the_documented_vector() {

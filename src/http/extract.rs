@@ -415,6 +415,28 @@ pub fn client_ip(
     peer.map(|p| p.ip())
 }
 
+/// When the request timeout layer gives up on this request (set by it; without it, the
+/// configured timeout from now).
+#[derive(Clone, Copy)]
+pub struct RequestDeadline(pub std::time::Instant);
+
+impl axum::extract::FromRequestParts<crate::state::AppState> for RequestDeadline {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &crate::state::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<RequestDeadline>()
+            .copied()
+            .unwrap_or_else(|| {
+                RequestDeadline(std::time::Instant::now() + state.config.request_timeout)
+            }))
+    }
+}
+
 /// The key that per-address limits count under: an IPv4 address as it is; an IPv6 address by
 /// its /64, since one subscriber is usually given a whole /64 and could otherwise rotate
 /// through 2^64 addresses; an IPv4-mapped IPv6 address as the IPv4 address it carries.

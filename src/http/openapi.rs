@@ -91,7 +91,7 @@ pub fn complete(api: &mut openapi::OpenApi) {
                 (
                     true,
                     "503",
-                    "`service_unavailable` or `timeout`: a dependency is down or the request ran too long; retry",
+                    "`service_unavailable` (a dependency is down, or the service is overloaded: no database connection or password-hashing slot within a second) or `timeout`; retry after `Retry-After`",
                 ),
             ];
             for (applies, status, description) in defaults {

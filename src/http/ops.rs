@@ -128,7 +128,14 @@ async fn ready(State(state): State<AppState>) -> Response {
         status: if healthy { "ok" } else { "unavailable" },
         checks: HealthChecks { postgres, redis },
     };
-    (status, Json(body)).into_response()
+    let mut response = (status, Json(body)).into_response();
+    if !healthy {
+        // Like every 503 of this service: when to ask again.
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// Prometheus text exposition of every `ticketing_*` series. With `METRICS_TOKEN` set, only

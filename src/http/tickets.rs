@@ -17,8 +17,8 @@ use crate::{
     error::{AppError, AppResult, FieldError},
     http::{
         extract::{
-            AuthUser, Checks, ClientAddress, IdempotencyKey, Organizer, Page, PathId, Validate,
-            ValidatedJson, query_pairs,
+            AuthUser, Checks, ClientAddress, IdempotencyKey, Organizer, Page, PathId,
+            RequestDeadline, Validate, ValidatedJson, query_pairs,
         },
         responses::{
             OrderResponse, TicketResponse, TierResponse, order_response, ticket_responses,
@@ -205,6 +205,7 @@ async fn purchase_tickets(
     State(state): State<AppState>,
     user: AuthUser,
     ClientAddress(address): ClientAddress,
+    RequestDeadline(deadline): RequestDeadline,
     PathId(event_id): PathId,
     IdempotencyKey(key): IdempotencyKey,
     ValidatedJson(body): ValidatedJson<PurchaseRequest>,
@@ -215,6 +216,7 @@ async fn purchase_tickets(
             id: user.id,
             email: &user.email,
             address: address.as_deref(),
+            deadline,
         },
         event_id,
         purchase::PurchaseRequest {

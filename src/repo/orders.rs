@@ -431,11 +431,17 @@ pub async fn claim_reverify(
     Ok(rows.into_iter().map(|r| (r.id, r.reference)).collect())
 }
 
-/// Gives a claim back (Paystack could not answer): the next pass may try again.
-pub async fn release_verify_claim(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
+/// Keeps a claim for `seconds` from now (Paystack could not answer: nobody asks again
+/// before then).
+pub async fn hold_verify_claim(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    seconds: f64,
+) -> sqlx::Result<()> {
     sqlx::query!(
-        "UPDATE orders SET verify_claimed_until = NULL WHERE id = $1",
-        id
+        "UPDATE orders SET verify_claimed_until = now() + make_interval(secs => $2) WHERE id = $1",
+        id,
+        seconds
     )
     .execute(db)
     .await?;

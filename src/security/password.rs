@@ -42,7 +42,7 @@ pub fn verify_dummy(password: &str) {
 /// refused (`Saturated`, answered 503 with `Retry-After`), so a flood of password checks
 /// makes some of them fail fast instead of making every login hang until its timeout.
 pub struct Passwords {
-    slots: tokio::sync::Semaphore,
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
     wait: std::time::Duration,
 }
 
@@ -58,16 +58,18 @@ pub enum PasswordError {
 impl Passwords {
     pub fn new(slots: usize, wait: std::time::Duration) -> Self {
         Self {
-            slots: tokio::sync::Semaphore::new(slots.max(1)),
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(slots.max(1))),
             wait,
         }
     }
 
-    async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, PasswordError> {
+    /// A slot, owned: it moves into the blocking task, so a request that is cancelled (client
+    /// gone, timeout) does not free the slot while its hash still runs.
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, PasswordError> {
         let acquired = if self.wait.is_zero() {
-            self.slots.try_acquire().ok()
+            self.slots.clone().try_acquire_owned().ok()
         } else {
-            tokio::time::timeout(self.wait, self.slots.acquire())
+            tokio::time::timeout(self.wait, self.slots.clone().acquire_owned())
                 .await
                 .ok()
                 .and_then(Result::ok)
@@ -80,10 +82,13 @@ impl Passwords {
 
     /// Hashes on the blocking pool.
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
-        let _permit = self.slot().await?;
-        let hashed = tokio::task::spawn_blocking(move || hash(&password))
-            .await
-            .map_err(anyhow::Error::from)??;
+        let permit = self.slot().await?;
+        let hashed = tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            hash(&password)
+        })
+        .await
+        .map_err(anyhow::Error::from)??;
         Ok(hashed)
     }
 
@@ -93,12 +98,15 @@ impl Passwords {
         password: String,
         phc: Option<String>,
     ) -> Result<bool, PasswordError> {
-        let _permit = self.slot().await?;
-        Ok(tokio::task::spawn_blocking(move || match phc {
-            Some(phc) => verify(&password, &phc),
-            None => {
-                verify_dummy(&password);
-                false
+        let permit = self.slot().await?;
+        Ok(tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            match phc {
+                Some(phc) => verify(&password, &phc),
+                None => {
+                    verify_dummy(&password);
+                    false
+                }
             }
         })
         .await

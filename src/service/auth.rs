@@ -415,11 +415,19 @@ fn recovery_code_hash(state: &AppState, normalized: &str) -> String {
 /// A current TOTP code or an unused recovery code. A wrong one counts toward the account's
 /// lock (`Failure::SecondFactor`), wherever it is tried: at login, disabling 2FA, or
 /// confirming a bank account change.
+///
+/// The attempt is counted before the code is checked (`rate_limit::reserve_attempt`), so a
+/// burst of parallel guesses gets ten checks at most, not one each; a locked account's codes
+/// are not checked at all.
 async fn accept_second_factor(state: &AppState, user: &UserRow, code: &str) -> AppResult<bool> {
+    let redis = &state.redis;
+    rate_limit::check_account_lock(redis, &user.email).await?;
+    let attempt = rate_limit::reserve_attempt(redis, Failure::SecondFactor, &user.email).await?;
     if accept_totp(state, user, code).await? || accept_recovery_code(state, user, code).await? {
+        rate_limit::clear_failures(redis, Failure::SecondFactor, &user.email).await?;
         return Ok(true);
     }
-    rate_limit::record_failure(&state.redis, Failure::SecondFactor, &user.email).await?;
+    rate_limit::lock_if_spent(redis, &user.email, attempt).await?;
     Ok(false)
 }
 
@@ -522,11 +530,14 @@ pub async fn verify_login_challenge(
     let user = repo::users::find_by_id(&state.db, user_id)
         .await?
         .ok_or_else(invalid)?;
-    if let Err(locked) = rate_limit::check_account_lock(&state.redis, &user.email).await {
-        login_metric("locked");
-        return Err(locked);
-    }
-    if !accept_second_factor(state, &user, code).await? {
+    let accepted = accept_second_factor(state, &user, code)
+        .await
+        .inspect_err(|e| {
+            if e.code() == "account_locked" {
+                login_metric("locked");
+            }
+        })?;
+    if !accepted {
         let failures_key = format!("{key}:failures");
         let (failures,): (i64,) = redis::pipe()
             .atomic()
@@ -546,7 +557,6 @@ pub async fn verify_login_challenge(
     if deleted != 1 {
         return Err(invalid());
     }
-    rate_limit::clear_failures(&state.redis, Failure::SecondFactor, &user.email).await?;
     login_metric("success");
     issue_session(state, user)
 }
@@ -702,6 +712,18 @@ fn otp_key(state: &AppState) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The user's latest reset, as verify-otp may consider it: one older than an unknown
+/// email's stand-in record lives (`PHANTOM_TTL_SECS`) counts as none, so an old abandoned
+/// reset does not set a known email apart from an unknown one.
+async fn latest_reset(
+    state: &AppState,
+    user_id: Uuid,
+) -> AppResult<Option<(repo::password_resets::OpenReset, bool)>> {
+    let latest = repo::password_resets::latest_for_user(&state.db, user_id).await?;
+    let horizon = state.clock.now() - OTP_TTL - Duration::from_secs(PHANTOM_TTL_SECS);
+    Ok(latest.filter(|(reset, _)| reset.otp_expires_at > horizon))
+}
+
 /// Checks the OTP; a good one becomes a single-use reset token valid 15 minutes. Past
 /// `RESET_OTP_WRONG_CODES_PER_DAY` wrong codes for an email (across every code mailed to
 /// it), no code is accepted until the day is over: `otp_expired`.
@@ -721,8 +743,10 @@ pub async fn verify_reset_otp(state: &AppState, raw_email: &str, otp: &str) -> A
         count_wrong().await;
         return Err(phantom_attempt(state, email.as_str()).await?);
     };
-    let Some((reset, open)) = repo::password_resets::latest_for_user(&state.db, user.id).await?
-    else {
+    // Every answer but success counts toward the daily cap, on this path as on the
+    // unknown-email one, so the cap cannot tell them apart either.
+    let latest = latest_reset(state, user.id).await?;
+    let Some((reset, open)) = latest else {
         count_wrong().await;
         return Err(invalid_otp());
     };
@@ -736,6 +760,7 @@ pub async fn verify_reset_otp(state: &AppState, raw_email: &str, otp: &str) -> A
         });
     }
     if reset.otp_expires_at <= state.clock.now() {
+        count_wrong().await;
         return Err(otp_expired());
     }
     let candidate = crypto::keyed_hash(&otp_key(state), otp.trim());

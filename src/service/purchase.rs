@@ -69,6 +69,14 @@ async fn replay(
     let order = repo::orders::find(&state.db, order_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("idempotency record without its order"))?;
+    if order.status == OrderStatus::Pending && order.authorization_url.is_none() {
+        // The first request is still starting its checkout (or about to release the hold):
+        // never answer a hold without a way to pay it; the retry after this one decides.
+        outcome("replay_in_progress");
+        return Err(AppError::Unavailable(
+            "the first request with this Idempotency-Key is still starting its checkout".into(),
+        ));
+    }
     outcome("replayed");
     Ok(Some(Purchase {
         order,
@@ -82,6 +90,8 @@ pub struct Buyer<'a> {
     pub email: &'a str,
     /// The client address as per-address limits count it (`http::extract::address_key`).
     pub address: Option<&'a str>,
+    /// When the request times out (the purchase answers before it).
+    pub deadline: Instant,
 }
 
 /// `PURCHASE_RATE_LIMIT_PER_MINUTE` per user and a higher limit per address, counted in one
@@ -224,7 +234,7 @@ pub async fn purchase(
     idempotency_key: Option<&str>,
 ) -> AppResult<Purchase> {
     // Everything below, Paystack included, must be answered inside the request timeout.
-    let deadline = Instant::now() + checkout_budget(state);
+    let deadline = checkout_deadline(state, buyer.deadline);
     let user_id = buyer.id;
     rate_limit(state, &buyer)
         .await
@@ -283,13 +293,13 @@ pub async fn purchase(
     start_checkout(state, buyer.email, order, deadline).await
 }
 
-/// The time a purchase may spend before answering: the request timeout less a margin for
-/// the answer itself, so that a slow Paystack is answered by us (503, the hold released)
-/// and never by the timeout layer (which would drop the purchase half-way, its hold left
-/// without a checkout link).
-fn checkout_budget(state: &AppState) -> Duration {
-    let timeout = state.config.request_timeout;
-    timeout.saturating_sub(Duration::from_secs(1).min(timeout / 4))
+/// When the purchase must stop waiting on Paystack: the request's own deadline (counted from
+/// its arrival) less a margin for the answer itself, so that a slow Paystack is answered by
+/// us (503, the hold released) and never by the timeout layer (which would drop the purchase
+/// half-way).
+fn checkout_deadline(state: &AppState, request_deadline: Instant) -> Instant {
+    let margin = Duration::from_secs(1).min(state.config.request_timeout / 4);
+    request_deadline - margin
 }
 
 /// `call` within what is left until `deadline`, or `Unavailable` when that runs out.
@@ -395,10 +405,11 @@ async fn hold_within_caps(
     let hold_cap = i64::from(limits.max_active_holds_per_user);
     if hold_cap > 0 && usage.active_holds >= hold_cap {
         outcome("too_many_holds");
-        let wait = usage
-            .first_expiry
-            .map(|at| (at - now).unsigned_abs())
-            .unwrap_or(Duration::from_secs(1));
+        // Until the first hold expires; one already past its expiry waits for the sweeper.
+        let wait = match usage.first_expiry {
+            Some(at) if at > now => (at - now).unsigned_abs(),
+            _ => state.config.sweep_interval,
+        };
         return Err(AppError::RateLimited {
             code: "too_many_holds",
             retry_after: wait.max(Duration::from_secs(1)),
@@ -531,12 +542,20 @@ async fn not_held(
 /// paid anyway the late-payment rules settle or refund it (DESIGN.md step 5).
 async fn gateway_failed(state: &AppState, order: &OrderRow, err: GatewayError) -> AppError {
     tracing::warn!(reference = %order.reference, error = %err, "checkout could not start; hold released");
-    if let Err(e) = holds::end(state, OrderId(order.id), OrderStatus::Failed).await {
-        tracing::error!(error = %e, "could not release a failed hold; the sweeper will");
-    }
-    // The first answer was a 5xx: a retry with the same key must try again rather than
-    // replay a failed order with another status code.
-    forget_idempotency(state, order).await;
+    // On its own task: the request may be cancelled (client gone, timeout) mid-way, and a
+    // hold without a link must not survive that.
+    let cleanup = {
+        let (state, order) = (state.clone(), order.clone());
+        tokio::spawn(async move {
+            if let Err(e) = holds::end(&state, OrderId(order.id), OrderStatus::Failed).await {
+                tracing::error!(error = %e, "could not release a failed hold; the sweeper will");
+            }
+            // The first answer was a 5xx: a retry with the same key must try again rather
+            // than replay a failed order with another status code.
+            forget_idempotency(&state, &order).await;
+        })
+    };
+    let _ = cleanup.await;
     match err {
         GatewayError::Rejected { message, .. } => AppError::Upstream {
             provider: "Paystack",

@@ -124,14 +124,56 @@ pub async fn record_failure(redis: &Redis, what: Failure, email: &str) -> Result
         .query_async(&mut conn)
         .await?;
     if count >= LOCK_AFTER_FAILURES {
-        redis::pipe()
-            .atomic()
-            .set_ex(lock_key(redis, email), 1, LOCK_DURATION.as_secs())
-            .del(&key)
-            .query_async::<()>(&mut conn)
-            .await?;
-        tracing::warn!("account locked after repeated failed logins");
+        lock_account(redis, email).await?;
     }
+    Ok(())
+}
+
+/// Counts an attempt BEFORE it is checked, so a burst of parallel guesses cannot all pass a
+/// lock check made before any of them had failed: past `LOCK_AFTER_FAILURES` attempts since
+/// the last success the account is locked and the attempt refused (429 `account_locked`).
+/// Returns the attempt's number; a wrong answer at the limit locks the account
+/// (`lock_if_spent`), a right one clears the count (`clear_failures`).
+pub async fn reserve_attempt(redis: &Redis, what: Failure, email: &str) -> Result<i64, AppError> {
+    let key = failures_key(redis, what, email);
+    let mut conn = redis.conn();
+    let (count,): (i64,) = redis::pipe()
+        .atomic()
+        .incr(&key, 1i64)
+        .expire(&key, LOCK_DURATION.as_secs() as i64)
+        .ignore()
+        .query_async(&mut conn)
+        .await?;
+    if count > LOCK_AFTER_FAILURES {
+        lock_account(redis, email).await?;
+        return Err(AppError::RateLimited {
+            code: "account_locked",
+            retry_after: LOCK_DURATION,
+        });
+    }
+    Ok(count)
+}
+
+/// After a wrong answer on attempt number `attempt`: the last one allowed locks the account.
+pub async fn lock_if_spent(redis: &Redis, email: &str, attempt: i64) -> Result<(), AppError> {
+    if attempt >= LOCK_AFTER_FAILURES {
+        lock_account(redis, email).await?;
+    }
+    Ok(())
+}
+
+/// The count is kept (it expires with the lock): clearing it here would let attempts that
+/// passed the lock check just before it was set start a fresh count of ten.
+async fn lock_account(redis: &Redis, email: &str) -> Result<(), AppError> {
+    let mut conn = redis.conn();
+    redis::cmd("SET")
+        .arg(lock_key(redis, email))
+        .arg(1)
+        .arg("EX")
+        .arg(LOCK_DURATION.as_secs())
+        .query_async::<()>(&mut conn)
+        .await?;
+    tracing::warn!("account locked after repeated failures");
     Ok(())
 }
 

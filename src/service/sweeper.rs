@@ -81,22 +81,32 @@ pub async fn sweep(state: &AppState) -> AppResult<Sweep> {
     Ok(done)
 }
 
-/// How long a sweeper's claim on a hold lasts: past any Paystack call (the claim is given
-/// back at once when Paystack cannot answer).
+/// How long a sweeper's claim on a hold lasts: past one Paystack call and what follows it.
+/// Holds are claimed `PARALLEL` at a time, so a claim never waits behind a long batch.
 fn claim_lease(state: &AppState) -> f64 {
     (state.config.paystack_timeout * 2).as_secs_f64() + 5.0
 }
+
+/// Holds one pass looks at, at most.
+const HOLDS_PER_PASS: usize = 200;
 
 /// Expires holds past `expires_at`, after asking Paystack whether they were paid. The holds
 /// are claimed per instance (`repo::orders::claim_expired_holds`) and verified
 /// `PARALLEL` at a time. While Paystack cannot answer a hold stays, until `HOLD_TTL_SECONDS`
 /// past its expiry: then it is expired anyway and marked for re-verification.
 async fn expire_holds(state: &AppState) -> AppResult<usize> {
-    let claimed = repo::orders::claim_expired_holds(&state.db, claim_lease(state), 200).await?;
     let expired = std::sync::atomic::AtomicUsize::new(0);
     let give_up_after = time::Duration::try_from(state.config.hold_ttl).unwrap_or_default();
-    stream::iter(claimed)
-        .for_each_concurrent(PARALLEL, |(order_id, reference, expires_at)| {
+    let mut seen = 0;
+    while seen < HOLDS_PER_PASS {
+        let claimed =
+            repo::orders::claim_expired_holds(&state.db, claim_lease(state), PARALLEL as i64)
+                .await?;
+        if claimed.is_empty() {
+            break;
+        }
+        seen += claimed.len();
+        futures::future::join_all(claimed.into_iter().map(|(order_id, reference, expires_at)| {
             let expired = &expired;
             async move {
                 let ended = match state.gateway.verify(&reference).await {
@@ -104,7 +114,7 @@ async fn expire_holds(state: &AppState) -> AppResult<usize> {
                         // Paid after all (a lost webhook): settle instead of expiring.
                         if let Err(e) = payments::settle(state, &reference).await {
                             tracing::warn!(error = %e, %reference, "settling a paid hold failed; next pass retries");
-                            release(state, order_id).await;
+                            back_off(state, order_id).await;
                         }
                         return;
                     }
@@ -115,7 +125,7 @@ async fn expire_holds(state: &AppState) -> AppResult<usize> {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, %reference, "cannot verify an expired hold yet");
-                        release(state, order_id).await;
+                        back_off(state, order_id).await;
                         return;
                     }
                 };
@@ -126,31 +136,43 @@ async fn expire_holds(state: &AppState) -> AppResult<usize> {
                     Ok(false) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, %reference, "expiring a hold failed");
-                        release(state, order_id).await;
+                        back_off(state, order_id).await;
                     }
                 }
             }
-        })
+        }))
         .await;
+    }
     Ok(expired.into_inner())
 }
 
-/// Orders expired while Paystack could not answer: asked again until it does. `settle`
-/// verifies and applies the late-payment rules when it was paid.
+/// Orders expired while Paystack could not answer: asked again until it gives a final
+/// answer. Paid: `settle` applies the late-payment rules. Failed, abandoned or unknown to
+/// Paystack: nothing was paid, the mark goes. Anything else (still processing, or no answer):
+/// asked again after a sweep interval.
 async fn reverify(state: &AppState) -> AppResult<usize> {
     let claimed = repo::orders::claim_reverify(&state.db, claim_lease(state), 100).await?;
     let n = claimed.len();
     stream::iter(claimed)
         .for_each_concurrent(PARALLEL, |(order_id, reference)| async move {
-            match payments::settle(state, &reference).await {
-                Ok(_) => {
+            let done = match state.gateway.verify(&reference).await {
+                Ok(v) if v.status == TxStatus::Success => payments::settle(state, &reference)
+                    .await
+                    .map(|_| true)
+                    .map_err(|e| e.to_string()),
+                Ok(v) => Ok(!matches!(v.status, TxStatus::NotFinal(ref s) if s != "abandoned")),
+                Err(e) => Err(e.to_string()),
+            };
+            match done {
+                Ok(true) => {
                     if let Err(e) = repo::orders::set_reverify(&state.db, order_id, false).await {
                         tracing::warn!(error = %e, %reference, "re-verified order not unmarked");
                     }
                 }
+                Ok(false) => back_off(state, order_id).await,
                 Err(e) => {
                     tracing::warn!(error = %e, %reference, "re-verifying an expired hold failed; next pass retries");
-                    release(state, order_id).await;
+                    back_off(state, order_id).await;
                 }
             }
         })
@@ -158,9 +180,12 @@ async fn reverify(state: &AppState) -> AppResult<usize> {
     Ok(n)
 }
 
-async fn release(state: &AppState, order_id: uuid::Uuid) {
-    if let Err(e) = repo::orders::release_verify_claim(&state.db, order_id).await {
+/// Paystack could not settle it now: the claim is kept for one sweep interval, so no
+/// instance asks again before then (a backoff shared by every instance).
+async fn back_off(state: &AppState, order_id: uuid::Uuid) {
+    let seconds = state.config.sweep_interval.as_secs_f64();
+    if let Err(e) = repo::orders::hold_verify_claim(&state.db, order_id, seconds).await {
         // The lease runs out by itself.
-        tracing::warn!(error = %e, %order_id, "verify claim not given back");
+        tracing::warn!(error = %e, %order_id, "verify claim not renewed");
     }
 }

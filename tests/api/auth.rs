@@ -844,3 +844,56 @@ async fn a_version_read_before_a_reset_is_never_cached_after_it() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn parallel_second_factor_guesses_get_ten_checks_at_most() {
+    let app = TestApp::builder()
+        .env("AUTH_RATE_LIMIT_PER_MINUTE", "1000")
+        .spawn()
+        .await;
+    let (_, token) = signup(&app, "burst@example.com", "password1").await;
+    let (secret, _, step) = enable_2fa(&app, &token).await;
+    let wrong = totp_at_step(&secret, step - 1000);
+    // Thirty fresh challenges (a correct password each), then one wrong code on each, all
+    // at once: the attempts are counted before the codes are checked, so exactly ten are
+    // checked and the rest are refused with the lock.
+    let mut challenges = Vec::new();
+    for _ in 0..30 {
+        challenges.push(challenge(&app, "burst@example.com", "password1").await);
+    }
+    let bodies: Vec<Value> = challenges
+        .iter()
+        .map(|ch| json!({ "challenge_token": ch, "code": wrong }))
+        .collect();
+    let guesses = bodies.iter().map(|b| app.post_json("/auth/2fa/verify", b));
+    let answers = futures::future::join_all(guesses).await;
+    let checked = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::UNAUTHORIZED)
+        .count();
+    let locked = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((checked, locked), (10, 20));
+}
+
+#[tokio::test]
+async fn wrong_codes_to_disable_two_factor_lock_the_account_too() {
+    let app = TestApp::spawn().await;
+    let (_, token) = signup(&app, "disable@example.com", "password1").await;
+    let (secret, _, step) = enable_2fa(&app, &token).await;
+    let wrong = totp_at_step(&secret, step - 1000);
+    for _ in 0..10 {
+        let res = app
+            .post_json_auth("/auth/2fa/disable", &token, &json!({ "code": wrong }))
+            .await;
+        problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_code").await;
+    }
+    // Even the right code is not checked while the account is locked.
+    let right = totp_at_step(&secret, step + 1);
+    let res = app
+        .post_json_auth("/auth/2fa/disable", &token, &json!({ "code": right }))
+        .await;
+    problem(res, StatusCode::TOO_MANY_REQUESTS, "account_locked").await;
+}

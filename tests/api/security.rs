@@ -173,6 +173,20 @@ async fn a_retry_of_a_held_order_is_answered_even_at_the_cap() {
     let first = send().await.unwrap();
     assert_eq!(first.status(), StatusCode::CREATED);
     let first: serde_json::Value = first.json().await.unwrap();
+    // Without the Redis mirror of the key (e.g. after a Redis restart) the retry reaches the
+    // capped hold path, which must still answer the first order.
+    let mut redis = app.state.redis.conn();
+    let mirrors: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:idem:*", app.state.redis.prefix()))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(mirrors.len(), 1);
+    let _: () = redis::cmd("DEL")
+        .arg(&mirrors)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
     let again = send().await.unwrap();
     assert_eq!(again.status(), StatusCode::CREATED);
     let again: serde_json::Value = again.json().await.unwrap();
@@ -209,6 +223,24 @@ async fn free_tickets_per_account_are_capped_per_event() {
     let tickets = app.get_json_auth("/users/tickets", &taker).await;
     assert_eq!(tickets["items"].as_array().unwrap().len(), 3, "{tickets}");
     assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn purchases_are_rate_limited_per_address() {
+    let app = TestApp::builder()
+        .env("PURCHASE_RATE_LIMIT_PER_ADDRESS_PER_MINUTE", "3")
+        .spawn()
+        .await;
+    let (_, event_id, _) = event_with_tier(&app, 500_000, 10).await;
+    let buyers = attendees(&app, 2).await;
+    for _ in 0..3 {
+        let res = purchase(&app, &buyers[0], &event_id, "No such tier", 1).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+    // Another account from the same address is refused too.
+    let res = purchase(&app, &buyers[1], &event_id, "Regular", 1).await;
+    assert!(res.headers().contains_key("retry-after"));
+    problem(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
 }
 
 #[tokio::test]

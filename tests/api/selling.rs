@@ -377,6 +377,46 @@ async fn a_paystack_failure_releases_the_hold() {
 }
 
 #[tokio::test]
+async fn a_retry_while_the_first_request_starts_its_checkout_never_gets_a_hold_without_a_link() {
+    let app = TestApp::spawn().await;
+    let (_, event_id, _) = event_with_tier(&app, PRICE, 5).await;
+    let buyer = signup(&app, "eager@example.com").await;
+    // Paystack takes a while to answer the first initialize.
+    app.paystack.fail_route(
+        "POST /transaction/initialize",
+        &[Fault::Hang(Duration::from_millis(1500))],
+    );
+    let send = || {
+        app.client
+            .post(app.url(&format!("/events/{event_id}/tickets/purchase")))
+            .bearer_auth(&buyer)
+            .header("idempotency-key", "impatient")
+            .json(&json!({ "tier": "Regular", "quantity": 1 }))
+            .send()
+    };
+    let first = tokio::spawn(send());
+    eventually(Duration::from_secs(10), || async {
+        (app.paystack.count("POST /transaction/initialize") == 1).then_some(())
+    })
+    .await;
+    // The hold exists, its link does not yet: the retry is told to come back.
+    let retry = send().await.unwrap();
+    assert!(retry.headers().contains_key("retry-after"));
+    problem(
+        retry,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    )
+    .await;
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    let again: Value = send().await.unwrap().json().await.unwrap();
+    assert_eq!(again["reference"], first["reference"]);
+    assert!(again["authorization_url"].is_string());
+}
+
+#[tokio::test]
 async fn a_hanging_paystack_is_answered_inside_the_request_timeout_and_a_retry_can_pay() {
     // Paystack's own timeout (10 s) is longer than the request's (3 s here): the purchase
     // answers 503 itself, in time, releasing the hold; a retry with the same key is a new
