@@ -135,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .merge(http::tickets::router())
         .merge(http::ws::router())
         .merge(http::attendees::router())
+        .merge(http::door::router())
         .split_for_parts();
     let mut openapi = openapi;
     http::openapi::complete(&mut openapi);

@@ -3,6 +3,7 @@
 
 pub mod attendees;
 pub mod auth;
+pub mod door;
 pub mod event_input;
 pub mod events;
 pub mod extract;

@@ -238,6 +238,8 @@ async fn purchase_tickets(
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
     pub access_key: String,
+    /// Which gate scanned it (1–64 characters; `online` when not given).
+    pub gate: Option<String>,
 }
 
 impl Validate for ValidateRequest {
@@ -247,6 +249,13 @@ impl Validate for ValidateRequest {
                 (1..=128).contains(&self.access_key.len()),
                 "access_key",
                 "must be 1 to 128 characters",
+            )
+            .check(
+                self.gate
+                    .as_ref()
+                    .is_none_or(|g| (1..=64).contains(&g.chars().count())),
+                "gate",
+                "must be 1 to 64 characters",
             )
             .finish()
     }
@@ -276,8 +285,15 @@ async fn validate_ticket(
     PathId(event_id): PathId,
     ValidatedJson(body): ValidatedJson<ValidateRequest>,
 ) -> AppResult<Json<ValidateResponse>> {
-    let ticket =
-        tickets::check_in(&state, UserId(user.id), EventId(event_id), &body.access_key).await?;
+    let gate = body.gate.as_deref().unwrap_or("online");
+    let ticket = tickets::check_in(
+        &state,
+        UserId(user.id),
+        EventId(event_id),
+        &body.access_key,
+        gate,
+    )
+    .await?;
     let checked_in_at = ticket.checked_in_at.unwrap_or_else(|| state.clock.now());
     let ticket = ticket_responses(vec![ticket])
         .await?

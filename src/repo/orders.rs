@@ -214,7 +214,7 @@ pub async fn owe_back_paid(
                    discount_taken = GREATEST(t.discount_taken - p.discounted_seats, 0)
                FROM per_tier p WHERE t.id = p.tier_id
            ), voided AS (
-               UPDATE tickets SET status = 'void'
+               UPDATE tickets SET status = 'void', changed_at = clock_timestamp()
                WHERE order_id IN (SELECT id FROM moved) AND status <> 'void'
            )
            SELECT id, tier_id, reference FROM moved"#,

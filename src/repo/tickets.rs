@@ -101,6 +101,7 @@ pub async fn check_in(
     db: impl PgExecutor<'_>,
     event_id: Uuid,
     access_key: &str,
+    gate: &str,
 ) -> sqlx::Result<Option<TicketRow>> {
     sqlx::query_as!(
         TicketRow,
@@ -109,7 +110,8 @@ pub async fn check_in(
                -- that index, whatever the (event_id, status) index and stale statistics say:
                -- a generic plan on that index scanned the whole event per scan (419/s at
                -- 50,000 tickets).
-               UPDATE tickets SET status = 'used', checked_in_at = now()
+               UPDATE tickets SET status = 'used', checked_in_at = now(), checked_in_gate = $3,
+                                  changed_at = clock_timestamp()
                WHERE id = (SELECT id FROM tickets WHERE access_key = $2)
                  AND event_id = $1 AND status = 'valid'
                RETURNING id, order_id, access_key, status, checked_in_at, created_at, event_id, tier_id
@@ -122,7 +124,8 @@ pub async fn check_in(
            JOIN events e ON e.id = u.event_id
            JOIN ticket_tiers tt ON tt.id = u.tier_id"#,
         event_id,
-        access_key
+        access_key,
+        gate
     )
     .fetch_optional(db)
     .await
@@ -140,4 +143,98 @@ pub async fn find_by_key(
     .fetch_optional(db)
     .await?;
     Ok(row.map(|r| (r.event_id, r.status, r.checked_in_at)))
+}
+
+/// What a ticket looks like to the door after a scan was applied.
+pub struct ScanState {
+    pub ticket_id: Uuid,
+    pub event_id: Uuid,
+    pub status: TicketStatus,
+    pub checked_in_at: Option<OffsetDateTime>,
+    pub checked_in_gate: Option<String>,
+}
+
+/// Applies one scan `(access_key, scanned_at, gate)` to the event: the scan becomes the
+/// ticket's admission if the ticket is valid, or if it is earlier than the admission on
+/// record (`(checked_in_at, gate)`, the gate breaking ties so every server agrees). One
+/// guarded statement: PostgreSQL re-checks the condition on the latest row version after
+/// waiting for a concurrent scan of the same ticket, so no interleaving of gates records
+/// two admissions. Returns the ticket as it stands afterwards (`None`: unknown key); when
+/// this scan did not become the admission, the ticket is read again by a second statement,
+/// whose snapshot includes whatever concurrent scan won.
+pub async fn apply_scan(
+    db: &sqlx::PgPool,
+    event_id: Uuid,
+    access_key: &str,
+    scanned_at: OffsetDateTime,
+    gate: &str,
+) -> sqlx::Result<Option<ScanState>> {
+    let admitted = sqlx::query_as!(
+        ScanState,
+        r#"UPDATE tickets SET status = 'used', checked_in_at = $3, checked_in_gate = $4,
+                              changed_at = clock_timestamp()
+           WHERE id = (SELECT id FROM tickets WHERE access_key = $2) AND event_id = $1
+             AND (status = 'valid'
+                  OR (status = 'used'
+                      AND (checked_in_at, COALESCE(checked_in_gate, '')) > ($3, $4)))
+           RETURNING id AS ticket_id, event_id, status AS "status: TicketStatus", checked_in_at,
+                     checked_in_gate"#,
+        event_id,
+        access_key,
+        scanned_at,
+        gate
+    )
+    .fetch_optional(db)
+    .await?;
+    if admitted.is_some() {
+        return Ok(admitted);
+    }
+    sqlx::query_as!(
+        ScanState,
+        r#"SELECT id AS ticket_id, event_id, status AS "status: TicketStatus", checked_in_at,
+                  checked_in_gate
+           FROM tickets WHERE access_key = $1"#,
+        access_key
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// One entry of the door list.
+pub struct DoorEntry {
+    pub ticket_id: Uuid,
+    pub key_hash: String,
+    pub tier_id: Uuid,
+    pub tier_name: String,
+    pub status: TicketStatus,
+    pub checked_in_at: Option<OffsetDateTime>,
+}
+
+/// The event's tickets by id after `after`, only those changed after `since` when given.
+pub async fn door_page(
+    db: impl PgExecutor<'_>,
+    event_id: Uuid,
+    since: Option<OffsetDateTime>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<DoorEntry>> {
+    sqlx::query_as!(
+        DoorEntry,
+        r#"SELECT t.id AS ticket_id,
+                  encode(sha256(convert_to(t.access_key, 'UTF8')), 'hex') AS "key_hash!",
+                  t.tier_id, tt.name AS tier_name, t.status AS "status: TicketStatus",
+                  t.checked_in_at
+           FROM tickets t JOIN ticket_tiers tt ON tt.id = t.tier_id
+           WHERE t.event_id = $1
+             AND ($2::timestamptz IS NULL OR t.changed_at > $2)
+             AND ($3::uuid IS NULL OR t.id > $3)
+           ORDER BY t.id
+           LIMIT $4"#,
+        event_id,
+        since,
+        after,
+        limit
+    )
+    .fetch_all(db)
+    .await
 }

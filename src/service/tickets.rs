@@ -85,17 +85,16 @@ fn checkin_metric(result: &'static str) {
     metrics::counter!("ticketing_checkins_total", "result" => result).increment(1);
 }
 
-/// The door: checks a ticket in for the event's organizer. Admitted once, ever.
-pub async fn check_in(
+/// The event, for its organizer's door. Someone who organizes nothing hears
+/// `not_organizer` (as on every organizer route), another organizer `not_event_owner`.
+pub async fn owned_for_door(
     state: &AppState,
     user_id: UserId,
     event_id: EventId,
-    access_key: &str,
-) -> AppResult<repo::tickets::TicketRow> {
+) -> AppResult<crate::repo::events::EventRow> {
     let (user_id, event_id): (Uuid, Uuid) = (user_id.into(), event_id.into());
     let event = match events::load(state, event_id).await {
         Ok(event) => event,
-        // Someone who organizes nothing hears `not_organizer`, as on every organizer route.
         Err(e) => {
             return Err(
                 match crate::service::organizers::id_of_user(state, user_id).await? {
@@ -106,7 +105,20 @@ pub async fn check_in(
         }
     };
     events::ensure_owner_explained(state, &event, user_id).await?;
-    if let Some(ticket) = repo::tickets::check_in(&state.db, event_id, access_key).await? {
+    Ok(event)
+}
+
+/// The door, online: checks a ticket in for the event's organizer, as a scan at the
+/// server's time at `gate`. Admitted once, ever.
+pub async fn check_in(
+    state: &AppState,
+    user_id: UserId,
+    event_id: EventId,
+    access_key: &str,
+    gate: &str,
+) -> AppResult<repo::tickets::TicketRow> {
+    let event_id: Uuid = owned_for_door(state, user_id, event_id).await?.id;
+    if let Some(ticket) = repo::tickets::check_in(&state.db, event_id, access_key, gate).await? {
         checkin_metric("admitted");
         return Ok(ticket);
     }

@@ -1,0 +1,275 @@
+//! The door, online and offline (API.md: validate, the door list, batch uploads).
+
+use std::collections::HashSet;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{TestApp, event_with_tier, hold, problem, signup};
+
+/// A door app: free tickets without the per-account cap, so tests get keys fast.
+async fn door_app() -> TestApp {
+    TestApp::builder()
+        .env("MAX_FREE_TICKETS_PER_USER", "0")
+        .env("MAX_ACTIVE_HOLDS_PER_USER", "0")
+        .spawn()
+        .await
+}
+
+/// (organizer token, event id, access keys of `n` free tickets).
+async fn event_with_tickets(app: &TestApp, n: i32) -> (String, String, Vec<String>) {
+    let (owner, event_id, _) = event_with_tier(app, 0, 10_000).await;
+    let buyer = signup(app, &format!("door-{}@example.com", uuid::Uuid::now_v7())).await;
+    let mut keys = Vec::new();
+    let mut left = n;
+    while left > 0 {
+        let q = left.min(10);
+        let order = hold(app, &buyer, &event_id, "Regular", q).await;
+        for t in order["tickets"].as_array().unwrap() {
+            keys.push(t["access_key"].as_str().unwrap().to_owned());
+        }
+        left -= q;
+    }
+    (owner, event_id, keys)
+}
+
+async fn upload(app: &TestApp, owner: &str, event_id: &str, scans: Value) -> Vec<Value> {
+    let res = app
+        .post_json_auth(
+            &format!("/events/{event_id}/tickets/validate/batch"),
+            owner,
+            &json!({ "scans": scans }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    body["results"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn fifty_concurrent_validations_of_one_ticket_admit_exactly_one() {
+    let app = door_app().await;
+    let (owner, event_id, keys) = event_with_tickets(&app, 1).await;
+    let path = format!("/events/{event_id}/tickets/validate");
+    let bodies: Vec<Value> = (0..50)
+        .map(|i| json!({ "access_key": keys[0], "gate": format!("gate-{}", i % 5) }))
+        .collect();
+    let answers =
+        futures::future::join_all(bodies.iter().map(|b| app.post_json_auth(&path, &owner, b)))
+            .await;
+    let statuses: Vec<StatusCode> = answers.iter().map(|r| r.status()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1);
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CONFLICT)
+            .count(),
+        49
+    );
+}
+
+#[tokio::test]
+async fn offline_gates_upload_in_either_order_and_the_earliest_scan_stands() {
+    let app = door_app().await;
+    let (owner, event_id, keys) = event_with_tickets(&app, 2).await;
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let hour_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let hour_ago = hour_ago.replace_nanosecond(123_456_000).unwrap();
+    let early = fmt(hour_ago);
+    let late = fmt(hour_ago + time::Duration::minutes(5));
+    let (early, late) = (early.as_str(), late.as_str());
+    for (key, first_upload, second_upload) in [
+        // The later scan arrives first, then the earlier one takes its place.
+        (&keys[0], ("gate-b", late), ("gate-a", early)),
+        // The earlier scan arrives first; the later one is a duplicate.
+        (&keys[1], ("gate-a", early), ("gate-b", late)),
+    ] {
+        let first = upload(
+            &app,
+            &owner,
+            &event_id,
+            json!([{ "access_key": key, "gate": first_upload.0, "scanned_at": first_upload.1 }]),
+        )
+        .await;
+        assert_eq!(first[0]["result"], "admitted");
+        let second = upload(
+            &app,
+            &owner,
+            &event_id,
+            json!([{ "access_key": key, "gate": second_upload.0, "scanned_at": second_upload.1 }]),
+        )
+        .await;
+        // Whichever came second: the earliest scan is the admission.
+        let (b_scan, a_scan) = if first_upload.0 == "gate-b" {
+            (&first, &second)
+        } else {
+            (&second, &first)
+        };
+        assert_eq!(a_scan[0]["result"], "admitted");
+        if first_upload.0 == "gate-a" {
+            assert_eq!(b_scan[0]["result"], "duplicate");
+        }
+        // Uploading gate B's scan again reports it as a duplicate of gate A's.
+        let again = upload(
+            &app,
+            &owner,
+            &event_id,
+            json!([{ "access_key": key, "gate": "gate-b", "scanned_at": late }]),
+        )
+        .await;
+        assert_eq!(again[0]["result"], "duplicate", "{again:?}");
+        assert_eq!(again[0]["first_gate"], "gate-a");
+        assert_eq!(again[0]["first_checked_in_at"], early);
+        // And gate A's, again, is still the admission.
+        let again = upload(
+            &app,
+            &owner,
+            &event_id,
+            json!([{ "access_key": key, "gate": "gate-a", "scanned_at": early }]),
+        )
+        .await;
+        assert_eq!(again[0]["result"], "admitted");
+    }
+    // Online, the ticket is used, with the earliest time.
+    let res = app
+        .post_json_auth(
+            &format!("/events/{event_id}/tickets/validate"),
+            &owner,
+            &json!({ "access_key": keys[0] }),
+        )
+        .await;
+    let body = problem(res, StatusCode::CONFLICT, "ticket_already_used").await;
+    assert_eq!(body["checked_in_at"], early);
+}
+
+#[tokio::test]
+async fn a_batch_reports_every_kind_of_scan_and_refuses_bad_ones() {
+    let app = door_app().await;
+    let (owner, event_id, keys) = event_with_tickets(&app, 2).await;
+    let (_, other_event, other_keys) = event_with_tickets(&app, 1).await;
+    let _ = other_event;
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let results = upload(
+        &app,
+        &owner,
+        &event_id,
+        json!([
+            { "access_key": keys[0], "gate": "g1", "scanned_at": now },
+            { "access_key": "no-such-key", "gate": "g1", "scanned_at": now },
+            { "access_key": other_keys[0], "gate": "g1", "scanned_at": now },
+        ]),
+    )
+    .await;
+    let got: Vec<&str> = results
+        .iter()
+        .map(|r| r["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ["admitted", "unknown", "not_for_event"]);
+
+    let future = (time::OffsetDateTime::now_utc() + time::Duration::minutes(10))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let res = app
+        .post_json_auth(
+            &format!("/events/{event_id}/tickets/validate/batch"),
+            &owner,
+            &json!({ "scans": [{ "access_key": keys[1], "gate": "g1", "scanned_at": future }] }),
+        )
+        .await;
+    let body = problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "scans[0].scanned_at");
+    let too_many: Vec<Value> = (0..501)
+        .map(|_| json!({ "access_key": "k", "gate": "g", "scanned_at": now }))
+        .collect();
+    let res = app
+        .post_json_auth(
+            &format!("/events/{event_id}/tickets/validate/batch"),
+            &owner,
+            &json!({ "scans": too_many }),
+        )
+        .await;
+    problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let stranger = signup(&app, "not-org@example.com").await;
+    let res = app
+        .post_json_auth(
+            &format!("/events/{event_id}/tickets/validate/batch"),
+            &stranger,
+            &json!({ "scans": [{ "access_key": "k", "gate": "g", "scanned_at": now }] }),
+        )
+        .await;
+    problem(res, StatusCode::FORBIDDEN, "not_organizer").await;
+}
+
+#[tokio::test]
+async fn the_door_list_pages_hashes_keys_and_syncs_only_changes() {
+    let app = door_app().await;
+    let (owner, event_id, keys) = event_with_tickets(&app, 5).await;
+    // Fifteen hundred more tickets, issued the quick way.
+    sqlx::query(
+        "INSERT INTO tickets (id, order_id, event_id, tier_id, user_id, seat, access_key)
+         SELECT gen_random_uuid(), t.order_id, t.event_id, t.tier_id, t.user_id, 100 + n,
+                'bulk-' || n
+         FROM generate_series(1, 1500) n, (SELECT * FROM tickets LIMIT 1) t",
+    )
+    .execute(&app.state.db)
+    .await
+    .unwrap();
+    let path = format!("/events/{event_id}/door");
+    let first = app.get_json_auth(&path, &owner).await;
+    assert_eq!(first["key_hash_alg"], "sha256");
+    assert_eq!(first["items"].as_array().unwrap().len(), 1000);
+    assert!(first["sync_token"].is_null());
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = app
+        .get_json_auth(&format!("{path}?cursor={cursor}"), &owner)
+        .await;
+    assert_eq!(second["items"].as_array().unwrap().len(), 505);
+    assert!(second["next_cursor"].is_null());
+    let token = second["sync_token"].as_str().unwrap().to_owned();
+    let all: Vec<&Value> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["items"].as_array().unwrap())
+        .collect();
+    let ids: HashSet<&str> = all
+        .iter()
+        .map(|e| e["ticket_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1505, "every ticket once");
+    let hash = hex::encode(Sha256::digest(keys[0].as_bytes()));
+    let entry = all.iter().find(|e| e["key_hash"] == hash.as_str()).unwrap();
+    assert_eq!(entry["status"], "valid");
+    let text = serde_json::to_string(&all).unwrap();
+    assert!(!text.contains(&keys[0]), "never the key itself");
+
+    // After the token: only what changed (the token reaches back a few seconds, so what
+    // changed just before it may come again; a check-in made now always comes).
+    let res = app
+        .post_json_auth(
+            &format!("/events/{event_id}/tickets/validate"),
+            &owner,
+            &json!({ "access_key": keys[1], "gate": "main" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let changes = app
+        .get_json_auth(&format!("{path}?since={token}"), &owner)
+        .await;
+    let changed = changes["items"].as_array().unwrap();
+    let hash1 = hex::encode(Sha256::digest(keys[1].as_bytes()));
+    let used = changed
+        .iter()
+        .find(|e| e["key_hash"] == hash1.as_str())
+        .unwrap();
+    assert_eq!(used["status"], "used");
+    assert!(changed.len() < 1505, "only changes, not the whole list");
+    let bad = app.get_auth(&format!("{path}?since=garbage"), &owner).await;
+    problem(bad, StatusCode::BAD_REQUEST, "invalid_query").await;
+}
