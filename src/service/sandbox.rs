@@ -3,9 +3,12 @@
 //! would, a compact `charge.success` signed over its raw bytes, to our own webhook.
 
 use crate::{
-    clients::paystack::{SandboxGateway, SandboxTransaction},
+    clients::paystack::{SandboxGateway, TxStatus},
+    domain::{ids::OrderId, status::OrderStatus},
     error::{AppError, AppResult},
+    repo,
     security::signing::hmac_sha512_hex,
+    service::holds,
     state::AppState,
 };
 
@@ -17,12 +20,40 @@ pub fn ensure_sandbox(state: &AppState) -> AppResult<()> {
     Ok(())
 }
 
-pub async fn checkout(state: &AppState, reference: &str) -> AppResult<SandboxTransaction> {
+/// What the checkout page shows.
+pub struct Checkout {
+    pub amount: i64,
+    pub currency: String,
+    pub email: String,
+    pub event_title: String,
+    pub tier_name: String,
+    /// The order's status (`pending` until a button is pressed), not Paystack's word for an
+    /// unpaid transaction (`abandoned`).
+    pub order_status: OrderStatus,
+}
+
+pub async fn checkout(state: &AppState, reference: &str) -> AppResult<Checkout> {
     ensure_sandbox(state)?;
-    SandboxGateway::load(&state.redis, reference)
+    let tx = SandboxGateway::load(&state.redis, reference)
         .await
         .map_err(|e| AppError::Unavailable(e.to_string()))?
-        .ok_or_else(|| AppError::not_found("Checkout"))
+        .ok_or_else(|| AppError::not_found("Checkout"))?;
+    let order = repo::orders::find_by_reference(&state.db, reference)
+        .await?
+        .ok_or_else(|| AppError::not_found("Checkout"))?;
+    let event = crate::service::events::load(state, order.event_id).await?;
+    let tier = repo::tiers::find(&state.db, order.event_id, &order.tier_id.to_string())
+        .await?
+        .map(|t| t.name)
+        .unwrap_or_default();
+    Ok(Checkout {
+        amount: tx.amount,
+        currency: tx.currency,
+        email: tx.email,
+        event_title: event.title,
+        tier_name: tier,
+        order_status: order.status,
+    })
 }
 
 /// Settles the sandbox transaction as `success` (then delivers the signed webhook) or
@@ -34,6 +65,18 @@ pub async fn settle(state: &AppState, reference: &str, status: &str) -> AppResul
         .map_err(|e| AppError::Unavailable(e.to_string()))?
         .ok_or_else(|| AppError::not_found("Checkout"))?;
     if status != "success" {
+        // Declined: settled through verify, as the sweeper would settle it, but now: the
+        // order fails and its seats go back at once.
+        let verified = state
+            .gateway
+            .verify(reference)
+            .await
+            .map_err(|e| AppError::Unavailable(e.to_string()))?;
+        if verified.status == TxStatus::Failed
+            && let Some(order) = repo::orders::find_by_reference(&state.db, reference).await?
+        {
+            holds::end(state, OrderId(order.id), OrderStatus::Failed).await?;
+        }
         return Ok(());
     }
     let body = serde_json::to_vec(&serde_json::json!({

@@ -1132,3 +1132,78 @@ async fn the_organizer_lists_orders_with_buyers_and_streams_a_formula_safe_csv()
     );
     assert!(ours.contains(",valid,"));
 }
+
+// ---- the sandbox checkout (no Paystack key) ----
+
+#[tokio::test]
+async fn the_sandbox_checkout_shows_the_order_and_pay_or_decline_settle_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = TestApp::builder()
+        .without("PAYSTACK_SECRET_KEY")
+        .env("PORT", port.to_string())
+        .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .spawn()
+        .await;
+    let (_, event_id, _) = event_with_tier(&app, PRICE, 2).await;
+    let buyer = signup(&app, "sandbox@example.com").await;
+
+    let declined = hold(&app, &buyer, &event_id, "Regular", 2).await;
+    let reference = declined["reference"].as_str().unwrap();
+    let url = declined["authorization_url"].as_str().unwrap();
+    assert!(
+        url.ends_with(&format!("/sandbox/checkout/{reference}")),
+        "{url}"
+    );
+    let page = app
+        .client
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Flash Sale") && page.contains("Regular"),
+        "{page}"
+    );
+    assert!(page.contains("NGN 10000.00"), "{page}");
+    assert!(!page.contains("abandoned"), "{page}");
+    let res = app
+        .client
+        .post(format!("{url}/decline"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let result = res.text().await.unwrap();
+    assert!(
+        result.contains("declined") && result.contains("href="),
+        "{result}"
+    );
+    // At once, not at the hold's expiry: failed, and the seats are back.
+    assert_eq!(
+        order_status(&app, &buyer, reference).await["status"],
+        "failed"
+    );
+    let event: Value = app
+        .get(&format!("/events/{event_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(event["tiers"][0]["available"], 2);
+
+    let paid = hold(&app, &buyer, &event_id, "Regular", 1).await;
+    let reference = paid["reference"].as_str().unwrap();
+    let url = paid["authorization_url"].as_str().unwrap();
+    let res = app.client.post(format!("{url}/pay")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let order = wait_for_status(&app, &buyer, reference, "paid").await;
+    assert_eq!(order["tickets"].as_array().unwrap().len(), 1);
+    assert_invariants(&app).await;
+}
