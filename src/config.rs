@@ -137,6 +137,8 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     /// `None`: mail goes to the log and the development outbox.
     pub resend: Option<ResendConfig>,
+    /// Requests to Resend per second, shared by every instance (Resend allows 5 per team).
+    pub mail_requests_per_second: u32,
     pub mail_from: String,
     /// `None`: posters go to `upload_dir` and are served by the app.
     pub cloudinary: Option<CloudinaryConfig>,
@@ -316,6 +318,7 @@ impl Config {
             auth_rate_limit_window: seconds(&get, "AUTH_RATE_LIMIT_WINDOW_SECONDS", 60)?,
             trust_forwarded_for: parse_or(&get, "TRUST_FORWARDED_FOR", false)?,
             resend,
+            mail_requests_per_second: parse_or(&get, "MAIL_REQUESTS_PER_SECOND", 5)?,
             mail_from,
             cloudinary,
             upload_dir: get("UPLOAD_DIR")

@@ -47,6 +47,8 @@ pub struct Shared {
     pub http_client: reqwest::Client,
     pub metrics: PrometheusHandle,
     pub jwt: JwtKeys,
+    /// Wakes this instance's mail sender when a message is queued here.
+    pub mail_wake: Arc<tokio::sync::Notify>,
     /// This instance's websocket connections and what they subscribed to (`hub`).
     pub hub: Arc<crate::hub::Hub>,
     /// This instance's argon2 slots (`security::password::Passwords`).
@@ -117,6 +119,7 @@ impl AppState {
         );
         Ok(Self(Arc::new(Shared {
             hub: Arc::default(),
+            mail_wake: Arc::default(),
             passwords,
             clock: Default::default(),
             tier_ids: Arc::default(),

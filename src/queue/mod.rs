@@ -2,22 +2,17 @@
 //! `workers/` consume these queues and call services.
 //!
 //! Queues live in Redis (apalis), named `<REDIS_PREFIX>:<queue>`, so deployments and parallel
-//! tests never share a queue.
+//! tests never share a queue. Every job here can be lost with Redis and redone: the sweeper
+//! re-drives payments, refunds and payouts from PostgreSQL. Mail is not a job: it leaves from
+//! an outbox table (`service::mail`).
 
 use crate::{
-    clients::mail::Email,
     domain::ids::{OrderId, PayoutId},
     kv::Redis,
 };
 use apalis::prelude::TaskSink;
 use apalis_redis::{Config as QueueConfig, RedisStorage};
 use serde::{Deserialize, Serialize};
-
-/// Send one rendered message (idempotent by `email.idempotency_key`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MailJob {
-    pub email: Email,
-}
 
 /// Settle the payment of one order (verify with Paystack, then pay/issue/mail).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,7 +34,6 @@ pub struct PayoutJob {
 
 #[derive(Clone)]
 pub struct Queues {
-    mail: RedisStorage<MailJob>,
     payments: RedisStorage<PaymentJob>,
     refunds: RedisStorage<RefundJob>,
     payouts: RedisStorage<PayoutJob>,
@@ -48,7 +42,6 @@ pub struct Queues {
 impl Queues {
     pub fn new(redis: &Redis) -> Self {
         Self {
-            mail: storage(redis, "mail"),
             payments: storage(redis, "payments"),
             refunds: storage(redis, "refunds"),
             payouts: storage(redis, "payouts"),
@@ -90,10 +83,6 @@ impl Queues {
             .map_err(|e| anyhow::anyhow!("enqueueing payout: {e}"))
     }
 
-    pub fn mail(&self) -> RedisStorage<MailJob> {
-        self.mail.clone()
-    }
-
     pub fn payments(&self) -> RedisStorage<PaymentJob> {
         self.payments.clone()
     }
@@ -105,15 +94,6 @@ impl Queues {
         })
         .await
         .map_err(|e| anyhow::anyhow!("enqueueing payment: {e}"))
-    }
-
-    /// Queues a message for the mail worker. Fails (and the caller answers 503) only when
-    /// Redis cannot take the job.
-    pub async fn send_mail(&self, email: Email) -> anyhow::Result<()> {
-        let mut sink = self.mail.clone();
-        sink.push(MailJob { email })
-            .await
-            .map_err(|e| anyhow::anyhow!("enqueueing mail: {e}"))
     }
 }
 

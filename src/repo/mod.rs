@@ -4,6 +4,7 @@
 pub mod attendees;
 pub mod events;
 pub mod ledger;
+pub mod mail;
 pub mod orders;
 pub mod organizers;
 pub mod password_resets;

@@ -132,10 +132,8 @@ pub async fn signup(state: &AppState, input: NewUser) -> AppResult<Session> {
         .await?
         .ok_or_else(|| anyhow::anyhow!("user vanished right after signup"))?;
     // A lost welcome mail is regrettable, not harmful: the account exists either way.
-    if let Err(e) = state
-        .queues
-        .send_mail(notifications::welcome(id, email, &first_name))
-        .await
+    if let Err(e) =
+        crate::service::mail::enqueue(state, &notifications::welcome(id, email, &first_name)).await
     {
         tracing::warn!(error = %e, "welcome mail not queued");
     }
@@ -623,21 +621,14 @@ pub async fn start_password_reset(
     let otp_hash = crypto::keyed_hash(&otp_key(state), &otp);
     let reset_id = Uuid::now_v7();
     let expires = state.clock.now() + OTP_TTL;
+    let mail = notifications::password_reset_otp(reset_id, email.as_str(), &user.first_name, &otp);
+    // The code and its mail are stored together: the OTP exists in plain text only in the
+    // outbox row, until it is sent.
     let mut tx = state.db.begin().await?;
     repo::password_resets::replace_open(&mut tx, reset_id, user.id, &otp_hash, expires).await?;
+    crate::service::mail::enqueue_in(&mut *tx, &mail).await?;
     tx.commit().await?;
-    // The OTP exists only in this job until it is mailed; if Redis refuses it the client is
-    // told (503) and can ask again.
-    state
-        .queues
-        .send_mail(notifications::password_reset_otp(
-            reset_id,
-            email.as_str(),
-            &user.first_name,
-            &otp,
-        ))
-        .await
-        .map_err(|e| AppError::Unavailable(e.to_string()))?;
+    state.mail_wake.notify_one();
     reset_metric("requested");
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod door;
 pub mod drive;
 pub mod events;
 pub mod holds;
+pub mod mail;
 pub mod notifications;
 pub mod organizers;
 pub mod payments;

@@ -221,13 +221,6 @@ pub fn payout_account_changed(
     }
 }
 
-pub use crate::clients::mail::MailError;
-
-/// Hands one message to the mailer (Resend or the outbox): the mail job's only step.
-pub async fn deliver(state: &AppState, email: &Email) -> Result<String, MailError> {
-    state.mailer.send(email).await
-}
-
 /// The development outbox (no Resend key): what was "sent", newest first.
 pub async fn dev_outbox(state: &AppState) -> AppResult<Vec<OutboxEntry>> {
     Ok(OutboxMailer::list(&state.redis).await?)

@@ -224,7 +224,7 @@ async fn notify_account_change(
             last4,
             state.config.payout_account_cooldown.as_secs() / 3600,
         );
-        if let Err(e) = state.queues.send_mail(mail).await {
+        if let Err(e) = crate::service::mail::enqueue(state, &mail).await {
             tracing::error!(error = %e, "account change notice not queued");
         }
     }

@@ -438,17 +438,19 @@ async fn queue_ticket_mail(state: &AppState, order: &OrderRow, event_title: &str
         };
         let tickets = repo::tickets::for_order(&state.db, order.id).await?;
         let keys: Vec<String> = tickets.iter().map(|t| t.access_key.clone()).collect();
-        state
-            .queues
-            .send_mail(notifications::tickets_issued(
-                order.id,
-                &user.email,
-                &user.first_name,
-                event_title,
-                &keys,
-            ))
-            .await?;
-        repo::orders::mark_mail_queued(&state.db, order.id).await?;
+        let mail = notifications::tickets_issued(
+            order.id,
+            &user.email,
+            &user.first_name,
+            event_title,
+            &keys,
+        );
+        // Queued and marked in one transaction: the mark means the mail is in the outbox.
+        let mut tx = state.db.begin().await?;
+        crate::service::mail::enqueue_in(&mut *tx, &mail).await?;
+        repo::orders::mark_mail_queued(&mut *tx, order.id).await?;
+        tx.commit().await?;
+        state.mail_wake.notify_one();
         Ok(())
     }
     .await;

@@ -420,7 +420,7 @@ impl Driver<'_> {
                     r.reason,
                 )
             };
-            state.queues.send_mail(mail).await?;
+            crate::service::mail::enqueue(state, &mail).await?;
             if !processed {
                 repo::refunds::mark_holder_mailed(&state.db, r.id).await?;
             }

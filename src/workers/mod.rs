@@ -6,7 +6,6 @@
 //! `JOB_RETRY_BASE_MILLIS`; after `JOB_MAX_ATTEMPTS` it is aborted (apalis moves it to the
 //! dead set) so that apalis-redis's own rescheduling, which ignores our policy, stops too.
 
-pub mod mail;
 pub mod payment;
 pub mod payout;
 pub mod refund;
@@ -36,8 +35,6 @@ pub fn start(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
     let poll = state.config.job_poll_interval;
     let concurrency = 8;
 
-    let mail_state = state.clone();
-    let mail_name = format!("{}:mail:{instance}", state.redis.prefix());
     let pay_state = state.clone();
     let pay_name = format!("{}:payments:{instance}", state.redis.prefix());
     let refund_state = state.clone();
@@ -45,14 +42,6 @@ pub fn start(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
     let payout_state = state.clone();
     let payout_name = format!("{}:payouts:{instance}", state.redis.prefix());
     let monitor = Monitor::new()
-        .register(move |_run| {
-            WorkerBuilder::new(mail_name.clone())
-                .backend(mail_state.queues.mail().poll_with_interval(poll))
-                .data(mail_state.clone())
-                .concurrency(concurrency)
-                .retry(retry_policy(&mail_state))
-                .build(mail::send_mail)
-        })
         .register(move |_run| {
             WorkerBuilder::new(pay_name.clone())
                 .backend(pay_state.queues.payments().poll_with_interval(poll))
@@ -78,6 +67,12 @@ pub fn start(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
                 .build(payout::drive_payout)
         });
     let sweeper = tokio::spawn(sweeper::run(state.clone(), shutdown.clone()));
+    // Mail leaves from the PostgreSQL outbox, not a Redis queue (`service::mail`).
+    let mail = tokio::spawn(crate::service::mail::run(
+        state.clone(),
+        state.mail_wake.clone(),
+        shutdown.clone(),
+    ));
 
     tokio::spawn(async move {
         let signal = async move {
@@ -93,8 +88,9 @@ pub fn start(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
         } else {
             tracing::info!("job workers stopped");
         }
-        // The sweeper stops on the same token; wait for its current pass.
+        // The sweeper and the mail sender stop on the same token; wait for their current step.
         let _ = sweeper.await;
+        let _ = mail.await;
     })
 }
 

@@ -182,9 +182,7 @@ async fn mail_retried_after_a_lost_answer_arrives_once() {
     // Resend takes the message but the answer is lost as a 500: the job must retry, and the
     // retry must not send a second copy.
     app.resend.fail_next(&[Fault::ServerErrorAfterAccept]);
-    app.state
-        .queues
-        .send_mail(email("ada@example.com", "test/lost-answer"))
+    ticketing::service::mail::enqueue(&app.state, &email("ada@example.com", "test/lost-answer"))
         .await
         .unwrap();
     eventually(Duration::from_secs(10), || async {
@@ -201,9 +199,7 @@ async fn mail_retried_after_a_server_error_arrives_once() {
     let app = TestApp::spawn().await;
     app.resend
         .fail_next(&[Fault::ServerError, Fault::HtmlUnavailable]);
-    app.state
-        .queues
-        .send_mail(email("bola@example.com", "test/server-error"))
+    ticketing::service::mail::enqueue(&app.state, &email("bola@example.com", "test/server-error"))
         .await
         .unwrap();
     let sent = eventually(Duration::from_secs(10), || async {

@@ -10,6 +10,7 @@ mod fakes;
 mod foundation;
 #[allow(dead_code)]
 mod helpers;
+mod mail;
 mod money;
 mod organizers;
 mod realtime;

@@ -22,6 +22,8 @@ pub const VERIFIED_DOMAIN: &str = "tickets.test";
 
 #[derive(Debug, Clone)]
 pub struct SentEmail {
+    /// When the fake accepted it.
+    pub accepted_at: std::time::Instant,
     pub id: String,
     pub to: Vec<String>,
     pub subject: String,
@@ -38,6 +40,11 @@ struct Inner {
     keys: HashMap<String, (Value, String)>,
     faults: VecDeque<Fault>,
     requests: usize,
+    /// Resend's rate limit (requests per second; 0: none), and what it refused.
+    rate_limit: u32,
+    window: (u64, u32),
+    rate_limited: usize,
+    batch_requests: usize,
 }
 
 #[derive(Clone, Default)]
@@ -51,6 +58,7 @@ impl FakeResend {
         let mut fake = FakeResend::default();
         let router = Router::new()
             .route("/emails", post(send))
+            .route("/emails/batch", post(send_batch))
             .route("/_fake/emails", get(list))
             .with_state(fake.clone());
         fake.base_url = serve(router).await;
@@ -72,6 +80,21 @@ impl FakeResend {
     /// How many `POST /emails` calls arrived, accepted or not.
     pub fn requests(&self) -> usize {
         self.inner.lock().unwrap().requests
+    }
+
+    /// Refuses requests past `per_second` in any wall-clock second with 429, as Resend does.
+    pub fn set_rate_limit(&self, per_second: u32) {
+        self.inner.lock().unwrap().rate_limit = per_second;
+    }
+
+    /// How many requests the rate limit refused.
+    pub fn rate_limited(&self) -> usize {
+        self.inner.lock().unwrap().rate_limited
+    }
+
+    /// How many `POST /emails/batch` calls arrived.
+    pub fn batch_requests(&self) -> usize {
+        self.inner.lock().unwrap().batch_requests
     }
 
     /// The next calls suffer these faults, in order.
@@ -99,11 +122,142 @@ fn recipients(v: Option<&Value>) -> Vec<String> {
     }
 }
 
+/// Over the rate limit: 429 with Resend's headers (§2.4), or `None`.
+fn over_rate_limit(inner: &mut Inner) -> Option<Response> {
+    if inner.rate_limit == 0 {
+        return None;
+    }
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if inner.window.0 != second {
+        inner.window = (second, 0);
+    }
+    inner.window.1 += 1;
+    if inner.window.1 <= inner.rate_limit {
+        return None;
+    }
+    inner.rate_limited += 1;
+    let mut res = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_exceeded",
+        "Too many requests.",
+    );
+    let h = res.headers_mut();
+    h.insert("retry-after", "1".parse().unwrap());
+    h.insert(
+        "ratelimit-limit",
+        inner.rate_limit.to_string().parse().unwrap(),
+    );
+    h.insert("ratelimit-remaining", "0".parse().unwrap());
+    h.insert("ratelimit-reset", "1".parse().unwrap());
+    Some(res)
+}
+
+/// `POST /emails/batch` (§2.2b): up to 100 messages, all or nothing, one idempotency key.
+async fn send_batch(
+    State(fake): State<FakeResend>,
+    headers: HeaderMap,
+    body: Json<Value>,
+) -> Response {
+    let Json(body) = body;
+    {
+        let mut inner = fake.inner.lock().unwrap();
+        inner.requests += 1;
+        inner.batch_requests += 1;
+        if let Some(res) = over_rate_limit(&mut inner) {
+            return res;
+        }
+    }
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(format!("Bearer {API_KEY}").as_str())
+    {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing_api_key",
+            "Missing API key",
+        );
+    }
+    let Some(messages) = body.as_array() else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error",
+            "Expected an array.",
+        );
+    };
+    if messages.is_empty() || messages.len() > 100 {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error",
+            "A batch holds 1 to 100 emails.",
+        );
+    }
+    for m in messages {
+        let to = recipients(m.get("to"));
+        let from = m["from"].as_str().unwrap_or_default();
+        if to.is_empty()
+            || to.iter().any(|t| !t.contains('@'))
+            || m["subject"].as_str().is_none()
+            || !from.trim_end_matches('>').ends_with(VERIFIED_DOMAIN)
+        {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_error",
+                "Invalid email in the batch.",
+            );
+        }
+    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut inner = fake.inner.lock().unwrap();
+    if let Some(key) = &key
+        && let Some((first_body, ids)) = inner.keys.get(key)
+    {
+        if *first_body != body {
+            return error(
+                StatusCode::CONFLICT,
+                "invalid_idempotent_request",
+                "Same idempotency key used with a different request payload.",
+            );
+        }
+        let ids: Vec<Value> = ids.split(',').map(|id| json!({ "id": id })).collect();
+        return Json(json!({ "data": ids })).into_response();
+    }
+    let mut ids = Vec::new();
+    for m in messages {
+        let id = uuid::Uuid::new_v4().to_string();
+        inner.outbox.push(SentEmail {
+            accepted_at: std::time::Instant::now(),
+            id: id.clone(),
+            to: recipients(m.get("to")),
+            subject: m["subject"].as_str().unwrap_or_default().to_owned(),
+            html: m["html"].as_str().map(str::to_owned),
+            text: m["text"].as_str().map(str::to_owned),
+            idempotency_key: key.clone(),
+            body: m.clone(),
+        });
+        ids.push(id);
+    }
+    if let Some(key) = &key {
+        inner
+            .keys
+            .insert(key.clone(), (body.clone(), ids.join(",")));
+    }
+    let data: Vec<Value> = ids.iter().map(|id| json!({ "id": id })).collect();
+    Json(json!({ "data": data })).into_response()
+}
+
 async fn send(State(fake): State<FakeResend>, headers: HeaderMap, body: Json<Value>) -> Response {
     let Json(body) = body;
     let fault = {
         let mut inner = fake.inner.lock().unwrap();
         inner.requests += 1;
+        if let Some(res) = over_rate_limit(&mut inner) {
+            return res;
+        }
         inner.faults.pop_front()
     };
     match fault {
@@ -202,6 +356,7 @@ async fn send(State(fake): State<FakeResend>, headers: HeaderMap, body: Json<Val
         inner.keys.insert(key.clone(), (body.clone(), id.clone()));
     }
     inner.outbox.push(SentEmail {
+        accepted_at: std::time::Instant::now(),
         id: id.clone(),
         to,
         subject: body["subject"].as_str().unwrap_or_default().to_owned(),
