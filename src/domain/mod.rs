@@ -7,4 +7,5 @@ pub mod fees;
 pub mod ids;
 pub mod image;
 pub mod money;
+pub mod qr;
 pub mod status;

@@ -173,7 +173,7 @@ pub async fn ticket_responses(rows: Vec<TicketRow>) -> AppResult<Vec<TicketRespo
     let rendered = tokio::task::spawn_blocking(move || {
         rows.into_iter()
             .map(|t| {
-                let qr = qrcodegen_image::draw_base64(&t.access_key).unwrap_or_default();
+                let qr = crate::domain::qr::png_base64(&t.access_key);
                 TicketResponse {
                     id: t.id,
                     event: TicketEventRef {

@@ -33,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(add_tier))
         .routes(routes!(remove_discount))
         .routes(routes!(purchase_tickets))
+        .routes(routes!(ticket_qr))
         .routes(routes!(validate_ticket))
         .routes(routes!(event_sales))
         .routes(routes!(my_tickets))
@@ -230,6 +231,37 @@ async fn purchase_tickets(
         StatusCode::CREATED,
         Json(order_response(&state, bought.order).await?),
     ))
+}
+
+// ---- the QR image of the ticket mail ----
+
+/// A ticket's QR code as a PNG image, for the ticket mail (mail clients drop `data:` images
+/// and fetch linked ones without logging in). `file` is `<token>.png`, the token as the mail
+/// links it: unguessable, one per ticket. 404 for any other token and for a void ticket.
+#[utoipa::path(get, path = "/tickets/qr/{file}", tag = "tickets",
+    params(("file" = String, Path, description = "`<token>.png`, as linked from the ticket mail")),
+    responses(
+        (status = 200, content_type = "image/png", body = Vec<u8>, description = "The QR code of the ticket's access key"),
+        (status = 404, description = "unknown token, or a void ticket"),
+    ))]
+async fn ticket_qr(
+    State(state): State<AppState>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> AppResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let token = file
+        .strip_suffix(".png")
+        .ok_or_else(|| AppError::not_found("QR code"))?;
+    let png = tickets::qr_png(&state, token).await?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "image/png"),
+            (axum::http::header::CACHE_CONTROL, "private, max-age=86400"),
+            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        png.to_vec(),
+    )
+        .into_response())
 }
 
 // ---- the door ----

@@ -393,3 +393,10 @@ pub async fn attended_by(
     .await?;
     Ok(rows.into_iter().map(|r| (r.id, r.starts_at)).collect())
 }
+
+/// An event's title (for mails).
+pub async fn title_of(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!("SELECT title FROM events WHERE id = $1", id)
+        .fetch_optional(db)
+        .await
+}

@@ -238,3 +238,17 @@ pub async fn door_page(
     .fetch_all(db)
     .await
 }
+
+/// `(access_key, status)` of a ticket by id.
+pub async fn access_key_of(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> sqlx::Result<Option<(String, TicketStatus)>> {
+    let row = sqlx::query!(
+        r#"SELECT access_key, status AS "status: TicketStatus" FROM tickets WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| (r.access_key, r.status)))
+}

@@ -63,16 +63,57 @@ pub async fn end_in(
 /// pending → `to` (expired, failed, cancelled) in its own transaction, then published.
 /// False when the order was no longer pending.
 pub async fn end(state: &AppState, order_id: OrderId, to: OrderStatus) -> AppResult<bool> {
+    end_telling(state, order_id, to, false).await
+}
+
+/// Like `end`, and the buyer is mailed that the purchase did not go through (a hold that
+/// expired, a payment declined), in the same transaction. Not for a checkout that could
+/// not start: that buyer was answered at once.
+pub async fn end_and_tell(state: &AppState, order_id: OrderId, to: OrderStatus) -> AppResult<bool> {
+    end_telling(state, order_id, to, true).await
+}
+
+async fn end_telling(
+    state: &AppState,
+    order_id: OrderId,
+    to: OrderStatus,
+    tell: bool,
+) -> AppResult<bool> {
     let mut tx = state.db.begin().await?;
     let Some(order) = end_in(state, &mut tx, order_id.into(), to).await? else {
         return Ok(false);
     };
+    let told = tell && queue_failure_mail(&mut tx, &order, to).await?;
     tx.commit().await?;
+    if told {
+        state.mail_wake.notify_one();
+    }
     if to == OrderStatus::Expired {
         metrics::counter!("ticketing_holds_expired_total").increment(1);
     }
     publish_status(state, &order.reference, to).await;
     Ok(true)
+}
+
+async fn queue_failure_mail(
+    tx: &mut sqlx::PgConnection,
+    order: &OrderRow,
+    to: OrderStatus,
+) -> AppResult<bool> {
+    let Some(user) = repo::users::find_by_id(&mut *tx, order.user_id).await? else {
+        return Ok(false);
+    };
+    let title = repo::events::title_of(&mut *tx, order.event_id)
+        .await?
+        .unwrap_or_default();
+    let mail = crate::service::notifications::purchase_failed(
+        order.id,
+        &user.email,
+        &user.first_name,
+        &title,
+        to == OrderStatus::Expired,
+    );
+    Ok(crate::service::mail::enqueue_in(&mut *tx, &mail).await?)
 }
 
 /// pending → expired for a hold Paystack could not be asked about for `HOLD_TTL_SECONDS`
@@ -86,7 +127,9 @@ pub async fn expire_unverified(state: &AppState, order_id: OrderId) -> AppResult
         return Ok(false);
     };
     repo::orders::set_reverify(&mut *tx, order.id, true).await?;
+    queue_failure_mail(&mut tx, &order, OrderStatus::Expired).await?;
     tx.commit().await?;
+    state.mail_wake.notify_one();
     metrics::counter!("ticketing_holds_expired_total").increment(1);
     metrics::counter!("ticketing_holds_expired_unverified_total").increment(1);
     publish_status(state, &order.reference, OrderStatus::Expired).await;

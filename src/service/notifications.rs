@@ -62,43 +62,123 @@ pub fn password_reset_otp(reset_id: Uuid, to: &str, first_name: &str, otp: &str)
     }
 }
 
+/// One ticket as its mail shows it.
+pub struct MailedTicket {
+    pub tier: String,
+    pub access_key: String,
+    /// The QR image this service serves for it (`GET /tickets/qr/<token>.png`).
+    pub qr_url: String,
+}
+
+/// The event as a ticket mail names it.
+pub struct MailedEvent<'a> {
+    pub title: &'a str,
+    pub venue: &'a str,
+    pub starts_at: time::OffsetDateTime,
+}
+
+/// Every ticket of the order with its access key and a QR code that decodes to it, and the
+/// event's details. The QR codes are linked images, not `data:` images (mail clients drop
+/// those) nor attachments (Resend's batch endpoint drops those).
 pub fn tickets_issued(
     order_id: Uuid,
     to: &str,
     first_name: &str,
-    event_title: &str,
-    access_keys: &[String],
+    event: &MailedEvent<'_>,
+    tickets: &[MailedTicket],
 ) -> Email {
-    let subject = format!("Your tickets for {event_title}");
-    let items_html: String = access_keys
+    let subject = format!("Your tickets for {}", event.title);
+    let when = event
+        .starts_at
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap_or_default();
+    let items_html: String = tickets
         .iter()
         .enumerate()
-        .map(|(i, k)| format!("<li>Ticket {}: <code>{}</code></li>", i + 1, escape(k)))
+        .map(|(i, t)| {
+            format!(
+                "<li style=\"margin-bottom:16px\">Ticket {} ({}): <code>{}</code><br>\
+                 <img src=\"{}\" width=\"200\" height=\"200\" alt=\"QR code of ticket {}\"></li>",
+                i + 1,
+                escape(&t.tier),
+                escape(&t.access_key),
+                escape(&t.qr_url),
+                i + 1
+            )
+        })
         .collect();
-    let items_text: String = access_keys
+    let items_text: String = tickets
         .iter()
         .enumerate()
-        .map(|(i, k)| format!("  Ticket {}: {k}\n", i + 1))
+        .map(|(i, t)| {
+            format!(
+                "  Ticket {} ({}): {}\n    QR code: {}\n",
+                i + 1,
+                t.tier,
+                t.access_key,
+                t.qr_url
+            )
+        })
         .collect();
     Email {
         to: to.to_owned(),
         html: layout(
             &subject,
             &format!(
-                "<p>Hi {},</p><p>Your {} ticket(s) for <strong>{}</strong>:</p><ul>{items_html}</ul>\
-                 <p>Show the QR code from the app (GET /users/tickets) at the door.</p>",
+                "<p>Hi {},</p><p>Your {} ticket(s) for <strong>{}</strong>, {} at {}:</p>\
+                 <ul style=\"list-style:none;padding:0\">{items_html}</ul>\
+                 <p>Show a ticket's QR code at the door.</p>",
                 escape(first_name),
-                access_keys.len(),
-                escape(event_title)
+                tickets.len(),
+                escape(event.title),
+                escape(&when),
+                escape(event.venue),
             ),
         ),
         text: format!(
-            "Hi {first_name},\n\nYour {} ticket(s) for {event_title}:\n{items_text}\nShow the QR code from the app at the door.\n",
-            access_keys.len()
+            "Hi {first_name},\n\nYour {} ticket(s) for {}, {when} at {}:\n{items_text}\nShow a ticket's QR code at the door.\n",
+            tickets.len(),
+            event.title,
+            event.venue,
         ),
         subject,
         kind: "tickets_issued".to_owned(),
         idempotency_key: format!("ticket-mail/{order_id}"),
+    }
+}
+
+/// A purchase that did not go through (the hold expired, or the payment was declined): the
+/// tickets went back on sale.
+pub fn purchase_failed(
+    order_id: Uuid,
+    to: &str,
+    first_name: &str,
+    event_title: &str,
+    expired: bool,
+) -> Email {
+    let subject = format!("Your order for {event_title} was not completed");
+    let why = if expired {
+        "The time to pay for it ran out before a payment arrived"
+    } else {
+        "The payment was declined"
+    };
+    Email {
+        to: to.to_owned(),
+        html: layout(
+            &subject,
+            &format!(
+                "<p>Hi {},</p><p>{why}, so the tickets you held for <strong>{}</strong> were \
+                 released. Nothing was charged. You can buy again while tickets last.</p>",
+                escape(first_name),
+                escape(event_title)
+            ),
+        ),
+        text: format!(
+            "Hi {first_name},\n\n{why}, so the tickets you held for {event_title} were released. Nothing was charged. You can buy again while tickets last.\n"
+        ),
+        subject,
+        kind: "purchase_failed".to_owned(),
+        idempotency_key: format!("purchase-failed/{order_id}"),
     }
 }
 

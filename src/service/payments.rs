@@ -437,14 +437,24 @@ async fn queue_ticket_mail(state: &AppState, order: &OrderRow, event_title: &str
             return Ok::<_, AppError>(());
         };
         let tickets = repo::tickets::for_order(&state.db, order.id).await?;
-        let keys: Vec<String> = tickets.iter().map(|t| t.access_key.clone()).collect();
-        let mail = notifications::tickets_issued(
-            order.id,
-            &user.email,
-            &user.first_name,
-            event_title,
-            &keys,
-        );
+        let Some(first) = tickets.first() else {
+            return Ok(());
+        };
+        let event = notifications::MailedEvent {
+            title: event_title,
+            venue: &first.event_venue,
+            starts_at: first.event_starts_at,
+        };
+        let mailed: Vec<notifications::MailedTicket> = tickets
+            .iter()
+            .map(|t| notifications::MailedTicket {
+                tier: t.tier_name.clone(),
+                access_key: t.access_key.clone(),
+                qr_url: crate::service::tickets::qr_url(state, t.id),
+            })
+            .collect();
+        let mail =
+            notifications::tickets_issued(order.id, &user.email, &user.first_name, &event, &mailed);
         // Queued and marked in one transaction: the mark means the mail is in the outbox.
         let mut tx = state.db.begin().await?;
         crate::service::mail::enqueue_in(&mut *tx, &mail).await?;

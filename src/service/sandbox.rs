@@ -75,7 +75,7 @@ pub async fn settle(state: &AppState, reference: &str, status: &str) -> AppResul
         if verified.status == TxStatus::Failed
             && let Some(order) = repo::orders::find_by_reference(&state.db, reference).await?
         {
-            holds::end(state, OrderId(order.id), OrderStatus::Failed).await?;
+            holds::end_and_tell(state, OrderId(order.id), OrderStatus::Failed).await?;
         }
         return Ok(());
     }

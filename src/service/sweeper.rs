@@ -118,7 +118,9 @@ async fn expire_holds(state: &AppState) -> AppResult<usize> {
                         }
                         return;
                     }
-                    Ok(_) => holds::end(state, OrderId(order_id), OrderStatus::Expired).await,
+                    Ok(_) => {
+                        holds::end_and_tell(state, OrderId(order_id), OrderStatus::Expired).await
+                    }
                     Err(e) if state.clock.now() >= expires_at + give_up_after => {
                         tracing::warn!(error = %e, %reference, "Paystack cannot say whether an expired hold was paid; releasing its seats and asking again later");
                         holds::expire_unverified(state, OrderId(order_id)).await

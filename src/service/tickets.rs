@@ -169,3 +169,62 @@ pub async fn of_order(
 ) -> AppResult<Vec<repo::tickets::TicketRow>> {
     Ok(repo::tickets::for_order(&state.db, order_id).await?)
 }
+
+// ---- the QR image a ticket mail links to ----
+//
+// Mail clients drop `data:` images, and Resend's batch endpoint drops attachments, so the
+// ticket mail links each QR code as an image this service serves without login (mail
+// clients fetch it): `GET /tickets/qr/<token>.png`. The token is the ticket id and 128 bits
+// of an HMAC of it under a key derived from `JWT_SECRET`: unguessable, nothing to store, the
+// same in every copy of a mail. Rotating `JWT_SECRET` retires the links of old mails (the
+// app still shows every QR code).
+
+fn qr_key(state: &AppState) -> Vec<u8> {
+    crate::security::crypto::keyed_hash(
+        secrecy::ExposeSecret::expose_secret(&state.config.jwt_secret).as_bytes(),
+        "qr-token-key",
+    )
+    .into_bytes()
+}
+
+fn qr_mac(state: &AppState, ticket_id: Uuid) -> String {
+    let mac = crate::security::crypto::keyed_hash(&qr_key(state), &ticket_id.simple().to_string());
+    mac[..32].to_owned()
+}
+
+/// The token of a ticket's QR image (64 hex characters).
+pub fn qr_token(state: &AppState, ticket_id: Uuid) -> String {
+    format!("{}{}", ticket_id.simple(), qr_mac(state, ticket_id))
+}
+
+/// The link to a ticket's QR image, for mails.
+pub fn qr_url(state: &AppState, ticket_id: Uuid) -> String {
+    format!(
+        "{}/tickets/qr/{}.png",
+        state.config.public_base_url,
+        qr_token(state, ticket_id)
+    )
+}
+
+/// The PNG behind a QR token; 404 for a token we did not issue or a void ticket.
+pub async fn qr_png(state: &AppState, token: &str) -> AppResult<std::sync::Arc<[u8]>> {
+    let not_found = || AppError::not_found("QR code");
+    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(not_found());
+    }
+    let ticket_id = Uuid::parse_str(&token[..32]).map_err(|_| not_found())?;
+    let expected = qr_mac(state, ticket_id);
+    if !crate::security::signing::constant_time_eq(expected.as_bytes(), &token.as_bytes()[32..]) {
+        return Err(not_found());
+    }
+    let (access_key, status) = repo::tickets::access_key_of(&state.db, ticket_id)
+        .await?
+        .ok_or_else(not_found)?;
+    if status == TicketStatus::Void {
+        return Err(not_found());
+    }
+    tokio::task::spawn_blocking(move || crate::domain::qr::png(&access_key))
+        .await
+        .map_err(anyhow::Error::from)?
+        .ok_or_else(|| anyhow::anyhow!("an access key that cannot be drawn").into())
+}

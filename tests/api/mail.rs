@@ -130,3 +130,104 @@ async fn a_thousand_orders_on_two_instances_get_their_ticket_mail_within_a_minut
         app.resend.batch_requests()
     );
 }
+
+/// The text a QR code in a PNG decodes to.
+fn decode_qr(png: &[u8]) -> String {
+    let image = qrcodegen_image::image::load_from_memory(png)
+        .expect("a PNG")
+        .to_luma8();
+    let (w, h) = image.dimensions();
+    let mut prepared =
+        rqrr::PreparedImage::prepare_from_greyscale(w as usize, h as usize, |x, y| {
+            image.get_pixel(x as u32, y as u32)[0]
+        });
+    let grids = prepared.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in the image");
+    grids[0].decode().expect("a readable QR code").1
+}
+
+#[tokio::test]
+async fn the_ticket_mail_links_a_qr_code_that_decodes_to_each_access_key() {
+    let app = TestApp::spawn().await;
+    let (_, event_id, _) = event_with_tier(&app, 500_000, 10).await;
+    let buyer = signup(&app, "qr@example.com").await;
+    let order = crate::helpers::hold(&app, &buyer, &event_id, "Regular", 2).await;
+    let reference = order["reference"].as_str().unwrap();
+    app.paystack.pay(reference).await;
+    let paid = crate::helpers::wait_for_status(&app, &buyer, reference, "paid").await;
+    let keys: Vec<String> = paid["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["access_key"].as_str().unwrap().to_owned())
+        .collect();
+
+    let mail = eventually(Duration::from_secs(20), || async {
+        app.resend
+            .sent_to("qr@example.com")
+            .into_iter()
+            .find(|m| m.subject.starts_with("Your tickets"))
+    })
+    .await;
+    let html = mail.html.unwrap();
+    let text = mail.text.unwrap();
+    // The event's details: its title, venue and start.
+    for part in ["Flash Sale", "Eko Hotel", "Regular"] {
+        assert!(
+            html.contains(part) && text.contains(part),
+            "{part} in the mail"
+        );
+    }
+    let links: Vec<&str> = html
+        .split("src=\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap())
+        .collect();
+    assert_eq!(links.len(), 2, "one QR image per ticket");
+    let mut decoded = Vec::new();
+    for link in links {
+        assert!(!link.starts_with("data:"), "mail clients drop data: images");
+        let path = &link[link.find("/tickets/qr/").unwrap()..];
+        let res = app.get(path).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["content-type"], "image/png");
+        decoded.push(decode_qr(&res.bytes().await.unwrap()));
+    }
+    decoded.sort();
+    let mut expected = keys.clone();
+    expected.sort();
+    assert_eq!(decoded, expected, "each QR code decodes to its access key");
+    for key in &keys {
+        assert!(html.contains(key.as_str()) && text.contains(key.as_str()));
+    }
+    // A token we did not issue shows nothing.
+    let forged = format!("/tickets/qr/{}.png", "0".repeat(64));
+    assert_eq!(app.get(&forged).await.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_hold_that_expires_is_mailed_to_its_buyer() {
+    let app = TestApp::builder()
+        .env("HOLD_TTL_SECONDS", "1")
+        .env("SWEEP_INTERVAL_SECONDS", "1")
+        .spawn()
+        .await;
+    let (_, event_id, _) = event_with_tier(&app, 500_000, 10).await;
+    let buyer = signup(&app, "too-late@example.com").await;
+    let order = crate::helpers::hold(&app, &buyer, &event_id, "Regular", 1).await;
+    crate::helpers::wait_for_status(
+        &app,
+        &buyer,
+        order["reference"].as_str().unwrap(),
+        "expired",
+    )
+    .await;
+    let mail = eventually(Duration::from_secs(20), || async {
+        app.resend
+            .sent_to("too-late@example.com")
+            .into_iter()
+            .find(|m| m.subject.contains("was not completed"))
+    })
+    .await;
+    assert!(mail.text.unwrap().contains("ran out"));
+}
