@@ -3,6 +3,7 @@
 
 mod architecture;
 mod auth;
+mod browser;
 mod door;
 mod events;
 #[allow(dead_code)]
