@@ -84,6 +84,7 @@ impl Application {
         let server = self.listener.map(|listener| {
             // One pub/sub subscription per serving instance feeds its websockets.
             tokio::spawn(state.hub.clone().run(state.redis.clone()));
+            metrics::gauge!("ticketing_websocket_connections").set(0.0);
             let app = router(state.clone());
             let token = shutdown.clone();
             tokio::spawn(async move {

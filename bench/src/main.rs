@@ -231,6 +231,8 @@ async fn start_servers(a: &Args, paystack_url: &str, tag: &str) -> anyhow::Resul
             .env("MAX_FREE_TICKETS_PER_USER", "1000000000")
             .env("PURCHASE_RATE_LIMIT_PER_MINUTE", "1000000000")
             .env("PURCHASE_RATE_LIMIT_PER_ADDRESS_PER_MINUTE", "1000000000")
+            // Resend's default pace for a team, shared by the instances.
+            .env("MAIL_REQUESTS_PER_SECOND", "5")
             .env("JOB_POLL_INTERVAL_MILLIS", "20")
             .env("RUST_LOG", "warn")
             .envs(a.server_env.iter().cloned())
@@ -574,21 +576,86 @@ async fn flash_sale(
             .map(|s| format!("{}/payments/callback", s.url))
             .collect::<Vec<_>>(),
     );
+    let holds = Arc::new(holds);
+    // Every buyer follows their order on the websocket (alternating instances), as the app
+    // would: the push of `paid` is timed from the webhook.
+    eprintln!("flash: {} websocket subscribers…", holds.len());
+    let webhook_sent: Arc<Mutex<Vec<Option<Instant>>>> =
+        Arc::new(Mutex::new(vec![None; holds.len()]));
+    let pushed: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; holds.len()]));
+    let subscribed = Arc::new(AtomicUsize::new(0));
+    {
+        let ws_urls: Arc<Vec<String>> = Arc::new(
+            servers
+                .iter()
+                .map(|s| s.url.replace("http://", "ws://"))
+                .collect(),
+        );
+        let (holds, tokens, pushed, subscribed) = (
+            holds.clone(),
+            tokens.clone(),
+            pushed.clone(),
+            subscribed.clone(),
+        );
+        run_pool(holds.len(), 32, move |i| {
+            let (holds, tokens, pushed, subscribed, ws_urls) = (
+                holds.clone(),
+                tokens.clone(),
+                pushed.clone(),
+                subscribed.clone(),
+                ws_urls.clone(),
+            );
+            async move {
+                let (reference, token) = &holds[i];
+                let url = format!("{}/ws?token={}", ws_urls[i % ws_urls.len()], tokens[*token]);
+                let Ok((mut socket, _)) = tokio_tungstenite::connect_async(url).await else {
+                    return;
+                };
+                use futures::{SinkExt, StreamExt};
+                use tokio_tungstenite::tungstenite::Message;
+                let subscribe = json!({ "type": "subscribe", "reference": reference }).to_string();
+                if socket.send(Message::Text(subscribe.into())).await.is_err() {
+                    return;
+                }
+                // The current status comes first.
+                let _ = socket.next().await;
+                subscribed.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    while let Some(Ok(message)) = socket.next().await {
+                        if let Message::Text(text) = message
+                            && text.as_str().contains("\"status\":\"paid\"")
+                        {
+                            pushed.lock().unwrap()[i] = Some(Instant::now());
+                            break;
+                        }
+                    }
+                });
+            }
+        })
+        .await;
+    }
     let pay_start = Instant::now();
     let latencies = Arc::new(Mutex::new(hist()));
-    let holds = Arc::new(holds);
     {
-        let (api, fake, holds, latencies, webhook_url, tokens) = (
+        let (api, fake, holds, latencies, webhook_url, tokens, webhook_sent) = (
             api.clone(),
             fake.clone(),
             holds.clone(),
             latencies.clone(),
             webhook_url.clone(),
             tokens.clone(),
+            webhook_sent.clone(),
         );
         run_pool(holds.len(), 32, move |i| {
-            let (api, fake, holds, latencies, webhook_url, tokens) =
-                (api.clone(), fake.clone(), holds.clone(), latencies.clone(), webhook_url.clone(), tokens.clone());
+            let (api, fake, holds, latencies, webhook_url, tokens, webhook_sent) = (
+                api.clone(),
+                fake.clone(),
+                holds.clone(),
+                latencies.clone(),
+                webhook_url.clone(),
+                tokens.clone(),
+                webhook_sent.clone(),
+            );
             async move {
                 let (reference, token) = &holds[i];
                 let amount = {
@@ -601,6 +668,7 @@ async fn flash_sale(
                     "data": { "id": i, "status": "success", "reference": reference, "amount": amount, "currency": "NGN" } }))
                 .unwrap();
                 let sent = Instant::now();
+                webhook_sent.lock().unwrap()[i] = Some(sent);
                 let _ = api
                     .client
                     .post(&webhook_url[i % webhook_url.len()])
@@ -625,6 +693,78 @@ async fn flash_sale(
         .await;
     }
     let all_paid_s = pay_start.elapsed().as_secs_f64();
+    let all_paid_at = Instant::now();
+
+    // Ticket mail: every paid order's mail accepted by the mailer, at the shared pace of
+    // MAIL_REQUESTS_PER_SECOND (5, Resend's default), counted on the servers' metrics.
+    let mail_wait = Instant::now();
+    let mut mailed = 0.0;
+    while mail_wait.elapsed() < Duration::from_secs(120) {
+        mailed = 0.0;
+        for server in servers.iter() {
+            let text = api
+                .client
+                .get(format!("{}/metrics", server.url))
+                .send()
+                .await?
+                .text()
+                .await?;
+            mailed += text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("ticketing_mail_total{")
+                        && l.contains("kind=\"tickets_issued\"")
+                        && l.contains("outcome=\"sent\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        if mailed >= holds.len() as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mail = json!({
+        "ticket_mails_sent": mailed,
+        "last_mail_after_last_payment_s": all_paid_at.elapsed().as_secs_f64(),
+    });
+    // The websocket pushes: how many, how fast after their webhook, at what rate.
+    let wait_pushes = Instant::now();
+    while pushed
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.is_some())
+        .count()
+        < subscribed.load(Ordering::Relaxed)
+        && wait_pushes.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut push_h = hist();
+    let (mut first_push, mut last_push) = (None::<Instant>, None::<Instant>);
+    for (sent, got) in webhook_sent
+        .lock()
+        .unwrap()
+        .iter()
+        .zip(pushed.lock().unwrap().iter())
+    {
+        if let (Some(sent), Some(got)) = (sent, got) {
+            push_h.record(got.saturating_duration_since(*sent).as_micros().max(1) as u64)?;
+            first_push = Some(first_push.map_or(*got, |f| f.min(*got)));
+            last_push = Some(last_push.map_or(*got, |l| l.max(*got)));
+        }
+    }
+    let push_window = match (first_push, last_push) {
+        (Some(f), Some(l)) => l.saturating_duration_since(f).as_secs_f64(),
+        _ => 0.0,
+    };
+    let websocket = json!({
+        "subscribers": subscribed.load(Ordering::Relaxed),
+        "paid_pushes": push_h.len(),
+        "pushes_per_s": push_h.len() as f64 / push_window.max(1e-3),
+        "webhook_to_push": summary(&push_h),
+    });
 
     // Invariants through the API.
     let (_, sales) = api
@@ -729,6 +869,7 @@ async fn flash_sale(
         "latency_hold": summary(&held_h), "latency_sold_out": summary(&sold_h), "latency_other": summary(&other_h),
         "peak_rss_mib_during_sale": rss_during_sale, "peak_rss_mib_process": rss_process_peak,
         "webhook_to_ticket": summary(&latencies), "all_paid_seconds": all_paid_s,
+        "websocket": websocket, "mail": mail,
         "oversold": (holds.len() as i64 - a.capacity).max(0),
         "violations": violations,
     }))
@@ -970,6 +1111,22 @@ async fn main() -> anyhow::Result<()> {
             w["p50_ms"].as_f64().unwrap_or(0.0),
             w["p99_ms"].as_f64().unwrap_or(0.0),
             f["all_paid_seconds"].as_f64().unwrap_or(0.0)
+        );
+        let ws = &f["websocket"];
+        println!(
+            "websocket                {} subscribers, {} paid pushes at {:.0}/s; webhook→push p50 {:.2} ms  p99 {:.2} ms",
+            ws["subscribers"],
+            ws["paid_pushes"],
+            ws["pushes_per_s"].as_f64().unwrap_or(0.0),
+            ws["webhook_to_push"]["p50_ms"].as_f64().unwrap_or(0.0),
+            ws["webhook_to_push"]["p99_ms"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "ticket mail              {} sent; the last {:.2} s after the last payment (5 requests/s)",
+            f["mail"]["ticket_mails_sent"],
+            f["mail"]["last_mail_after_last_payment_s"]
+                .as_f64()
+                .unwrap_or(0.0)
         );
         println!("oversold                 {}", f["oversold"]);
     }

@@ -47,9 +47,14 @@ pub enum MailError {
         message: String,
         retry_after: Option<Duration>,
     },
-    /// Retrying cannot help (bad address, bad key, unverified domain).
+    /// Retrying cannot help this message (Resend refused it, or refused the whole batch as
+    /// invalid: nothing was sent).
     #[error("permanent mail failure: {0}")]
     Permanent(String),
+    /// Resend already holds a different request under this idempotency key: resending
+    /// under other keys could deliver twice, so this needs a person.
+    #[error("idempotency key conflict: {0}")]
+    KeyConflict(String),
 }
 
 #[async_trait]
@@ -137,6 +142,18 @@ impl ResendMailer {
                 .as_str()
                 .unwrap_or_else(|| truncate(&text, 200))
         );
+        if name == "invalid_idempotent_request" {
+            return Err(MailError::KeyConflict(message));
+        }
+        // Our key or domain refused: not this message's fault, so no message is failed for
+        // it; the outbox waits (and the logs say why) until the configuration is fixed.
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            tracing::error!(%message, "Resend refuses our credentials or sending domain");
+            return Err(MailError::Temporary {
+                message,
+                retry_after: Some(Duration::from_secs(60)),
+            });
+        }
         let temporary = status.is_server_error()
             || status == reqwest::StatusCode::TOO_MANY_REQUESTS
             || name == "concurrent_idempotent_requests"

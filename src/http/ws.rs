@@ -52,7 +52,7 @@ fn closed(reason: &'static str) {
 /// Upgrades to a websocket carrying live order status. Send
 /// `{"type":"subscribe","reference":"..."}` for your own orders; the current status comes
 /// at once, then every change as `{"type":"transaction.status","reference","status","order"}`.
-/// Errors: `{"type":"error","code":"forbidden"|"too_many_subscriptions"|"bad_message"}`.
+/// Errors: `{"type":"error","code":"forbidden"|"too_many_subscriptions"|"bad_message"|"unavailable"}`.
 /// Closed with 1008 when more than 256 messages wait unread, 4001 when the token expires or
 /// is revoked, 1001 at shutdown; pinged every 20 s.
 #[utoipa::path(get, path = "/ws", tag = "payments",
@@ -75,7 +75,10 @@ async fn websocket(
         .unwrap_or_default();
     let (claims, _) = auth::authenticate(&state, &token).await?;
     let upgrade = upgrade.map_err(|_| AppError::UpgradeRequired)?;
+    // Clients send small subscribe messages; nothing bigger is read.
     Ok(upgrade
+        .max_message_size(4 * 1024)
+        .max_frame_size(4 * 1024)
         .on_upgrade(move |socket| async move {
             metrics::gauge!("ticketing_websocket_connections").increment(1.0);
             let reason = Connection::new(&state, token, claims).run(socket).await;
@@ -226,10 +229,18 @@ impl<'a> Connection<'a> {
         if message["type"] != "subscribe" {
             return send_json(sink, error_message("bad_message", None), lagged).await;
         }
-        // Someone else's order and an unknown one get the same answer.
-        let Ok(order) = purchase::order_for_buyer(self.state, self.claims.sub, &reference).await
-        else {
-            return send_json(sink, error_message("forbidden", Some(&reference)), lagged).await;
+        // Someone else's order and an unknown one get the same answer; a database that
+        // cannot answer is not a refusal.
+        let order = match purchase::order_for_buyer(self.state, self.claims.sub, &reference).await {
+            Ok(order) => order,
+            Err(AppError::Unavailable(_) | AppError::Timeout | AppError::Internal(_)) => {
+                let error = error_message("unavailable", Some(&reference));
+                return send_json(sink, error, lagged).await;
+            }
+            Err(_) => {
+                let error = error_message("forbidden", Some(&reference));
+                return send_json(sink, error, lagged).await;
+            }
         };
         if !self
             .registration

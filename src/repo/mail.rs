@@ -50,7 +50,9 @@ pub async fn enqueue(db: impl PgExecutor<'_>, m: NewMail<'_>) -> sqlx::Result<bo
 }
 
 /// A batch whose sender died or whose send failed and is due again: the same rows, for the
-/// same idempotency key. Claimed for `lease_seconds`.
+/// same idempotency key, in the same order (by id). Claimed for `lease_seconds`. A batch is
+/// claimed as a unit with a transaction-scoped advisory lock on its id: two senders never
+/// take rows of one batch each (which would deadlock their updates).
 pub async fn claim_due_batch(
     db: impl PgExecutor<'_>,
     lease_seconds: f64,
@@ -59,11 +61,9 @@ pub async fn claim_due_batch(
         r#"WITH due AS (
                SELECT batch_id FROM mail_outbox
                WHERE status = 'sending' AND next_attempt_at <= now()
+                 AND pg_try_advisory_xact_lock(hashtextextended(batch_id::text, 7))
                ORDER BY next_attempt_at LIMIT 1
-               FOR UPDATE SKIP LOCKED
            )
-           -- `next_attempt_at <= now()` again: a second sender that locked another row of the
-           -- same batch re-checks it after waiting, and finds the batch already taken.
            UPDATE mail_outbox m SET next_attempt_at = now() + make_interval(secs => $1)
            FROM due WHERE m.batch_id = due.batch_id AND m.status = 'sending'
              AND m.next_attempt_at <= now()
@@ -76,22 +76,23 @@ pub async fn claim_due_batch(
     let Some(batch_id) = rows.first().map(|r| r.batch_id) else {
         return Ok(None);
     };
-    Ok(Some((
-        batch_id,
-        rows.into_iter()
-            .map(|r| OutboxRow {
-                id: r.id,
-                kind: r.kind,
-                to_address: r.to_address,
-                subject: r.subject,
-                html: r.html,
-                body_text: r.body_text,
-                idempotency_key: r.idempotency_key,
-                attempts: r.attempts,
-                created_at: r.created_at,
-            })
-            .collect(),
-    )))
+    let mut rows: Vec<OutboxRow> = rows
+        .into_iter()
+        .map(|r| OutboxRow {
+            id: r.id,
+            kind: r.kind,
+            to_address: r.to_address,
+            subject: r.subject,
+            html: r.html,
+            body_text: r.body_text,
+            idempotency_key: r.idempotency_key,
+            attempts: r.attempts,
+            created_at: r.created_at,
+        })
+        .collect();
+    // The order of RETURNING is not defined; a resend must carry the very same body.
+    rows.sort_by_key(|r| r.id);
+    Ok(Some((batch_id, rows)))
 }
 
 /// Forms a new batch of up to `limit` due messages, most urgent first, and records it
@@ -126,7 +127,7 @@ pub async fn claim_new_batch(
     )
     .fetch_all(db)
     .await?;
-    Ok(rows
+    let mut rows: Vec<OutboxRow> = rows
         .into_iter()
         .map(|r| OutboxRow {
             id: r.id,
@@ -139,7 +140,10 @@ pub async fn claim_new_batch(
             attempts: r.attempts,
             created_at: r.created_at,
         })
-        .collect())
+        .collect();
+    // By id, as a resend of this batch will order them (`claim_due_batch`).
+    rows.sort_by_key(|r| r.id);
+    Ok(rows)
 }
 
 /// Resend accepted the batch: each message with its id.
@@ -149,8 +153,9 @@ pub async fn mark_sent(
     provider_ids: &[String],
 ) -> sqlx::Result<()> {
     sqlx::query!(
+        // The bodies go once sent: a reset code or an access key must not outlive its mail.
         r#"UPDATE mail_outbox m SET status = 'sent', sent_at = now(), provider_id = p.provider_id,
-               last_error = NULL
+               last_error = NULL, html = '', body_text = ''
            FROM UNNEST($1::uuid[], $2::text[]) AS p(id, provider_id)
            WHERE m.id = p.id"#,
         ids,
@@ -199,7 +204,7 @@ pub async fn split_batch(db: impl PgExecutor<'_>, batch_id: Uuid, error: &str) -
 /// Given up (a permanent refusal of a message sent alone, or too many attempts).
 pub async fn fail_batch(db: impl PgExecutor<'_>, batch_id: Uuid, error: &str) -> sqlx::Result<()> {
     sqlx::query!(
-        r#"UPDATE mail_outbox SET status = 'failed', last_error = $2
+        r#"UPDATE mail_outbox SET status = 'failed', last_error = $2, html = '', body_text = ''
            WHERE batch_id = $1 AND status = 'sending'"#,
         batch_id,
         error
@@ -216,4 +221,28 @@ pub async fn backlog(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
     )
     .fetch_one(db)
     .await
+}
+
+/// Forgets sent and failed messages older than `days` (their bodies are already gone; the
+/// rows were kept for the record of what was sent).
+pub async fn prune(db: impl PgExecutor<'_>, days: i32) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        r#"DELETE FROM mail_outbox
+           WHERE status IN ('sent', 'failed') AND created_at < now() - make_interval(days => $1)"#,
+        days
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A deleted account's mail that is not waiting to go: its address and name are erased.
+pub async fn erase_for(db: impl PgExecutor<'_>, to_address: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "DELETE FROM mail_outbox WHERE to_address = $1 AND status IN ('sent', 'failed')",
+        to_address
+    )
+    .execute(db)
+    .await?;
+    Ok(())
 }

@@ -60,8 +60,11 @@ pub async fn issue(
     let ids: Vec<Uuid> = access_keys.iter().map(|_| Uuid::now_v7()).collect();
     let seats: Vec<i32> = (1..=access_keys.len() as i32).collect();
     let res = sqlx::query!(
-        r#"INSERT INTO tickets (id, order_id, event_id, tier_id, user_id, seat, access_key)
-           SELECT id, $2, $3, $4, $5, seat, access_key
+        // `changed_at` by the clock, not the transaction's start: a door sync token taken
+        // while this transaction ran must still see these tickets as new.
+        r#"INSERT INTO tickets (id, order_id, event_id, tier_id, user_id, seat, access_key,
+                                changed_at)
+           SELECT id, $2, $3, $4, $5, seat, access_key, clock_timestamp()
            FROM UNNEST($1::uuid[], $6::int[], $7::text[]) AS t(id, seat, access_key)
            ON CONFLICT (order_id, seat) DO NOTHING"#,
         &ids,
@@ -251,4 +254,11 @@ pub async fn access_key_of(
     .fetch_optional(db)
     .await?;
     Ok(row.map(|r| (r.access_key, r.status)))
+}
+
+/// PostgreSQL's own clock (`changed_at` is written with it).
+pub async fn database_now(db: impl PgExecutor<'_>) -> sqlx::Result<OffsetDateTime> {
+    sqlx::query_scalar!(r#"SELECT clock_timestamp() AS "now!""#)
+        .fetch_one(db)
+        .await
 }

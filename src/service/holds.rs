@@ -79,11 +79,21 @@ async fn end_telling(
     to: OrderStatus,
     tell: bool,
 ) -> AppResult<bool> {
+    // The mail is prepared before the hold ends: ending it locks the hot tier row until the
+    // commit, which must not wait on these lookups.
+    let mail = if tell {
+        failure_mail(state, order_id, to).await?
+    } else {
+        None
+    };
     let mut tx = state.db.begin().await?;
     let Some(order) = end_in(state, &mut tx, order_id.into(), to).await? else {
         return Ok(false);
     };
-    let told = tell && queue_failure_mail(&mut tx, &order, to).await?;
+    let told = match &mail {
+        Some(mail) => crate::service::mail::enqueue_in(&mut *tx, mail).await?,
+        None => false,
+    };
     tx.commit().await?;
     if told {
         state.mail_wake.notify_one();
@@ -95,25 +105,28 @@ async fn end_telling(
     Ok(true)
 }
 
-async fn queue_failure_mail(
-    tx: &mut sqlx::PgConnection,
-    order: &OrderRow,
+/// The "your purchase did not go through" mail of a pending order, if it has a buyer.
+async fn failure_mail(
+    state: &AppState,
+    order_id: OrderId,
     to: OrderStatus,
-) -> AppResult<bool> {
-    let Some(user) = repo::users::find_by_id(&mut *tx, order.user_id).await? else {
-        return Ok(false);
+) -> AppResult<Option<crate::clients::mail::Email>> {
+    let Some(order) = repo::orders::find(&state.db, order_id.into()).await? else {
+        return Ok(None);
     };
-    let title = repo::events::title_of(&mut *tx, order.event_id)
+    let Some(user) = repo::users::find_by_id(&state.db, order.user_id).await? else {
+        return Ok(None);
+    };
+    let title = repo::events::title_of(&state.db, order.event_id)
         .await?
         .unwrap_or_default();
-    let mail = crate::service::notifications::purchase_failed(
+    Ok(Some(crate::service::notifications::purchase_failed(
         order.id,
         &user.email,
         &user.first_name,
         &title,
         to == OrderStatus::Expired,
-    );
-    Ok(crate::service::mail::enqueue_in(&mut *tx, &mail).await?)
+    )))
 }
 
 /// pending → expired for a hold Paystack could not be asked about for `HOLD_TTL_SECONDS`
@@ -122,12 +135,15 @@ async fn queue_failure_mail(
 /// happen is still settled (or refunded: the late-payment rules). False when it was no
 /// longer pending.
 pub async fn expire_unverified(state: &AppState, order_id: OrderId) -> AppResult<bool> {
+    let mail = failure_mail(state, order_id, OrderStatus::Expired).await?;
     let mut tx = state.db.begin().await?;
     let Some(order) = end_in(state, &mut tx, order_id.into(), OrderStatus::Expired).await? else {
         return Ok(false);
     };
     repo::orders::set_reverify(&mut *tx, order.id, true).await?;
-    queue_failure_mail(&mut tx, &order, OrderStatus::Expired).await?;
+    if let Some(mail) = &mail {
+        crate::service::mail::enqueue_in(&mut *tx, mail).await?;
+    }
     tx.commit().await?;
     state.mail_wake.notify_one();
     metrics::counter!("ticketing_holds_expired_total").increment(1);

@@ -155,17 +155,25 @@ async fn send_one_batch(state: &AppState, shutdown: &CancellationToken) -> AppRe
             message,
             retry_after,
         }) => {
-            let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(0) + 1;
-            if attempts as usize >= state.config.job_max_attempts.max(1) * 3 {
+            // Given up by age, never by count: a day of 429s or an outage is waited out
+            // (Resend keeps idempotency keys for 24 hours, so a resend stays safe that long).
+            let oldest = rows.iter().map(|r| r.created_at).min();
+            let age = oldest.map(|t| time::OffsetDateTime::now_utc() - t);
+            if age.is_some_and(|a| a > time::Duration::hours(23)) {
                 give_up(state, batch_id, &rows, &message).await?;
             } else {
+                let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(0) + 1;
                 let backoff = retry_after.unwrap_or_else(|| {
-                    state.config.job_retry_base * 2u32.saturating_pow(attempts.min(8) as u32)
+                    (state.config.job_retry_base * 2u32.saturating_pow(attempts.min(12) as u32))
+                        .min(Duration::from_secs(300))
                 });
                 tracing::warn!(error = %message, attempts, %batch_id, "mail not sent; the same batch goes again");
                 repo::mail::retry_batch(&state.db, batch_id, backoff.as_secs_f64(), &message)
                     .await?;
             }
+        }
+        Err(MailError::KeyConflict(message)) => {
+            give_up(state, batch_id, &rows, &message).await?;
         }
         Err(MailError::Permanent(message)) if rows.len() > 1 => {
             tracing::warn!(error = %message, %batch_id, "batch refused; its messages go one by one");

@@ -60,6 +60,17 @@ pub async fn checkout(state: &AppState, reference: &str) -> AppResult<Checkout> 
 /// `failed`.
 pub async fn settle(state: &AppState, reference: &str, status: &str) -> AppResult<()> {
     ensure_sandbox(state)?;
+    // A checkout is settled once: Pay after Decline (or the reverse) changes nothing.
+    let current = SandboxGateway::load(&state.redis, reference)
+        .await
+        .map_err(|e| AppError::Unavailable(e.to_string()))?
+        .ok_or_else(|| AppError::not_found("Checkout"))?;
+    if current.status == "success" || current.status == "failed" {
+        return Err(AppError::conflict(
+            "checkout_settled",
+            format!("This checkout was already settled ({}).", current.status),
+        ));
+    }
     let tx = SandboxGateway::settle(&state.redis, reference, status)
         .await
         .map_err(|e| AppError::Unavailable(e.to_string()))?

@@ -73,6 +73,22 @@ pub async fn sweep(state: &AppState) -> AppResult<Sweep> {
         })
         .await;
 
+    // The outbox keeps what was sent for a month (bodies are dropped when sent); pruned
+    // about hourly per instance, as the scan is not free.
+    static LAST_PRUNE: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let due = LAST_PRUNE.lock().map(|mut last| {
+        let due = last.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(3600));
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
+    });
+    if due.unwrap_or(false)
+        && let Err(e) = repo::mail::prune(&state.db, 30).await
+    {
+        tracing::warn!(error = %e, "old mail not pruned");
+    }
+
     // A gauge from the database, not from increments: holds are made on one instance and
     // released on another, so only the shared count is true.
     if let Ok(n) = repo::orders::count_pending(&state.db).await {

@@ -54,6 +54,8 @@ pub async fn delete_account(
         ));
     }
     crate::service::auth::forget_user(state, user_id).await;
+    // The record of mail sent to them goes too (mail still waiting to go is kept).
+    repo::mail::erase_for(&mut *tx, &user.email).await?;
     repo::users::erase(&mut tx, user_id).await?;
     tx.commit().await?;
     crate::service::auth::forget_user(state, user_id).await;

@@ -198,8 +198,10 @@ async fn websocket_status(
     socket.send(Message::Text(subscribe.into())).await.unwrap();
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let Some(Ok(Message::Text(text))) = socket.next().await else {
-                continue;
+            let text = match socket.next().await {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(_)) => continue,
+                other => panic!("the websocket ended: {other:?}"),
             };
             let message: Value = serde_json::from_str(text.as_str()).unwrap();
             if message["status"] == status {
@@ -214,6 +216,10 @@ async fn websocket_status(
 #[tokio::test]
 async fn the_sandbox_checkout_pays_and_declines_in_a_real_browser() {
     let Some(binary) = chromium() else {
+        assert!(
+            std::env::var_os("REQUIRE_CHROMIUM").is_none(),
+            "REQUIRE_CHROMIUM is set (scripts/test found a Chromium) but none is here"
+        );
         eprintln!(
             "SKIPPED the_sandbox_checkout_pays_and_declines_in_a_real_browser: no Chromium \
              (scripts/test installs Debian's chromium package; set CHROMIUM to another binary)"

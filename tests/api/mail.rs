@@ -231,3 +231,48 @@ async fn a_hold_that_expires_is_mailed_to_its_buyer() {
     .await;
     assert!(mail.text.unwrap().contains("ran out"));
 }
+
+#[tokio::test]
+async fn a_batch_whose_answer_was_lost_is_sent_again_under_its_key_and_arrives_once() {
+    let app = TestApp::spawn().await;
+    // Resend takes the batch, then the answer is lost as a 500.
+    app.resend
+        .fail_next(&[crate::fakes::Fault::ServerErrorAfterAccept]);
+    let mut tx = app.state.db.begin().await.unwrap();
+    for i in 0..3 {
+        let email = ticketing::clients::mail::Email {
+            to: format!("batch-{i}@example.com"),
+            subject: "Hello".into(),
+            html: "<p>Hello</p>".into(),
+            text: "Hello".into(),
+            kind: "tickets_issued".into(),
+            idempotency_key: format!("test/batch/{i}"),
+        };
+        ticketing::service::mail::enqueue_in(&mut *tx, &email)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    eventually(Duration::from_secs(20), || async {
+        (app.resend.batch_requests() >= 2
+            && (0..3).all(|i| {
+                !app.resend
+                    .sent_to(&format!("batch-{i}@example.com"))
+                    .is_empty()
+            }))
+        .then_some(())
+    })
+    .await;
+    for i in 0..3 {
+        let sent = app.resend.sent_to(&format!("batch-{i}@example.com"));
+        assert_eq!(sent.len(), 1, "batch-{i} once: {sent:?}");
+    }
+    // Sent, and its body no longer kept.
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM mail_outbox WHERE status = 'sent' AND body_text = '' AND html = ''",
+    )
+    .fetch_one(&app.state.db)
+    .await
+    .unwrap();
+    assert!(left >= 3);
+}

@@ -162,13 +162,21 @@ async fn send_batch(
     body: Json<Value>,
 ) -> Response {
     let Json(body) = body;
-    {
+    let fault = {
         let mut inner = fake.inner.lock().unwrap();
         inner.requests += 1;
         inner.batch_requests += 1;
         if let Some(res) = over_rate_limit(&mut inner) {
             return res;
         }
+        inner.faults.pop_front()
+    };
+    if fault == Some(Fault::ServerError) {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "application_error",
+            "boom",
+        );
     }
     if headers.get("authorization").and_then(|v| v.to_str().ok())
         != Some(format!("Bearer {API_KEY}").as_str())
@@ -245,6 +253,14 @@ async fn send_batch(
         inner
             .keys
             .insert(key.clone(), (body.clone(), ids.join(",")));
+    }
+    drop(inner);
+    if fault == Some(Fault::ServerErrorAfterAccept) {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "application_error",
+            "boom",
+        );
     }
     let data: Vec<Value> = ids.iter().map(|id| json!({ "id": id })).collect();
     Json(json!({ "data": data })).into_response()
