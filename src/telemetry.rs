@@ -94,7 +94,23 @@ fn describe_metrics() {
     );
     metrics::describe_counter!(
         "ticketing_mail_total",
-        "Mail jobs by kind and outcome (sent, retry, failed)"
+        "Messages by kind and outcome: sent (accepted by the mailer) or failed (given up)"
+    );
+    metrics::describe_gauge!(
+        "ticketing_mail_backlog",
+        "Messages in the outbox not yet accepted by the mailer"
+    );
+    metrics::describe_gauge!(
+        "ticketing_websocket_connections",
+        "Open websocket connections on this instance"
+    );
+    metrics::describe_counter!(
+        "ticketing_websocket_messages_total",
+        "Order status messages pushed on websockets"
+    );
+    metrics::describe_counter!(
+        "ticketing_websocket_closed_total",
+        "Websocket connections closed, by reason (slow_consumer, token_revoked, ...)"
     );
 }
 

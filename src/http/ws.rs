@@ -97,6 +97,9 @@ struct Connection<'a> {
     registration: Registration,
     /// What was last pushed per reference (status and link), so a resync pushes changes only.
     pushed: std::collections::HashMap<String, (String, Option<String>)>,
+    /// Subscribed orders whose last change could not be read or rendered: retried at the
+    /// next re-check, so a busy database delays a push instead of losing it.
+    unpushed: std::collections::HashSet<String>,
 }
 
 /// Why the loop ended; each is a `reason` label of `ticketing_websocket_closed_total`.
@@ -116,6 +119,7 @@ impl<'a> Connection<'a> {
             token,
             claims,
             pushed: Default::default(),
+            unpushed: Default::default(),
         }
     }
 
@@ -127,7 +131,9 @@ impl<'a> Connection<'a> {
         ping.tick().await;
         let mut recheck = tokio::time::interval(RECHECK_EVERY);
         recheck.tick().await;
-        let mut last_pong = Instant::now();
+        // When the last ping went unanswered since (API.md: closed 20 s after a ping that
+        // gets no pong).
+        let mut awaiting_pong: Option<Instant> = None;
         let expires = Instant::now()
             + Duration::from_secs(
                 (self.claims.exp - time::OffsetDateTime::now_utc().unix_timestamp()).max(0) as u64,
@@ -146,14 +152,21 @@ impl<'a> Connection<'a> {
                         return close(&mut sink, 4001, "token_expired").await.map(|_| "token_expired");
                     }
                     _ = ping.tick() => {
-                        if last_pong.elapsed() > PING_EVERY + PONG_WITHIN {
-                            return close(&mut sink, 1008, "ping_timeout").await.map(|_| "ping_timeout");
-                        }
                         send(&mut sink, Message::Ping(Vec::new().into()), &lagged).await?;
+                        awaiting_pong.get_or_insert_with(Instant::now);
+                    }
+                    _ = sleep_until_or_never(awaiting_pong.map(|at| at + PONG_WITHIN)) => {
+                        // A peer that does not answer may not read a close frame either.
+                        let _ = close(&mut sink, 1008, "ping_timeout").await;
+                        return Ok("ping_timeout");
                     }
                     _ = recheck.tick() => {
                         if let Some(reason) = self.revoked().await {
                             return close(&mut sink, 4001, reason).await.map(|_| reason);
+                        }
+                        // Orders whose push failed (the database busy) are pushed now.
+                        for reference in std::mem::take(&mut self.unpushed) {
+                            self.push(&mut sink, &reference, false, &lagged).await?;
                         }
                     }
                     event = self.registration.events.recv() => match event {
@@ -176,7 +189,7 @@ impl<'a> Connection<'a> {
                         Some(Ok(Message::Text(text))) => {
                             self.on_text(&mut sink, text.as_str(), &lagged).await?;
                         }
-                        Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
+                        Some(Ok(Message::Pong(_))) => awaiting_pong = None,
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok("client_closed"),
                         Some(Ok(_)) => {}
                     },
@@ -265,7 +278,8 @@ impl<'a> Connection<'a> {
         let order = match purchase::order_for_buyer(self.state, self.claims.sub, reference).await {
             Ok(order) => order,
             Err(e) => {
-                tracing::debug!(error = %e, reference, "order not pushed");
+                tracing::debug!(error = %e, reference, "order not pushed yet");
+                self.unpushed.insert(reference.to_owned());
                 return Ok(());
             }
         };
@@ -280,7 +294,8 @@ impl<'a> Connection<'a> {
         let rendered = match order_response(self.state, order).await {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!(error = %e, reference, "order not rendered for a push");
+                tracing::warn!(error = %e, reference, "order not rendered for a push yet");
+                self.unpushed.insert(reference.to_owned());
                 return Ok(());
             }
         };
@@ -298,6 +313,14 @@ impl<'a> Connection<'a> {
 }
 
 type Sink = SplitSink<WebSocket, Message>;
+
+/// Sleeps until `at`, or forever without one (a `select!` branch that is off).
+async fn sleep_until_or_never(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 fn error_message(code: &str, reference: Option<&str>) -> Value {
     let mut m = json!({ "type": "error", "code": code });
