@@ -54,6 +54,7 @@ async fn replay(
     user_id: Uuid,
     key: &str,
     hash: &str,
+    deadline: Instant,
 ) -> AppResult<Option<Purchase>> {
     let Some((stored_hash, order_id)) =
         repo::orders::idempotency_record(&state.db, user_id, key).await?
@@ -66,15 +67,29 @@ async fn replay(
             "was already used with a different request body",
         ));
     }
-    let order = repo::orders::find(&state.db, order_id)
+    let mut order = repo::orders::find(&state.db, order_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("idempotency record without its order"))?;
-    if order.status == OrderStatus::Pending && order.authorization_url.is_none() {
-        // The first request is still starting its checkout (or about to release the hold):
-        // never answer a hold without a way to pay it; the retry after this one decides.
+    // The first request with this key is still starting its checkout: wait for its link
+    // (the first answer again, same order, same status), never answer a hold without a way
+    // to pay it. If the first request fails instead, it releases the hold and forgets the
+    // key, and this one says so: 503, try again.
+    while order.status == OrderStatus::Pending && order.authorization_url.is_none() {
+        if Instant::now() + CHECKOUT_POLL >= deadline {
+            outcome("replay_in_progress");
+            return Err(AppError::Unavailable(
+                "the first request with this Idempotency-Key is still starting its checkout".into(),
+            ));
+        }
+        tokio::time::sleep(CHECKOUT_POLL).await;
+        order = repo::orders::find(&state.db, order_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("idempotency record without its order"))?;
+    }
+    if order.status == OrderStatus::Failed {
         outcome("replay_in_progress");
         return Err(AppError::Unavailable(
-            "the first request with this Idempotency-Key is still starting its checkout".into(),
+            "the first request with this Idempotency-Key could not start its checkout".into(),
         ));
     }
     outcome("replayed");
@@ -83,6 +98,9 @@ async fn replay(
         replayed: true,
     }))
 }
+
+/// How often a retry looks whether the first request's checkout link exists.
+const CHECKOUT_POLL: Duration = Duration::from_millis(25);
 
 /// The buyer, as the auth extractor already loaded them.
 pub struct Buyer<'a> {
@@ -250,7 +268,7 @@ pub async fn purchase(
     let shedding = read_shedding(state, tier_id, user_id, idempotency_key).await;
     if let Some(key) = idempotency_key
         && shedding.maybe_replay
-        && let Some(p) = replay(state, user_id, key, &hash).await?
+        && let Some(p) = replay(state, user_id, key, &hash, deadline).await?
     {
         return Ok(p);
     }
@@ -259,17 +277,13 @@ pub async fn purchase(
         return Err(AppError::sold_out());
     }
 
-    let order = match take_seats(
-        state,
+    let asker = Asker {
         user_id,
-        event_id,
-        tier_id,
-        &req,
         idempotency_key,
-        &hash,
-    )
-    .await?
-    {
+        hash: &hash,
+        deadline,
+    };
+    let order = match take_seats(state, event_id, tier_id, &req, &asker).await? {
         Held::Order(order) => order,
         Held::Replayed(p) => return Ok(p),
         Held::Nothing => {
@@ -323,16 +337,30 @@ enum Held {
     Nothing,
 }
 
+/// Who asks, and how to recognise the same request again.
+#[derive(Clone, Copy)]
+struct Asker<'a> {
+    user_id: Uuid,
+    idempotency_key: Option<&'a str>,
+    /// The request's hash, stored with its key.
+    hash: &'a str,
+    deadline: Instant,
+}
+
 /// The hold itself: one guarded statement (`repo::orders::hold`), inside the buyer's caps.
 async fn take_seats(
     state: &AppState,
-    user_id: Uuid,
     event_id: Uuid,
     tier_id: Uuid,
     req: &PurchaseRequest,
-    idempotency_key: Option<&str>,
-    hash: &str,
+    asker: &Asker<'_>,
 ) -> AppResult<Held> {
+    let Asker {
+        user_id,
+        idempotency_key,
+        hash,
+        deadline,
+    } = *asker;
     let order_id = Uuid::now_v7();
     let reference = reference_for(order_id);
     let request = HoldRequest {
@@ -355,7 +383,7 @@ async fn take_seats(
             Err(refused) => {
                 // The same request again is answered its order, whatever the caps say now.
                 if let Some(key) = idempotency_key
-                    && let Some(p) = replay(state, user_id, key, hash).await?
+                    && let Some(p) = replay(state, user_id, key, hash, deadline).await?
                 {
                     return Ok(Held::Replayed(p));
                 }
@@ -369,13 +397,13 @@ async fn take_seats(
         // A replay of a request that succeeded before the tier sold out (its key only in
         // PostgreSQL, e.g. after a Redis restart) still answers its order.
         Ok(None) => match idempotency_key {
-            Some(key) => Ok(replayed(replay(state, user_id, key, hash).await?)),
+            Some(key) => Ok(replayed(replay(state, user_id, key, hash, deadline).await?)),
             None => Ok(Held::Nothing),
         },
         // Two identical requests raced: the other one's order is the answer.
         Err(e) if crate::db::is_unique_violation(&e, "idempotency_keys_pkey") => {
             let key = idempotency_key.unwrap_or_default();
-            replay(state, user_id, key, hash)
+            replay(state, user_id, key, hash, deadline)
                 .await?
                 .map(Held::Replayed)
                 .ok_or_else(|| anyhow::anyhow!("idempotency conflict without a record").into())

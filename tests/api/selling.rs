@@ -399,20 +399,19 @@ async fn a_retry_while_the_first_request_starts_its_checkout_never_gets_a_hold_w
         (app.paystack.count("POST /transaction/initialize") == 1).then_some(())
     })
     .await;
-    // The hold exists, its link does not yet: the retry is told to come back.
+    // The hold exists, its link does not yet: the retry waits for it and answers the first
+    // answer again (same order, 201), with its link, never the linkless hold.
     let retry = send().await.unwrap();
-    assert!(retry.headers().contains_key("retry-after"));
-    problem(
-        retry,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "service_unavailable",
-    )
-    .await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    let retry: Value = retry.json().await.unwrap();
+    assert!(retry["authorization_url"].is_string(), "{retry}");
     let first = first.await.unwrap().unwrap();
     assert_eq!(first.status(), StatusCode::CREATED);
     let first: Value = first.json().await.unwrap();
+    assert_eq!(retry["reference"], first["reference"]);
     let again: Value = send().await.unwrap().json().await.unwrap();
     assert_eq!(again["reference"], first["reference"]);
+    assert_eq!(app.paystack.count("POST /transaction/initialize"), 1);
     assert!(again["authorization_url"].is_string());
 }
 
