@@ -15,6 +15,8 @@ pub struct OutboxRow {
     pub idempotency_key: String,
     pub attempts: i32,
     pub created_at: OffsetDateTime,
+    /// The batch it is being sent in.
+    pub batch_id: Uuid,
 }
 
 pub struct NewMail<'a> {
@@ -57,7 +59,8 @@ pub async fn claim_due_batch(
     db: impl PgExecutor<'_>,
     lease_seconds: f64,
 ) -> sqlx::Result<Option<(Uuid, Vec<OutboxRow>)>> {
-    let rows = sqlx::query!(
+    let mut rows = sqlx::query_as!(
+        OutboxRow,
         r#"WITH due AS (
                SELECT batch_id FROM mail_outbox
                WHERE status = 'sending' AND next_attempt_at <= now()
@@ -73,28 +76,13 @@ pub async fn claim_due_batch(
     )
     .fetch_all(db)
     .await?;
-    let Some(batch_id) = rows.first().map(|r| r.batch_id) else {
-        return Ok(None);
-    };
-    let mut rows: Vec<OutboxRow> = rows
-        .into_iter()
-        .map(|r| OutboxRow {
-            id: r.id,
-            kind: r.kind,
-            to_address: r.to_address,
-            subject: r.subject,
-            html: r.html,
-            body_text: r.body_text,
-            idempotency_key: r.idempotency_key,
-            attempts: r.attempts,
-            created_at: r.created_at,
-        })
-        .collect();
     // The order of RETURNING is not defined; a resend must carry the very same body.
     rows.sort_by_key(|r| r.id);
-    Ok(Some((batch_id, rows)))
+    Ok(rows
+        .first()
+        .map(|r| r.batch_id)
+        .map(|batch_id| (batch_id, rows)))
 }
-
 /// Forms a new batch of up to `limit` due messages, most urgent first, and records it
 /// (`batch_id`, `sending`) before anything is sent. A message marked `solo` goes alone.
 pub async fn claim_new_batch(
@@ -103,7 +91,8 @@ pub async fn claim_new_batch(
     limit: i64,
     lease_seconds: f64,
 ) -> sqlx::Result<Vec<OutboxRow>> {
-    let rows = sqlx::query!(
+    let mut rows = sqlx::query_as!(
+        OutboxRow,
         r#"WITH first AS (
                SELECT id, solo FROM mail_outbox
                WHERE status = 'queued' AND next_attempt_at <= now()
@@ -120,27 +109,13 @@ pub async fn claim_new_batch(
                next_attempt_at = now() + make_interval(secs => $3)
            FROM picked WHERE m.id = picked.id
            RETURNING m.id, m.kind, m.to_address, m.subject, m.html, m.body_text,
-                     m.idempotency_key, m.attempts, m.created_at"#,
+                     m.idempotency_key, m.attempts, m.created_at, m.batch_id AS "batch_id!""#,
         batch_id,
         limit,
         lease_seconds
     )
     .fetch_all(db)
     .await?;
-    let mut rows: Vec<OutboxRow> = rows
-        .into_iter()
-        .map(|r| OutboxRow {
-            id: r.id,
-            kind: r.kind,
-            to_address: r.to_address,
-            subject: r.subject,
-            html: r.html,
-            body_text: r.body_text,
-            idempotency_key: r.idempotency_key,
-            attempts: r.attempts,
-            created_at: r.created_at,
-        })
-        .collect();
     // By id, as a resend of this batch will order them (`claim_due_batch`).
     rows.sort_by_key(|r| r.id);
     Ok(rows)

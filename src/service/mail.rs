@@ -203,29 +203,20 @@ async fn give_up(
 /// one-second window in Redis. Without Redis, this instance keeps to the rate alone (the
 /// fallback cannot see other instances; Resend's 429 and the retry cover the rest).
 async fn take_budget(state: &AppState, shutdown: &CancellationToken) -> bool {
-    let limit = i64::from(state.config.mail_requests_per_second.max(1));
+    let per_second = state.config.mail_requests_per_second.max(1);
     loop {
-        let now = time::OffsetDateTime::now_utc();
-        let key = state
-            .redis
-            .key(format!("mail:budget:{}", now.unix_timestamp()));
-        let mut conn = state.redis.conn();
-        let used: Result<(i64,), _> = redis::pipe()
-            .atomic()
-            .incr(&key, 1)
-            .expire(&key, 2)
-            .ignore()
-            .query_async(&mut conn)
-            .await;
-        let (wait, then_go) = match used {
-            Ok((n,)) if n <= limit => return true,
-            Ok(_) => {
-                let into_second = u64::from(now.millisecond()).min(999);
-                (Duration::from_millis(1_000 - into_second + 2), false)
-            }
+        let (wait, then_go) = match crate::service::budget::window_slot(
+            state,
+            "mail:budget",
+            per_second,
+        )
+        .await
+        {
+            Ok(None) => return true,
+            Ok(Some(wait)) => (wait, false),
             Err(e) => {
                 tracing::warn!(error = %e, "mail budget unavailable; pacing this instance alone");
-                (Duration::from_millis(1_000 / limit as u64), true)
+                (Duration::from_millis(1_000 / u64::from(per_second)), true)
             }
         };
         tokio::select! {

@@ -111,9 +111,8 @@ pub async fn record_login_failure(redis: &Redis, email: &str) -> Result<(), AppE
     record_failure(redis, Failure::Password, email).await
 }
 
-/// Counts a failure of either kind; the tenth of one kind within the lock duration locks
-/// the account (the same lock, the same 429 `account_locked`).
-pub async fn record_failure(redis: &Redis, what: Failure, email: &str) -> Result<(), AppError> {
+/// Adds one to the count of `what` for `email` (kept for the lock duration); its new value.
+async fn count_failure(redis: &Redis, what: Failure, email: &str) -> Result<i64, AppError> {
     let key = failures_key(redis, what, email);
     let mut conn = redis.conn();
     let (count,): (i64,) = redis::pipe()
@@ -123,7 +122,13 @@ pub async fn record_failure(redis: &Redis, what: Failure, email: &str) -> Result
         .ignore()
         .query_async(&mut conn)
         .await?;
-    if count >= LOCK_AFTER_FAILURES {
+    Ok(count)
+}
+
+/// Counts a failure of either kind; the tenth of one kind within the lock duration locks
+/// the account (the same lock, the same 429 `account_locked`).
+pub async fn record_failure(redis: &Redis, what: Failure, email: &str) -> Result<(), AppError> {
+    if count_failure(redis, what, email).await? >= LOCK_AFTER_FAILURES {
         lock_account(redis, email).await?;
     }
     Ok(())
@@ -135,15 +140,7 @@ pub async fn record_failure(redis: &Redis, what: Failure, email: &str) -> Result
 /// Returns the attempt's number; a wrong answer at the limit locks the account
 /// (`lock_if_spent`), a right one clears the count (`clear_failures`).
 pub async fn reserve_attempt(redis: &Redis, what: Failure, email: &str) -> Result<i64, AppError> {
-    let key = failures_key(redis, what, email);
-    let mut conn = redis.conn();
-    let (count,): (i64,) = redis::pipe()
-        .atomic()
-        .incr(&key, 1i64)
-        .expire(&key, LOCK_DURATION.as_secs() as i64)
-        .ignore()
-        .query_async(&mut conn)
-        .await?;
+    let count = count_failure(redis, what, email).await?;
     if count > LOCK_AFTER_FAILURES {
         lock_account(redis, email).await?;
         return Err(AppError::RateLimited {

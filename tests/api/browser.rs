@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungstenite::Message};
 
-use crate::helpers::{TestApp, event_with_tier, hold, signup};
+use crate::helpers::{event_with_tier, hold, signup};
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -226,17 +226,7 @@ async fn the_sandbox_checkout_pays_and_declines_in_a_real_browser() {
         );
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let app = TestApp::builder()
-        .without("PAYSTACK_SECRET_KEY")
-        .env("PORT", port.to_string())
-        .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}"))
-        .spawn()
-        .await;
+    let app = crate::helpers::sandbox_app().await;
     let (_, event_id, _) = event_with_tier(&app, 750_000, 10).await;
     let buyer = signup(&app, "browser@example.com").await;
     let (_chromium, mut page) = launch(&binary).await;

@@ -100,6 +100,22 @@ impl TestAppBuilder {
     }
 }
 
+/// An app on the built-in sandbox checkout (no Paystack key). Its webhook goes to
+/// `PUBLIC_BASE_URL`, so the port is chosen before the app starts.
+pub async fn sandbox_app() -> TestApp {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    TestApp::builder()
+        .without("PAYSTACK_SECRET_KEY")
+        .env("PORT", port.to_string())
+        .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .spawn()
+        .await
+}
+
 impl TestApp {
     pub fn builder() -> TestAppBuilder {
         TestAppBuilder {

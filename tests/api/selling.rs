@@ -1136,17 +1136,7 @@ async fn the_organizer_lists_orders_with_buyers_and_streams_a_formula_safe_csv()
 
 #[tokio::test]
 async fn the_sandbox_checkout_shows_the_order_and_pay_or_decline_settle_it() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let app = TestApp::builder()
-        .without("PAYSTACK_SECRET_KEY")
-        .env("PORT", port.to_string())
-        .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}"))
-        .spawn()
-        .await;
+    let app = crate::helpers::sandbox_app().await;
     let (_, event_id, _) = event_with_tier(&app, PRICE, 2).await;
     let buyer = signup(&app, "sandbox@example.com").await;
 
