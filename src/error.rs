@@ -96,6 +96,10 @@ pub enum AppError {
     /// A dependency we need (database, Redis) is not answering.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// Like `Unavailable`, with the time the dependency named for coming back (a provider's
+    /// rate-limit window).
+    #[error("service unavailable: {0}")]
+    UnavailableFor(String, Duration),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -265,7 +269,9 @@ impl AppError {
             AppError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Timeout | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Timeout | AppError::Unavailable(_) | AppError::UnavailableFor(..) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -289,7 +295,7 @@ impl AppError {
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::Timeout => "timeout",
             AppError::Upstream { .. } => "upstream_unavailable",
-            AppError::Unavailable(_) => "service_unavailable",
+            AppError::Unavailable(_) | AppError::UnavailableFor(..) => "service_unavailable",
             AppError::Internal(_) => "internal_error",
         }
     }
@@ -319,7 +325,9 @@ impl AppError {
             AppError::Upstream { provider, .. } => {
                 format!("The {provider} service did not answer usefully; try again shortly.")
             }
-            AppError::Unavailable(_) => "A dependency of this service is unavailable.".into(),
+            AppError::Unavailable(_) | AppError::UnavailableFor(..) => {
+                "A dependency of this service is unavailable.".into()
+            }
             AppError::Internal(_) => "An unexpected error occurred.".into(),
         }
     }
@@ -369,14 +377,17 @@ impl IntoResponse for AppError {
             AppError::Upstream { provider, cause } => {
                 tracing::warn!(provider, cause, "upstream failure")
             }
-            AppError::Unavailable(cause) => tracing::warn!(cause, "dependency unavailable"),
+            AppError::Unavailable(cause) | AppError::UnavailableFor(cause, _) => {
+                tracing::warn!(cause, "dependency unavailable")
+            }
             _ => tracing::debug!(code = self.code(), "client error"),
         }
         let mut res = problem_response(status, &self.to_problem());
         // Every 429 and 503 says when to come back (API.md: 503 `service_unavailable` with
         // `Retry-After`); a dependency that is down is retried after a second.
         let retry_after = match &self {
-            AppError::RateLimited { retry_after, .. } => Some(retry_after_secs(*retry_after)),
+            AppError::RateLimited { retry_after, .. }
+            | AppError::UnavailableFor(_, retry_after) => Some(retry_after_secs(*retry_after)),
             AppError::Timeout | AppError::Unavailable(_) => Some(1),
             _ => None,
         };

@@ -84,6 +84,10 @@ pub fn prometheus() -> PrometheusHandle {
 
 fn describe_metrics() {
     metrics::describe_counter!(
+        "ticketing_auth_fallbacks_total",
+        "Authenticated requests answered from PostgreSQL because Redis could not answer"
+    );
+    metrics::describe_counter!(
         "ticketing_http_requests_total",
         "HTTP requests by method, matched route and status"
     );

@@ -108,9 +108,12 @@ pub enum GatewayError {
         message: String,
         code: Option<String>,
     },
-    /// Not reachable, timed out, 429, 5xx, or an answer we cannot read.
+    /// Not reachable, timed out, 5xx, or an answer we cannot read.
     #[error("paystack unavailable: {0}")]
     Unavailable(String),
+    /// 429: over Paystack's rate limit until its window ends (`x-ratelimit-reset`).
+    #[error("paystack rate limit reached; retry in {}s", retry_after.as_secs())]
+    Limited { retry_after: Duration },
 }
 
 impl Verification {
@@ -130,7 +133,7 @@ impl GatewayError {
     pub fn code(&self) -> Option<&str> {
         match self {
             GatewayError::Rejected { code, .. } => code.as_deref(),
-            GatewayError::Unavailable(_) => None,
+            GatewayError::Unavailable(_) | GatewayError::Limited { .. } => None,
         }
     }
 
@@ -142,7 +145,7 @@ impl GatewayError {
                 code.as_deref() == Some("insufficient_balance")
                     || message.to_ascii_lowercase().contains("balance")
             }
-            GatewayError::Unavailable(_) => false,
+            GatewayError::Unavailable(_) | GatewayError::Limited { .. } => false,
         }
     }
 }
@@ -443,10 +446,23 @@ impl PaystackClient {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let res_headers_reset = res
+            .headers()
+            .get("x-ratelimit-reset")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let bytes = res.bytes().await.map_err(|e| {
             GatewayError::Unavailable(format!("reading the answer: {}", e.without_url()))
         })?;
-        if status.as_u16() == 429 || status.is_server_error() {
+        if status.as_u16() == 429 {
+            // Paystack says when its window ends; 1 to 60 s, whatever it sends.
+            let reset = res_headers_reset.unwrap_or(1).clamp(1, 60);
+            tracing::warn!(?request_id, reset, "paystack rate limit reached");
+            return Err(GatewayError::Limited {
+                retry_after: Duration::from_secs(reset),
+            });
+        }
+        if status.is_server_error() {
             tracing::warn!(
                 status = status.as_u16(),
                 ?request_id,

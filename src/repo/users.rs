@@ -94,6 +94,64 @@ pub async fn token_version(
     Ok(row.map(|r| (r.token_version, r.email)))
 }
 
+/// What authentication checks when Redis cannot answer: the token version and email of a
+/// live user, and whether this token was logged out (`revoked_tokens`).
+pub async fn auth_state(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    jti: Uuid,
+) -> sqlx::Result<Option<(i32, String, bool)>> {
+    let row = sqlx::query!(
+        r#"SELECT token_version, email AS "email!: String",
+                  EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = $2) AS "revoked!"
+           FROM users WHERE id = $1 AND deleted_at IS NULL"#,
+        id,
+        jti
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| (r.token_version, r.email, r.revoked)))
+}
+
+/// Records a logged-out token until it would have expired (idempotent).
+pub async fn revoke_token(
+    db: impl PgExecutor<'_>,
+    jti: Uuid,
+    user_id: Uuid,
+    expires_at: OffsetDateTime,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT (jti) DO NOTHING",
+        jti,
+        user_id,
+        expires_at
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Logged-out tokens that have not expired yet, with their seconds left: what a Redis that
+/// lost its data is refilled with. Bounded by the token lifetime (logouts of the last hour).
+pub async fn unexpired_revocations(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(Uuid, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT jti, GREATEST(1, CEIL(EXTRACT(EPOCH FROM expires_at - now())))::BIGINT AS "secs!"
+           FROM revoked_tokens WHERE expires_at > now()"#
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.jti, r.secs)).collect())
+}
+
+/// Drops revocations of tokens that have expired anyway.
+pub async fn prune_revocations(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
+    let done = sqlx::query!("DELETE FROM revoked_tokens WHERE expires_at <= now()")
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// Sets a new password and bumps the token version, so every older token stops working.
 pub async fn set_password(
     db: impl PgExecutor<'_>,

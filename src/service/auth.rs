@@ -196,14 +196,71 @@ fn revoked_key(state: &AppState, jti: Uuid) -> String {
     state.redis.key(format!("revoked:{jti}"))
 }
 
-/// Revokes this token (only this one) until it would have expired anyway. Kept in Redis, so
-/// every instance sees it at once.
+/// Revokes this token (only this one) until it would have expired anyway: in PostgreSQL (the
+/// truth, which the fallback path and a Redis refill read) and in Redis (what every instance's
+/// hot path reads). The logout succeeds only once both hold it; a Redis failure is a 503 and
+/// the client logs out again.
 pub async fn logout(state: &AppState, claims: &Claims) -> AppResult<()> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let ttl = (claims.exp - now).max(1) as u64 + 5;
+    let expires_at = OffsetDateTime::from_unix_timestamp(claims.exp.max(now) + 5)
+        .map_err(|e| anyhow::anyhow!("token expiry out of range: {e}"))?;
+    repo::users::revoke_token(&state.db, claims.jti, claims.sub, expires_at).await?;
     let mut conn = state.redis.conn();
     let _: () = conn.set_ex(revoked_key(state, claims.jti), 1, ttl).await?;
     publish_revocation(state, claims.sub).await;
+    Ok(())
+}
+
+/// Present while Redis holds every unexpired revocation of `revoked_tokens`. Redis keeps
+/// nothing on disk: after a restart the marker is gone, and until a refill puts the
+/// revocations and the marker back, authentication asks PostgreSQL.
+fn revocations_loaded_key(state: &AppState) -> String {
+    state.redis.key("revocations:loaded")
+}
+
+/// Refills Redis when its revocations marker is gone.
+pub async fn ensure_revocations(state: &AppState) -> AppResult<()> {
+    let mut conn = state.redis.conn();
+    let loaded: bool = conn.exists(revocations_loaded_key(state)).await?;
+    if !loaded {
+        refill_revocations(state).await?;
+    }
+    Ok(())
+}
+
+/// Copies the unexpired revocations from PostgreSQL into Redis, then sets the marker. One
+/// instance at a time (a short lock in Redis); safe to repeat. A logout during the copy is
+/// safe: it writes its own Redis key before it answers.
+pub async fn refill_revocations(state: &AppState) -> AppResult<()> {
+    let lock = state.redis.key("revocations:refilling");
+    let mut conn = state.redis.conn();
+    let won: Option<String> = redis::cmd("SET")
+        .arg(&lock)
+        .arg(1)
+        .arg("NX")
+        .arg("EX")
+        .arg(30)
+        .query_async(&mut conn)
+        .await?;
+    if won.is_none() {
+        return Ok(());
+    }
+    let revocations = repo::users::unexpired_revocations(&state.db).await?;
+    let mut pipe = redis::pipe();
+    for (jti, secs) in &revocations {
+        pipe.set_ex(revoked_key(state, *jti), 1, *secs as u64 + 5)
+            .ignore();
+    }
+    pipe.set(revocations_loaded_key(state), 1)
+        .ignore()
+        .del(&lock)
+        .ignore();
+    pipe.query_async::<()>(&mut conn).await?;
+    tracing::info!(
+        revocations = revocations.len(),
+        "Redis refilled with the logged-out tokens"
+    );
     Ok(())
 }
 
@@ -306,23 +363,72 @@ pub async fn fill_version_cache(state: &AppState, read: &VersionRead) {
     }
 }
 
+/// How long authentication waits for Redis before it asks PostgreSQL instead.
+const REDIS_AUTH_BUDGET: Duration = Duration::from_millis(250);
+
 /// Resolves a bearer token to its user: signature and expiry, not revoked, the user still
 /// exists, and the token's version is current (a password change bumps it).
 ///
-/// One Redis round trip answers both "revoked?" and "current version?" (the version and
-/// email are cached per user), so an authenticated request usually costs PostgreSQL nothing.
+/// One Redis round trip answers "revoked?", "current version?" (the version and email are
+/// cached per user) and "does Redis hold every revocation?", so an authenticated request
+/// usually costs PostgreSQL nothing. When Redis cannot answer (down, slow, or restarted
+/// empty) the same questions go to PostgreSQL, which holds the truth: the door keeps
+/// admitting through a Redis outage.
 pub async fn authenticate(state: &AppState, token: &str) -> AppResult<(Claims, String)> {
     let unauthorized = || AppError::not_authenticated("A valid access token is required.");
     let claims = state.jwt.verify(token).ok_or_else(unauthorized)?;
+    if state.redis.worth_trying() {
+        match tokio::time::timeout(REDIS_AUTH_BUDGET, from_redis(state, &claims)).await {
+            Ok(Ok(Some(current))) => {
+                return match current {
+                    Some((v, email)) if v == claims.ver => Ok((claims, email)),
+                    _ => Err(unauthorized()),
+                };
+            }
+            // Redis answered but lost its revocations: refilled in the background.
+            Ok(Ok(None)) => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = refill_revocations(&state).await {
+                        tracing::warn!(error = %e, "revocations not refilled");
+                    }
+                });
+            }
+            Ok(Err(e)) => {
+                state.redis.failed();
+                tracing::warn!(error = %e, "Redis failed; authenticating from PostgreSQL");
+            }
+            Err(_) => {
+                state.redis.failed();
+                tracing::warn!("Redis too slow; authenticating from PostgreSQL");
+            }
+        }
+    }
+    metrics::counter!("ticketing_auth_fallbacks_total").increment(1);
+    match repo::users::auth_state(&state.db, claims.sub, claims.jti).await? {
+        Some((v, email, false)) if v == claims.ver => Ok((claims, email)),
+        _ => Err(unauthorized()),
+    }
+}
+
+/// The Redis half of `authenticate`: `Ok(None)` when Redis does not hold every revocation
+/// (its answer cannot be trusted), else the current version and email (`None` when the
+/// token is revoked or the user gone).
+async fn from_redis(state: &AppState, claims: &Claims) -> AppResult<Option<Option<(i32, String)>>> {
     let mut conn = state.redis.conn();
     let cache_key = user_cache_key(state, claims.sub);
-    let (revoked, cached): (Option<String>, Option<String>) = redis::cmd("MGET")
-        .arg(revoked_key(state, claims.jti))
-        .arg(&cache_key)
-        .query_async(&mut conn)
-        .await?;
+    let (revoked, cached, loaded): (Option<String>, Option<String>, Option<String>) =
+        redis::cmd("MGET")
+            .arg(revoked_key(state, claims.jti))
+            .arg(&cache_key)
+            .arg(revocations_loaded_key(state))
+            .query_async(&mut conn)
+            .await?;
     if revoked.is_some() {
-        return Err(unauthorized());
+        return Ok(Some(None));
+    }
+    if loaded.is_none() {
+        return Ok(None);
     }
     let current = match cached.as_deref().and_then(|c| c.split_once('\n')) {
         Some((version, email)) => version.parse::<i32>().ok().map(|v| (v, email.to_owned())),
@@ -332,10 +438,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> AppResult<(Claims, S
             read.current
         }
     };
-    match current {
-        Some((v, email)) if v == claims.ver => Ok((claims, email)),
-        _ => Err(unauthorized()),
-    }
+    Ok(Some(current))
 }
 
 pub struct Enrollment {

@@ -50,6 +50,10 @@ pub async fn list(state: &AppState) -> AppResult<Vec<Bank>> {
                 cause,
             }
         }
+        e @ GatewayError::Limited { .. } => AppError::Upstream {
+            provider: "Paystack",
+            cause: e.to_string(),
+        },
     })
 }
 

@@ -35,6 +35,10 @@ fn gateway_error(e: GatewayError, field: &str) -> AppError {
             provider: "Paystack",
             cause,
         },
+        e @ GatewayError::Limited { .. } => AppError::Upstream {
+            provider: "Paystack",
+            cause: e.to_string(),
+        },
     }
 }
 

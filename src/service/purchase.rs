@@ -590,6 +590,10 @@ async fn gateway_failed(state: &AppState, order: &OrderRow, err: GatewayError) -
             cause: message,
         },
         GatewayError::Unavailable(cause) => AppError::Unavailable(format!("paystack: {cause}")),
+        // The buyer may come back when Paystack's window ends, and is told so.
+        GatewayError::Limited { retry_after } => {
+            AppError::UnavailableFor("paystack rate limit".into(), retry_after)
+        }
     }
 }
 

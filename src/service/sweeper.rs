@@ -13,7 +13,7 @@ use crate::{
     },
     error::AppResult,
     repo,
-    service::{holds, payments, payouts, refunds},
+    service::{auth, holds, payments, payouts, refunds},
     state::AppState,
 };
 
@@ -83,10 +83,18 @@ pub async fn sweep(state: &AppState) -> AppResult<Sweep> {
         }
         due
     });
-    if due.unwrap_or(false)
-        && let Err(e) = repo::mail::prune(&state.db, 30).await
-    {
-        tracing::warn!(error = %e, "old mail not pruned");
+    if due.unwrap_or(false) {
+        if let Err(e) = repo::mail::prune(&state.db, 30).await {
+            tracing::warn!(error = %e, "old mail not pruned");
+        }
+        if let Err(e) = repo::users::prune_revocations(&state.db).await {
+            tracing::warn!(error = %e, "expired revocations not pruned");
+        }
+    }
+    // A Redis that restarted empty gets the logged-out tokens back even when no
+    // authenticated request comes to notice it.
+    if let Err(e) = auth::ensure_revocations(state).await {
+        tracing::warn!(error = %e, "revocations not checked in Redis");
     }
 
     // A gauge from the database, not from increments: holds are made on one instance and

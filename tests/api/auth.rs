@@ -227,6 +227,8 @@ async fn enable_2fa(app: &TestApp, token: &str) -> (String, Vec<String>, u64) {
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
     let secret = body["secret"].as_str().unwrap().to_owned();
+    // Shown once, here; no later response of this app may carry it (the leak guard).
+    app.forbidden.add("a TOTP secret", &secret);
     assert!(
         body["otpauth_url"]
             .as_str()

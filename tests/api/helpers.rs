@@ -26,7 +26,12 @@ fn admin_database_url() -> String {
 }
 
 pub struct TestApp {
+    /// Where clients reach the app: through the leak guard (`guard_responses`).
     pub address: String,
+    /// The app's own listener, for the few tests about the connection itself.
+    pub direct_address: String,
+    /// What no response may contain; tests add secrets they learn (a TOTP secret).
+    pub forbidden: Forbidden,
     pub client: reqwest::Client,
     pub resend: FakeResend,
     pub paystack: FakePaystack,
@@ -138,13 +143,17 @@ impl TestApp {
             ticketing::telemetry::init_tracing(false);
         }
         let config = Config::from_map(&env).expect("test configuration is valid");
+        let forbidden = Forbidden::from_config(&config);
         let app = Application::build(config).await.expect("the app starts");
         let port = app.port().expect("the app serves HTTP");
         let state = app.state().clone();
         let shutdown = CancellationToken::new();
+        let guarded = guard_responses(port, forbidden.clone(), shutdown.clone()).await;
         let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         TestApp {
-            address: format!("http://127.0.0.1:{port}"),
+            address: format!("http://127.0.0.1:{guarded}"),
+            direct_address: format!("http://127.0.0.1:{port}"),
+            forbidden,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(30))
@@ -522,4 +531,162 @@ pub async fn wait_for_status(app: &TestApp, token: &str, reference: &str, status
         (order["status"] == status).then_some(order)
     })
     .await
+}
+
+// ---- the leak guard ----
+
+/// Strings no response of the whole test run may contain: the configured secrets, any
+/// password hash, any Paystack recipient code, the full number of any bank account the
+/// fakes know, and secrets tests add (a TOTP secret, once its one enrolment answer is read).
+#[derive(Clone)]
+pub struct Forbidden(std::sync::Arc<std::sync::RwLock<Vec<Secret>>>);
+
+/// What it is (for the report) and its bytes.
+type Secret = (String, Vec<u8>);
+
+impl Forbidden {
+    fn from_config(config: &Config) -> Forbidden {
+        use secrecy::ExposeSecret;
+        let mut list: Vec<(String, String)> = vec![
+            (
+                "JWT_SECRET".into(),
+                config.jwt_secret.expose_secret().to_owned(),
+            ),
+            (
+                "TOTP_ENCRYPTION_KEY".into(),
+                hex::encode(config.totp_encryption_key),
+            ),
+        ];
+        for (what, value) in [
+            (
+                "PAYSTACK_SECRET_KEY",
+                config
+                    .paystack
+                    .as_ref()
+                    .map(|p| p.secret_key.expose_secret()),
+            ),
+            (
+                "RESEND_API_KEY",
+                config.resend.as_ref().map(|r| r.api_key.expose_secret()),
+            ),
+            (
+                "CLOUDINARY_API_SECRET",
+                config
+                    .cloudinary
+                    .as_ref()
+                    .map(|c| c.api_secret.expose_secret()),
+            ),
+            (
+                "METRICS_TOKEN",
+                config.metrics_token.as_ref().map(|t| t.expose_secret()),
+            ),
+        ] {
+            if let Some(v) = value.filter(|v| v.len() >= 8) {
+                list.push((what.into(), v.to_owned()));
+            }
+        }
+        list.push(("a password hash".into(), "$argon2".into()));
+        list.push(("a Paystack recipient code".into(), "RCP_fake".into()));
+        for (account, _, _) in crate::fakes::paystack::KNOWN_ACCOUNTS {
+            list.push(("a bank account number".into(), account.into()));
+        }
+        Forbidden(std::sync::Arc::new(std::sync::RwLock::new(
+            list.into_iter()
+                .map(|(what, v)| (what, v.into_bytes()))
+                .collect(),
+        )))
+    }
+
+    /// From now on, no response may contain `secret`.
+    pub fn add(&self, what: &str, secret: &str) {
+        self.0
+            .write()
+            .unwrap()
+            .push((what.to_owned(), secret.as_bytes().to_vec()));
+    }
+
+    fn found_in(&self, bytes: &[u8]) -> Option<String> {
+        self.0
+            .read()
+            .unwrap()
+            .iter()
+            .find(|(_, secret)| bytes.windows(secret.len()).any(|w| w == secret.as_slice()))
+            .map(|(what, _)| what.clone())
+    }
+
+    fn longest(&self) -> usize {
+        self.0
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(_, s)| s.len())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// A TCP relay in front of the app that reads every byte the app sends back (HTTP answers,
+/// websocket frames, pages) before the client gets it. A forbidden string cuts the connection
+/// (so the request fails, whatever the test asserts) and is reported on stderr: every test of
+/// the run is a leak test. The app sends no compressed bodies, so plain text is what flows.
+async fn guard_responses(app_port: u16, forbidden: Forbidden, shutdown: CancellationToken) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            // The relay stops taking connections when the app begins to shut down, as the
+            // app's own listener does.
+            let client = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((client, _)) => client,
+                    Err(_) => continue,
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            let forbidden = forbidden.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", app_port)).await
+                else {
+                    return;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_app, mut to_app) = server.into_split();
+                let upstream = async move {
+                    let _ = tokio::io::copy(&mut from_client, &mut to_app).await;
+                    let _ = to_app.shutdown().await;
+                };
+                let downstream = async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    // The end of what came before, so a secret split across reads is seen.
+                    let mut window: Vec<u8> = Vec::new();
+                    loop {
+                        let n = match from_app.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        window.extend_from_slice(&buf[..n]);
+                        if let Some(what) = forbidden.found_in(&window) {
+                            eprintln!(
+                                "LEAK: a response contained {what}:\n{}",
+                                String::from_utf8_lossy(&window)
+                            );
+                            return;
+                        }
+                        if to_client.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                        let keep = forbidden.longest().saturating_sub(1);
+                        if window.len() > keep {
+                            window.drain(..window.len() - keep);
+                        }
+                    }
+                    let _ = to_client.shutdown().await;
+                };
+                tokio::join!(upstream, downstream);
+            });
+        }
+    });
+    port
 }

@@ -8,6 +8,7 @@ mod door;
 mod events;
 #[allow(dead_code)]
 mod fakes;
+mod faults;
 mod foundation;
 #[allow(dead_code)]
 mod helpers;

@@ -146,7 +146,12 @@ async fn a_client_that_never_reads_is_closed_with_1008() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket
-        .connect(app.address.trim_start_matches("http://").parse().unwrap())
+        .connect(
+            app.direct_address
+                .trim_start_matches("http://")
+                .parse()
+                .unwrap(),
+        )
         .await
         .unwrap();
     let url = format!(

@@ -40,6 +40,12 @@ pub enum Fault {
     ServerErrorAfterAccept,
     /// 503 with an HTML gateway page; nothing happens.
     HtmlUnavailable,
+    /// 502 with an HTML page from a proxy in front; nothing happens. Only the Paystack fake
+    /// honours it.
+    BadGatewayHtml,
+    /// 429 over the provider's rate limit, with its `x-ratelimit-*` headers (the window ends
+    /// in this many seconds); nothing happens. Only the Paystack fake honours it.
+    RateLimited(u64),
     /// No answer for this long.
     Hang(std::time::Duration),
     /// The provider did the work, then held the answer this long (past the client's timeout):

@@ -743,6 +743,26 @@ async fn gate(State(fake): State<FakePaystack>, req: Request, next: Next) -> Res
         Some(Fault::HtmlUnavailable) => {
             return (StatusCode::SERVICE_UNAVAILABLE, Html("<html>503</html>")).into_response();
         }
+        Some(Fault::BadGatewayHtml) => {
+            return (
+                StatusCode::BAD_GATEWAY,
+                Html("<html><head><title>502 Bad Gateway</title></head><body>cloudflare</body></html>"),
+            )
+                .into_response();
+        }
+        Some(Fault::RateLimited(reset)) => {
+            let mut res = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit exceeded!",
+                "api_error",
+                Some("rate_limited"),
+            );
+            let headers = res.headers_mut();
+            headers.insert("x-ratelimit-limit", 100.into());
+            headers.insert("x-ratelimit-remaining", 0.into());
+            headers.insert("x-ratelimit-reset", reset.into());
+            return res;
+        }
         Some(Fault::Hang(d)) => tokio::time::sleep(d).await,
         _ => {}
     }

@@ -1,0 +1,378 @@
+//! Fault scenarios (issue "Faults and hostile input"): a dependency fails in the middle of a
+//! sale and the service keeps its promises. Each scenario ends with the invariants and the
+//! reconciliation check (`assert_invariants`) and prints one `FAULT` line with its figures
+//! (docs/reliability.md collects them).
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::{fakes::Fault, helpers::*};
+
+/// A Redis of the test's own on a free port, so stopping it disturbs no other test. Nothing
+/// on disk: a restart comes back empty, as the machine's Redis does.
+struct OwnRedis {
+    port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl OwnRedis {
+    async fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = OwnRedis { port, child: None };
+        redis.restart().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn restart(&mut self) {
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed (the machine's Redis package)");
+        self.child = Some(child);
+        let address = format!("127.0.0.1:{}", self.port);
+        eventually(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(&address)
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+}
+
+/// Runs a request and returns its answer with how long it took.
+async fn timed<F: std::future::Future<Output = reqwest::Response>>(
+    request: F,
+) -> (reqwest::Response, Duration) {
+    let started = Instant::now();
+    let res = request.await;
+    (res, started.elapsed())
+}
+
+/// The bound the issue sets for an answer while a dependency is down: "within a second".
+const FAST: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn redis_stopped_mid_sale_the_door_keeps_admitting_and_nothing_is_lost() {
+    let mut redis = OwnRedis::start().await;
+    let app = TestApp::builder()
+        .env("REDIS_URL", redis.url())
+        .env("SWEEP_INTERVAL_SECONDS", "1")
+        .env("REDRIVE_AFTER_SECONDS", "1")
+        .spawn()
+        .await;
+    let (owner, event_id, _) = event_with_tier(&app, 5_000, 50).await;
+    let buyers = attendees(&app, 20).await;
+    let mut orders = Vec::new();
+    for buyer in &buyers {
+        let order = hold(&app, buyer, &event_id, "Regular", 1).await;
+        orders.push(order["reference"].as_str().unwrap().to_owned());
+    }
+    // Half the buyers have paid and hold tickets before Redis goes.
+    for (buyer, reference) in buyers.iter().zip(&orders).take(10) {
+        app.paystack.pay(reference).await;
+        wait_for_status(&app, buyer, reference, "paid").await;
+    }
+    let paid = order_status(&app, &buyers[0], &orders[0]).await;
+    let key = paid["tickets"][0]["access_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // One attendee logged out before the outage: that token must stay dead throughout.
+    let leaver = signup(&app, "leaver@example.com").await;
+    let res = app
+        .post_json_auth("/auth/logout", &leaver, &json!({}))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+
+    redis.stop().await;
+
+    let (res, took) = timed(app.get("/health/ready")).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(took < FAST, "readiness took {took:?}");
+    // Authentication falls back to PostgreSQL: the buyer reads the order, the door admits.
+    let path = format!("/payments/transactions/{}", orders[0]);
+    let (res, took) = timed(app.get_auth(&path, &buyers[0])).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(took < FAST, "an authenticated read took {took:?}");
+    let validate = format!("/events/{event_id}/tickets/validate");
+    let (res, took) =
+        timed(app.post_json_auth(&validate, &owner, &json!({ "access_key": key }))).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the door admits without Redis"
+    );
+    assert!(took < FAST, "a check-in took {took:?}");
+    let res = app.get_auth("/users/profile", &leaver).await;
+    problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    // What needs Redis answers a 503 problem with Retry-After, fast, and never hangs.
+    let late = attendees(&app, 1).await;
+    let (res, took) = timed(purchase(&app, &late[0], &event_id, "Regular", 1)).await;
+    assert!(took < FAST, "a purchase took {took:?}");
+    if res.status() != StatusCode::CREATED {
+        assert!(res.headers().contains_key("retry-after"));
+        problem(res, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").await;
+    }
+    // The other half pays while Redis is down (Paystack's webhooks arrive, their jobs
+    // cannot be queued).
+    for reference in &orders[10..] {
+        app.paystack.pay(reference).await;
+    }
+
+    redis.restart().await;
+    // Redis is back, empty. Another instance is (as far as this one knows) refilling the
+    // revocations: until the marker is back, Redis's "not revoked" must not be trusted.
+    let mut fresh = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let refilling = app.state.redis.key("revocations:refilling");
+    let _: () = redis::cmd("SET")
+        .arg(&refilling)
+        .arg(1)
+        .query_async(&mut fresh)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let res = app.get_auth("/users/profile", &leaver).await;
+        problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(&refilling)
+        .query_async(&mut fresh)
+        .await
+        .unwrap();
+
+    // Redis came back empty: the queued work is gone from it, the sweeper re-drives it from
+    // PostgreSQL; every paid order gets its tickets and its mail.
+    for (buyer, reference) in buyers.iter().zip(&orders) {
+        wait_for_status(&app, buyer, reference, "paid").await;
+    }
+    let mails = eventually(Duration::from_secs(60), || async {
+        let sent = app
+            .resend
+            .outbox()
+            .iter()
+            .filter(|m| m.subject.starts_with("Your tickets for"))
+            .count();
+        (sent >= orders.len()).then_some(sent)
+    })
+    .await;
+    // The logged-out token is still refused once Redis answers again: Redis was refilled
+    // with the revocations from PostgreSQL before its answers were trusted.
+    eventually(Duration::from_secs(20), || async {
+        let loaded: Option<String> = redis::cmd("GET")
+            .arg(app.state.redis.key("revocations:loaded"))
+            .query_async(&mut app.state.redis.conn())
+            .await
+            .ok()
+            .flatten();
+        loaded.map(|_| ())
+    })
+    .await;
+    for _ in 0..3 {
+        let res = app.get_auth("/users/profile", &leaver).await;
+        problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    let res = app.get_auth("/users/profile", &buyers[1]).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_invariants(&app).await;
+    let tickets: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    println!(
+        "FAULT redis-restart: orders={} paid={} tickets={tickets} ticket_mails={mails} invariants=ok",
+        orders.len(),
+        orders.len()
+    );
+}
+
+/// Every way a Paystack call can fail (contract: "Fault injection"), in the order a driver
+/// meets them. The client times out after a second (`PAYSTACK_TIMEOUT_MILLIS`), so the hangs
+/// are past it; the "after accept" faults did the work and lost the answer.
+fn paystack_faults() -> Vec<Fault> {
+    vec![
+        Fault::ServerError,
+        Fault::BadGatewayHtml,
+        Fault::HtmlUnavailable,
+        Fault::RateLimited(7),
+        Fault::Hang(Duration::from_millis(1_500)),
+        Fault::HangAfterAccept(Duration::from_millis(1_500)),
+        Fault::ServerErrorAfterAccept,
+    ]
+}
+
+fn paystack_fault_app() -> TestAppBuilder {
+    TestApp::builder()
+        .env("SWEEP_INTERVAL_SECONDS", "1")
+        .env("REDRIVE_AFTER_SECONDS", "1")
+        .env("PAYOUT_DELAY_SECONDS", "0")
+        .env("PAYSTACK_TIMEOUT_MILLIS", "1000")
+        .env("PAYSTACK_REFUNDS_PER_SECOND", "100")
+}
+
+#[tokio::test]
+async fn every_paystack_fault_on_initialize_is_a_503_with_retry_after_and_keeps_no_seat() {
+    let app = paystack_fault_app().spawn().await;
+    let (_, event_id, _) = event_with_tier(&app, 5_000, 3).await;
+    let buyers = attendees(&app, paystack_faults().len() + 1).await;
+    let mut waits = Vec::new();
+    for (fault, buyer) in paystack_faults().into_iter().zip(&buyers) {
+        app.paystack
+            .fail_route("POST /transaction/initialize", &[fault, fault]);
+        let res = purchase(&app, buyer, &event_id, "Regular", 1).await;
+        app.paystack
+            .clear_route_faults("POST /transaction/initialize");
+        let retry_after: u64 = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{fault:?}: a 503 without Retry-After"));
+        problem(res, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").await;
+        if let Fault::RateLimited(reset) = fault {
+            assert_eq!(retry_after, reset, "Paystack's window is passed on");
+        }
+        waits.push(retry_after);
+        // No seat stays taken by a purchase that has no way to pay.
+        eventually(Duration::from_secs(10), || async {
+            let event: Value = app
+                .get(&format!("/events/{event_id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            (event["tiers"][0]["available"] == 3).then_some(())
+        })
+        .await;
+    }
+    // Paystack is back: the next buyer gets a checkout link.
+    let order = hold(&app, buyers.last().unwrap(), &event_id, "Regular", 1).await;
+    assert!(order["authorization_url"].is_string());
+    assert_invariants(&app).await;
+    println!(
+        "FAULT paystack-initialize: faults={} answers=503 retry_after={waits:?} seats_kept=0 invariants=ok",
+        waits.len()
+    );
+}
+
+#[tokio::test]
+async fn every_paystack_fault_on_verify_only_delays_the_tickets() {
+    let app = paystack_fault_app().spawn().await;
+    let (_, event_id, _) = event_with_tier(&app, 5_000, 20).await;
+    let faults = paystack_faults();
+    let buyers = attendees(&app, faults.len()).await;
+    let mut orders = Vec::new();
+    for buyer in &buyers {
+        let order = hold(&app, buyer, &event_id, "Regular", 1).await;
+        orders.push(order["reference"].as_str().unwrap().to_owned());
+    }
+    // Each payment's verification meets one fault (in whatever order the jobs run).
+    app.paystack.fail_route("GET /transaction/verify", &faults);
+    for reference in &orders {
+        app.paystack.pay(reference).await;
+    }
+    for (buyer, reference) in buyers.iter().zip(&orders) {
+        let paid = wait_for_status(&app, buyer, reference, "paid").await;
+        assert_eq!(paid["tickets"].as_array().unwrap().len(), 1);
+    }
+    assert_invariants(&app).await;
+    println!(
+        "FAULT paystack-verify: faults={} orders={} paid={} tickets={} invariants=ok",
+        faults.len(),
+        orders.len(),
+        orders.len(),
+        orders.len()
+    );
+}
+
+#[tokio::test]
+async fn every_paystack_fault_on_refund_and_transfer_still_moves_each_kobo_once() {
+    let app = paystack_fault_app().spawn().await;
+    // Event A is cancelled: every paid order refunded once, through every refund fault.
+    let (owner_a, event_a, _) = event_with_tier(&app, 500_000, 20).await;
+    // Event B ends: its organizer is paid once, through every transfer fault.
+    let (owner_b, event_b, _) = event_with_tier(&app, 500_000, 20).await;
+    let buyers = attendees(&app, 10).await;
+    let mut refunded = Vec::new();
+    for (i, buyer) in buyers.iter().enumerate() {
+        let event = if i < 7 { &event_a } else { &event_b };
+        let order = hold(&app, buyer, event, "Regular", 1).await;
+        let reference = order["reference"].as_str().unwrap().to_owned();
+        app.paystack.pay(&reference).await;
+        wait_for_status(&app, buyer, &reference, "paid").await;
+        if i < 7 {
+            refunded.push((buyer.clone(), reference));
+        }
+    }
+    app.paystack.fail_route("POST /refund", &paystack_faults());
+    let res = app
+        .post_json_auth(
+            &format!("/events/{event_a}/cancel"),
+            &owner_a,
+            &json!({ "reason": "storm" }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    for (buyer, reference) in &refunded {
+        wait_for_status(&app, buyer, reference, "refunded").await;
+        let processed = app
+            .paystack
+            .refunds(reference)
+            .into_iter()
+            .filter(|r| r.status == "processed")
+            .count();
+        assert_eq!(processed, 1, "{reference}: refunded once");
+    }
+
+    app.paystack
+        .fail_route("POST /transfer", &paystack_faults());
+    app.state.clock.advance(Duration::from_secs(8 * 86_400));
+    let payouts = eventually(Duration::from_secs(60), || async {
+        let body: Value = app
+            .get_json_auth("/users/organizer/payouts", &owner_b)
+            .await;
+        (body["items"][0]["status"] == "success").then_some(body)
+    })
+    .await;
+    let net = payouts["items"][0]["amount"].as_i64().unwrap();
+    assert_eq!(payouts["balance"]["paid_out_amount"], net);
+    let transfers = app.paystack.successful_transfers();
+    assert_eq!(transfers.len(), 1, "{transfers:?}");
+    assert_eq!(transfers[0].amount, net);
+    // Organizer A's event was cancelled: nothing to pay out.
+    let a: Value = app
+        .get_json_auth("/users/organizer/payouts", &owner_a)
+        .await;
+    assert_eq!(a["balance"]["paid_out_amount"], 0);
+    assert_invariants(&app).await;
+    println!(
+        "FAULT paystack-refund-transfer: faults={} refunds={} refunded_once={} payouts=1 transfers_succeeded={} paid_out={net} invariants=ok",
+        paystack_faults().len(),
+        refunded.len(),
+        refunded.len(),
+        transfers.len()
+    );
+}
