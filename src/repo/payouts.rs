@@ -110,6 +110,25 @@ pub async fn insert(db: impl PgExecutor<'_>, p: NewPayout<'_>) -> sqlx::Result<(
     Ok(())
 }
 
+/// Extends a lease still held (`false`: released or taken over).
+pub async fn renew(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    lease_id: Uuid,
+    lease_seconds: f64,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE payouts SET locked_until = now() + make_interval(secs => $3)
+         WHERE id = $1 AND lease_id = $2 AND locked_until IS NOT NULL",
+        id,
+        lease_id,
+        lease_seconds
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Takes the lease on a payout (any status: a `transfer.reversed` may follow a success).
 pub async fn claim(
     db: impl PgExecutor<'_>,

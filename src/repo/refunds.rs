@@ -26,6 +26,25 @@ pub struct RefundRow {
     pub holder_mailed_at: Option<OffsetDateTime>,
 }
 
+/// Extends a lease still held (`false`: released or taken over).
+pub async fn renew(
+    db: impl PgExecutor<'_>,
+    order_id: Uuid,
+    lease_id: Uuid,
+    lease_seconds: f64,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE refunds SET locked_until = now() + make_interval(secs => $3)
+         WHERE order_id = $1 AND lease_id = $2 AND locked_until IS NOT NULL",
+        order_id,
+        lease_id,
+        lease_seconds
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Takes the lease on an order's unfinished refund for `lease_seconds`; `None` when there is
 /// none, it is finished, or another driver holds it.
 pub async fn claim(

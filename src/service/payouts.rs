@@ -25,7 +25,7 @@ use crate::{
     },
     service::{
         budget::{self, Call},
-        drive::{Driven, backoff, lease_seconds},
+        drive::{self, Driven, LEASE_SECONDS, Leased, backoff},
     },
     state::AppState,
 };
@@ -111,11 +111,11 @@ fn metric(outcome: &'static str, amount: i64) {
 pub async fn drive(state: &AppState, payout_id: PayoutId, recheck: bool) -> AppResult<Driven> {
     let payout_id = payout_id.0;
     let lease = Uuid::now_v7();
-    let Some(payout) =
-        repo::payouts::claim(&state.db, payout_id, lease, lease_seconds(state)).await?
+    let Some(payout) = repo::payouts::claim(&state.db, payout_id, lease, LEASE_SECONDS).await?
     else {
         return Ok(Driven::NotClaimed);
     };
+    let _renewal = drive::keep_renewed(state, Leased::Payout(payout_id), lease);
     let mut driver = Driver {
         state,
         lease,

@@ -29,7 +29,7 @@ use crate::{
     },
     service::{
         budget::{self, Call},
-        drive::{Driven, backoff, lease_seconds},
+        drive::{self, Driven, LEASE_SECONDS, Leased, backoff},
         events, holds,
     },
     state::AppState,
@@ -90,8 +90,7 @@ pub async fn refund_order(
 pub async fn drive(state: &AppState, order_id: OrderId) -> AppResult<Driven> {
     let order_id = order_id.0;
     let lease = Uuid::now_v7();
-    let Some(refund) =
-        repo::refunds::claim(&state.db, order_id, lease, lease_seconds(state)).await?
+    let Some(refund) = repo::refunds::claim(&state.db, order_id, lease, LEASE_SECONDS).await?
     else {
         // Finished (a late duplicate webhook) or held by another driver.
         return Ok(match repo::refunds::status_of(&state.db, order_id).await? {
@@ -99,6 +98,7 @@ pub async fn drive(state: &AppState, order_id: OrderId) -> AppResult<Driven> {
             _ => Driven::Done,
         });
     };
+    let _renewal = drive::keep_renewed(state, Leased::Refund(order_id), lease);
     let mut driver = Driver {
         state,
         lease,

@@ -32,7 +32,7 @@ fn base32_decode(s: &str) -> Vec<u8> {
     out
 }
 
-fn totp_at_step(secret_b32: &str, step: u64) -> String {
+pub(crate) fn totp_at_step(secret_b32: &str, step: u64) -> String {
     let key = base32_decode(secret_b32);
     let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(&key).unwrap();
     mac.update(&step.to_be_bytes());
@@ -45,7 +45,7 @@ fn totp_at_step(secret_b32: &str, step: u64) -> String {
     format!("{:06}", bin % 1_000_000)
 }
 
-fn current_step() -> u64 {
+pub(crate) fn current_step() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

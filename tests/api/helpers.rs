@@ -62,6 +62,20 @@ impl TestAppBuilder {
     }
 
     pub async fn spawn(self) -> TestApp {
+        let Prepared {
+            env,
+            resend,
+            paystack,
+            cloudinary,
+        } = self.prepare().await;
+        let app = TestApp::start(env, resend, paystack, cloudinary).await;
+        app.paystack.set_webhook_url(&app.url("/payments/callback"));
+        app
+    }
+
+    /// The fakes and the configuration, without starting the app (a test that runs the
+    /// real binary as a process starts it from these).
+    pub async fn prepare(self) -> Prepared {
         let resend = FakeResend::spawn().await;
         let paystack = FakePaystack::spawn().await;
         let cloudinary = FakeCloudinary::spawn().await;
@@ -99,10 +113,21 @@ impl TestAppBuilder {
         for key in &self.without {
             env.remove(key);
         }
-        let app = TestApp::start(env, resend, paystack, cloudinary).await;
-        app.paystack.set_webhook_url(&app.url("/payments/callback"));
-        app
+        Prepared {
+            env,
+            resend,
+            paystack,
+            cloudinary,
+        }
     }
+}
+
+/// What `TestAppBuilder::prepare` made: the configuration and the fakes it points at.
+pub struct Prepared {
+    pub env: HashMap<String, String>,
+    pub resend: FakeResend,
+    pub paystack: FakePaystack,
+    pub cloudinary: FakeCloudinary,
 }
 
 /// An app on the built-in sandbox checkout (no Paystack key). Its webhook goes to
@@ -446,7 +471,11 @@ pub async fn hold(app: &TestApp, token: &str, event_id: &str, tier: &str, quanti
 /// every paid order has exactly `quantity` tickets; gross = platform fee + organizer share and
 /// gross = the amount paid, for every paid order.
 pub async fn assert_invariants(app: &TestApp) {
-    let db = &app.state.db;
+    assert_invariants_on(&app.state.db).await;
+}
+
+/// `assert_invariants` for a database the test reaches on its own (an app run as a process).
+pub async fn assert_invariants_on(db: &sqlx::PgPool) {
     let tiers: Vec<(uuid::Uuid, i32, i32, i64, i64)> = sqlx::query_as(
         "SELECT t.id, t.quantity, t.taken,
                 COALESCE((SELECT SUM(o.quantity) FROM orders o WHERE o.tier_id = t.id AND o.holds_seats), 0)::bigint,

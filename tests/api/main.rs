@@ -1,6 +1,7 @@
 //! Integration tests: the real app over HTTP, one fresh database and Redis prefix per test,
 //! fakes for every outbound API. Tests run in parallel.
 
+mod access;
 mod architecture;
 mod auth;
 mod browser;
@@ -15,6 +16,7 @@ mod helpers;
 mod mail;
 mod money;
 mod organizers;
+mod process;
 mod realtime;
 mod security;
 mod selling;
