@@ -82,7 +82,28 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
+/// The series the alert rules watch, registered at 0 when the process starts. A counter the
+/// `metrics` crate creates on its first increment appears in Prometheus already at 1, and
+/// `increase()` over a series' first sample is 0: without this, the first failed refund
+/// after a deploy would never fire `RefundsFailing` (monitoring/alerts.yml; the real
+/// Prometheus test in tests/api/monitoring.rs caught it).
+fn zero_alerted_series() {
+    for reason in crate::domain::status::RefundReason::ALL {
+        for outcome in ["failed", "needs_attention"] {
+            metrics::counter!("ticketing_refunds_total", "outcome" => outcome, "reason" => reason.as_str())
+                .increment(0);
+        }
+    }
+    for outcome in ["failed", "reversed"] {
+        metrics::counter!("ticketing_payouts_total", "outcome" => outcome).increment(0);
+    }
+    // A delivery whose signature fails is not read, so its event is "other".
+    metrics::counter!("ticketing_webhooks_total", "event" => "other", "result" => "invalid_signature")
+        .increment(0);
+}
+
 fn describe_metrics() {
+    zero_alerted_series();
     metrics::describe_counter!(
         "ticketing_auth_fallbacks_total",
         "Authenticated requests answered from PostgreSQL because Redis could not answer"
@@ -98,7 +119,7 @@ fn describe_metrics() {
     );
     metrics::describe_counter!(
         "ticketing_mail_total",
-        "Messages by kind and outcome: sent (accepted by the mailer) or failed (given up)"
+        "Messages by kind and outcome: sent (accepted by the mailer), retry (a send failed and will be tried again) or failed (given up)"
     );
     metrics::describe_gauge!(
         "ticketing_mail_backlog",

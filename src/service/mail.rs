@@ -168,6 +168,11 @@ async fn send_one_batch(state: &AppState, shutdown: &CancellationToken) -> AppRe
                         .min(Duration::from_secs(300))
                 });
                 tracing::warn!(error = %message, attempts, %batch_id, "mail not sent; the same batch goes again");
+                // The dashboard's "mail failing" panel counts retries too.
+                for row in &rows {
+                    metrics::counter!("ticketing_mail_total", "kind" => row.kind.clone(), "outcome" => "retry")
+                        .increment(1);
+                }
                 repo::mail::retry_batch(&state.db, batch_id, backoff.as_secs_f64(), &message)
                     .await?;
             }

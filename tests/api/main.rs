@@ -15,6 +15,7 @@ mod foundation;
 mod helpers;
 mod mail;
 mod money;
+mod monitoring;
 mod organizers;
 mod process;
 mod realtime;
