@@ -372,6 +372,34 @@ impl Page {
     }
 }
 
+/// More parameters than any route has use for (`category` repeats, with eleven values).
+const MAX_QUERY_PAIRS: usize = 50;
+
+/// Whether every `%XX` escape of a query string (and the text between) decodes to UTF-8.
+fn decodes_to_utf8(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&out).is_ok()
+}
+
 /// An RFC 3339 time in a query string.
 pub fn parse_time(field: &str, v: &str) -> Result<time::OffsetDateTime, AppError> {
     time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
@@ -380,8 +408,22 @@ pub fn parse_time(field: &str, v: &str) -> Result<time::OffsetDateTime, AppError
 
 /// The pairs of a query string, in order (a key may repeat); a parameter the route does not
 /// know is a 400 `invalid_query`, so a typo is never silently ignored.
+///
+/// Percent-escapes must decode to UTF-8 (the decoder would otherwise put U+FFFD in their
+/// place and answer a question nobody asked), and a query has at most `MAX_QUERY_PAIRS`.
 pub fn query_pairs(raw: Option<&str>, known: &[&str]) -> Result<Vec<(String, String)>, AppError> {
-    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+    let raw = raw.unwrap_or_default();
+    if !decodes_to_utf8(raw) {
+        return Err(AppError::invalid_query(
+            "the query string's escapes are not UTF-8",
+        ));
+    }
+    if raw.split('&').filter(|p| !p.is_empty()).count() > MAX_QUERY_PAIRS {
+        return Err(AppError::invalid_query(format!(
+            "at most {MAX_QUERY_PAIRS} query parameters"
+        )));
+    }
+    url::form_urlencoded::parse(raw.as_bytes())
         .map(|(k, v)| {
             if known.contains(&k.as_ref()) {
                 Ok((k.into_owned(), v.into_owned()))

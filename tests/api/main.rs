@@ -13,6 +13,7 @@ mod faults;
 mod foundation;
 #[allow(dead_code)]
 mod helpers;
+mod hostile;
 mod mail;
 mod money;
 mod monitoring;
