@@ -4,6 +4,7 @@ pub mod clock;
 pub mod cursor;
 pub mod email;
 pub mod fees;
+pub mod geo;
 pub mod ids;
 pub mod image;
 pub mod money;

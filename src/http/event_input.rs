@@ -10,7 +10,10 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::{
-    domain::image::{Image, ImageKind, MAX_POSTER_BYTES},
+    domain::{
+        geo::snap_degrees,
+        image::{Image, ImageKind, MAX_POSTER_BYTES},
+    },
     error::{AppError, AppResult, FieldError},
     http::extract::{Checks, Validate, ValidatedJson, parse_json},
     repo::events::EventFields,
@@ -207,8 +210,8 @@ impl From<EventInput> for EventFields {
             address: i.address.trim().to_owned(),
             city: i.city.trim().to_owned(),
             country: i.country.trim().to_owned(),
-            latitude: i.latitude,
-            longitude: i.longitude,
+            latitude: snap_degrees(i.latitude),
+            longitude: snap_degrees(i.longitude),
             starts_at: i.starts_at,
             ends_at: i.ends_at,
             timezone: i.timezone.unwrap_or_else(|| "Africa/Lagos".to_owned()),
@@ -234,10 +237,10 @@ impl EventPatch {
         set(&mut f.country, self.country);
         set(&mut f.timezone, self.timezone);
         if let Some(v) = self.latitude {
-            f.latitude = v;
+            f.latitude = snap_degrees(v);
         }
         if let Some(v) = self.longitude {
-            f.longitude = v;
+            f.longitude = snap_degrees(v);
         }
         if let Some(v) = self.starts_at {
             f.starts_at = v;

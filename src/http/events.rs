@@ -140,7 +140,7 @@ impl Validate for CancelRequest {
 /// ticket is void and pending holds are voided. A second cancel is 409 `event_cancelled`.
 #[utoipa::path(post, path = "/events/{event_id}/cancel", tag = "events", security(("bearer" = [])),
     params(("event_id" = Uuid, Path)),
-    request_body = CancelRequest,
+    request_body(content = Option<CancelRequest>, description = "optional: no body is no reason"),
     responses(
         (status = 202, body = EventResponse),
         (status = 403, description = "`not_organizer`, `not_event_owner`"),
@@ -171,7 +171,7 @@ async fn cancel_event(
 /// order becomes `refunded` once Paystack has processed it.
 #[utoipa::path(post, path = "/events/{event_id}/orders/{order_id}/refund", tag = "events", security(("bearer" = [])),
     params(("event_id" = Uuid, Path), ("order_id" = Uuid, Path)),
-    request_body = CancelRequest,
+    request_body(content = Option<CancelRequest>, description = "optional: no body is no reason"),
     responses(
         (status = 202, description = "The order, `refund_pending`", body = OrderResponse),
         (status = 403, description = "`not_organizer`, `not_event_owner`"),

@@ -105,7 +105,17 @@ where
 }
 
 /// Parses JSON the way every body is parsed: syntax errors are 400, shape errors are 422.
+/// Every body is an object: serde's derive would otherwise read a struct from an array
+/// (`["email", "password"]` logged in; found by schemathesis). Nested values keep serde's
+/// leniency, which accepts nothing a client could not have sent as an object.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // Well-formed but not an object is 422; not JSON at all stays a 400.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            .map_err(|e| json_error(String::new(), e))?;
+        return Err(AppError::validation("body", "must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -115,13 +125,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     de.end().map_err(|e| json_error(String::new(), e))?;
     // PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
     // Raw JSON cannot carry a literal NUL inside a string, only the escape \u0000.
-    if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(br"\u0000")) {
+    if has_nul_escape(bytes) {
         return Err(AppError::validation(
             "body",
             "must not contain NUL characters",
         ));
     }
     Ok(value)
+}
+
+/// Whether the JSON text has the escape `\u0000`: a backslash that starts an escape (one
+/// preceded by an even number of backslashes), so `"C:\\u0000"` (a backslash, then text)
+/// is not one.
+fn has_nul_escape(bytes: &[u8]) -> bool {
+    bytes.windows(6).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(br"\u0000")
+            && bytes[..i].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 0
+    })
 }
 
 fn json_error(path: String, err: serde_json::Error) -> AppError {

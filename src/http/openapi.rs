@@ -85,6 +85,11 @@ pub fn complete(api: &mut openapi::OpenApi) {
                 ),
                 (
                     has_body,
+                    "415",
+                    "`unsupported_media_type`: no body, or not `application/json` (`multipart/form-data` where the route takes a poster)",
+                ),
+                (
+                    has_body,
                     "422",
                     "`validation_failed`: the `errors` list names each field",
                 ),

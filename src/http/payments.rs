@@ -30,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Paystack webhooks. `x-paystack-signature` must be the HMAC-SHA512 of the raw body under
 /// the secret key; each delivery is recorded once and its work queued; the answer is at once.
 #[utoipa::path(post, path = "/payments/callback", tag = "payments",
-    request_body(content = String, description = "Paystack's event, exactly as sent", content_type = "application/json"),
+    request_body(content = serde_json::Value, description = "Paystack's event (a JSON object), exactly as sent", content_type = "application/json"),
     responses(
         (status = 200, description = "Recorded (also for duplicates, unknown events and references)"),
         (status = 401, description = "`invalid_signature`"),

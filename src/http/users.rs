@@ -280,6 +280,7 @@ impl From<OrganizerRequest> for organizers::OrganizerInput {
 #[utoipa::path(get, path = "/users/organizer", tag = "users", security(("bearer" = [])),
     responses(
         (status = 200, body = OrganizerResponse),
+        (status = 404, description = "`not_found`: the caller has no organizer profile"),
     ))]
 async fn get_organizer(
     State(state): State<AppState>,
@@ -317,6 +318,7 @@ async fn create_organizer(
     responses(
         (status = 200, body = OrganizerResponse),
         (status = 403, description = "`invalid_password`"),
+        (status = 404, description = "`not_found`: the caller has no organizer profile"),
         (status = 422, description = "invalid fields, `invalid_code`, a missing password"),
         (status = 429, description = "`rate_limited` past `BANK_ACCOUNT_LOOKUPS_PER_USER_PER_DAY` or `PASSWORD_CHECKS_PER_USER_PER_HOUR`, or `account_locked`, with `Retry-After`"),
         (status = 502),

@@ -295,9 +295,9 @@ pub async fn nearby(
 ) -> AppResult<Vec<(EventRow, f64)>> {
     let hits = repo::events::nearby(
         &state.db,
-        latitude,
-        longitude,
-        radius_km * 1000.0,
+        crate::domain::geo::snap_degrees(latitude),
+        crate::domain::geo::snap_degrees(longitude),
+        crate::domain::geo::radius_metres(radius_km),
         limit,
         state.clock.now(),
     )

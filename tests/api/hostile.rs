@@ -110,6 +110,22 @@ async fn hostile_requests_get_a_4xx_problem_and_the_app_keeps_answering() {
             .authenticated(),
         case("latitude as infinity-sized number", Method::POST, "/events/nearby", &[400, 422])
             .json(r#"{"latitude":1e400,"longitude":3.4,"radius_km":10}"#),
+        case("a subnormal longitude (ll_to_earth underflows)", Method::POST, "/events/nearby", &[200])
+            .json(r#"{"latitude":0,"longitude":5e-324}"#),
+        case("a subnormal radius", Method::POST, "/events/nearby", &[200])
+            .json(r#"{"latitude":6.4,"longitude":3.4,"radius_km":1e-320}"#),
+        case("an event at a subnormal latitude", Method::POST, "/events/create", &[201])
+            .json({
+                let mut body = event_body("Tiny", 6.4, 3.4, 7);
+                body["latitude"] = json!(5e-324);
+                body.to_string()
+            })
+            .authenticated(),
+        case("an array where the body is an object", Method::POST, "/auth/login", &[422])
+            .json(r#"["fuzzed@example.com","a good password"]"#),
+        case("a number where the body is an object", Method::PATCH, "/users/profile", &[422])
+            .json("1")
+            .authenticated(),
         case("a NaN spelled out", Method::POST, "/events/nearby", &[400, 422])
             .json(r#"{"latitude":NaN,"longitude":3.4}"#),
         case("invalid UTF-8 in the query", Method::GET, "/events?q=%FF%FE%FD", &[400]),

@@ -16,7 +16,6 @@ mod helpers;
 mod hostile;
 mod mail;
 mod money;
-mod monitoring;
 mod organizers;
 mod process;
 mod realtime;

@@ -132,6 +132,22 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_fires_every_alert()
     })
     .await;
 
+    // Scraping, and quiet: nothing has gone wrong yet, so no alert fires.
+    eventually(Duration::from_secs(60), || async {
+        let up = query(&client, &prom, "up{job=\"ticketing\"} == 1").await;
+        (!up.is_empty()).then_some(())
+    })
+    .await;
+    let quiet: Value = client
+        .get(format!("{prom}/api/v1/alerts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(quiet["data"]["alerts"], json!([]), "alerts before the flow");
+
     // ---- the flow ----
     let (owner, event_id, _) = event_with_tier(&app, 500_000, 50).await;
     let (payee, ended_event, _) = event_with_tier(&app, 500_000, 50).await;
