@@ -3,7 +3,8 @@
 use axum::{
     Json,
     extract::{DefaultBodyLimit, RawQuery, State},
-    http::StatusCode,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -72,20 +73,54 @@ async fn create_event(
     ))
 }
 
-/// An event with its tiers. Public.
+/// An event with its tiers. Public. Carries an `ETag`; `If-None-Match` with it answers 304
+/// with no body while nothing (tiers' availability included) has changed.
 #[utoipa::path(get, path = "/events/{event_id}", tag = "events",
-    params(("event_id" = Uuid, Path)),
+    params(
+        ("event_id" = Uuid, Path),
+        ("If-None-Match" = Option<String>, Header, description = "an `ETag` of an earlier answer"),
+    ),
     responses(
-        (status = 200, body = EventResponse),
+        (status = 200, body = EventResponse, headers(("ETag" = String, description = "identifies this representation"))),
+        (status = 304, description = "unchanged since the `ETag` sent in `If-None-Match`", headers(("ETag" = String))),
     ))]
 async fn get_event(
     State(state): State<AppState>,
     PathId(id): PathId,
-) -> AppResult<Json<EventResponse>> {
+    headers: axum::http::HeaderMap,
+) -> AppResult<Response> {
     let (event, tiers) = events::with_tiers(&state, id).await?;
     let mut body = EventResponse::at(event, state.clock.now());
     body.tiers = Some(tiers.into_iter().map(TierResponse::from).collect());
-    Ok(Json(body))
+    let bytes = serde_json::to_vec(&body).map_err(anyhow::Error::from)?;
+    // Strong: the tag is a digest of the exact bytes, so equal tags mean equal answers.
+    let etag = format!(
+        "\"{}\"",
+        &hex::encode(sha2::Digest::finalize(
+            <sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)
+        ))[..32]
+    );
+    let cache = [
+        (header::ETAG, etag.clone()),
+        // Clients may keep it but must ask again (a tier's availability moves).
+        (header::CACHE_CONTROL, "no-cache".to_owned()),
+    ];
+    let matches = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*");
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+    }
+    Ok((
+        cache,
+        [(header::CONTENT_TYPE, "application/json".to_owned())],
+        bytes,
+    )
+        .into_response())
 }
 
 /// Change an event (its organizer only; not once cancelled or ended).

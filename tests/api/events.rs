@@ -11,7 +11,10 @@ use crate::{
         Fault,
         cloudinary::{API_SECRET, string_to_sign},
     },
-    helpers::{TestApp, create_event, end_event, event_body, organizer, problem, signup},
+    helpers::{
+        TestApp, create_event, end_event, event_body, event_with_tier, hold, organizer, problem,
+        signup,
+    },
 };
 
 const LAGOS: (f64, f64) = (6.5244, 3.3792);
@@ -571,4 +574,53 @@ async fn browsing_filters_and_paginates_without_duplicates_or_gaps() {
         "invalid_query",
     )
     .await;
+}
+
+#[tokio::test]
+async fn an_event_read_carries_an_etag_that_answers_304_until_availability_changes() {
+    let app = TestApp::spawn().await;
+    let (_, event_id, _) = event_with_tier(&app, 5_000, 10).await;
+    let path = format!("/events/{event_id}");
+    let first = app.get(&path).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.len() > 10, "{etag}");
+    let body: Value = first.json().await.unwrap();
+    assert_eq!(body["tiers"][0]["available"], 10);
+
+    // The same representation: 304, no body, the same tag.
+    let again = app
+        .client
+        .get(app.url(&path))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()["etag"], etag.as_str());
+    assert!(again.bytes().await.unwrap().is_empty());
+    // A list of tags, weak or strong, matches too.
+    let listed = app
+        .client
+        .get(app.url(&path))
+        .header("if-none-match", format!("\"nope\", W/{etag}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::NOT_MODIFIED);
+
+    // A sale changes availability: a new tag and the full answer.
+    let buyer = signup(&app, "etag@example.com").await;
+    hold(&app, &buyer, &event_id, "Regular", 2).await;
+    let changed = app
+        .client
+        .get(app.url(&path))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_ne!(changed.headers()["etag"], etag.as_str());
+    let body: Value = changed.json().await.unwrap();
+    assert_eq!(body["tiers"][0]["available"], 8);
 }
