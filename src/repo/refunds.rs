@@ -116,17 +116,29 @@ pub async fn set_status(
 }
 
 /// Before a `POST /refund`: the attempt is counted and the refund is `sending` until the
-/// answer is known, so a crash or timeout is looked up before any resend.
+/// answer is known, so a crash or timeout is looked up before any resend. Only with at least
+/// `call_seconds` of lease left (the call ends inside the lease), and with the earliest
+/// look-up `lookup_in` seconds after `now` (on the service clock): a second driver that
+/// takes the row over (the lease lapsed under a live driver) must not look for the refund
+/// before this call could have reached Paystack, or it finds none and sends another.
 pub async fn start_sending(
     db: impl PgExecutor<'_>,
     id: Uuid,
     lease_id: Uuid,
+    call_seconds: f64,
+    now: OffsetDateTime,
+    lookup_in: f64,
 ) -> sqlx::Result<bool> {
     let res = sqlx::query!(
-        r#"UPDATE refunds SET status = 'sending', attempts = attempts + 1, updated_at = now()
-           WHERE id = $1 AND lease_id = $2 AND status IN ('pending', 'failed')"#,
+        r#"UPDATE refunds SET status = 'sending', attempts = attempts + 1,
+               next_attempt_at = $4::timestamptz + make_interval(secs => $5), updated_at = now()
+           WHERE id = $1 AND lease_id = $2 AND status IN ('pending', 'failed')
+             AND locked_until > now() + make_interval(secs => $3)"#,
         id,
-        lease_id
+        lease_id,
+        call_seconds,
+        now,
+        lookup_in
     )
     .execute(db)
     .await?;

@@ -21,15 +21,28 @@ pub enum Driven {
     Throttled,
 }
 
-/// How long a claim on a refund or payout lasts unless renewed. A live driver renews it every
-/// third of that (`keep_renewed`) for as long as its drive takes, however many slow Paystack
-/// calls that is; a driver that died (SIGKILL, a lost machine) stops renewing and its item is
-/// free again within this time rather than after the longest drive could take.
+/// How long a claim on a refund or payout lasts unless renewed: one Paystack call and a
+/// margin. A live driver renews it every `RENEW_EVERY` (`keep_renewed`), so a driver that died
+/// (SIGKILL, a lost machine) frees its item within this time rather than after the longest
+/// drive could take.
 ///
-/// Should a lease lapse under a live driver anyway (the database unreachable for that long),
-/// the second driver is still safe: every write is guarded by the lease id, and a refund or
-/// transfer whose send may have happened is looked up, after a delay, before it is resent.
-pub const LEASE_SECONDS: f64 = 15.0;
+/// Should a lease lapse under a live driver anyway (its renewals could not reach the
+/// database), a second driver is still safe: every write is guarded by the lease id, a send
+/// starts only with a call's worth of lease left, and a refund being sent is not looked up
+/// before that call could have finished (`repo::refunds::start_sending`).
+pub fn lease_seconds(state: &AppState) -> f64 {
+    state.config.paystack_timeout.as_secs_f64() + 15.0
+}
+
+/// How often a live driver renews its lease.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+
+/// The longest a drive keeps renewing: up to six Paystack calls (verify and list with a quick
+/// retry each, the write, a check) and the budget wait. A drive stuck past this (a lock wait
+/// that never ends) lets its lease lapse, so the item is not held forever.
+fn longest_drive(state: &AppState) -> Duration {
+    6 * state.config.paystack_timeout + Duration::from_secs(60)
+}
 
 /// Which table a lease is on.
 #[derive(Clone, Copy, Debug)]
@@ -39,7 +52,8 @@ pub enum Leased {
     Payout(Uuid),
 }
 
-/// Renews a lease until dropped (the drive ended) or until the lease is no longer ours.
+/// Renews a lease until dropped (the drive ended), until the lease is no longer ours, or
+/// until `longest_drive` has passed.
 pub struct Renewal(tokio::task::JoinHandle<()>);
 
 impl Drop for Renewal {
@@ -50,17 +64,23 @@ impl Drop for Renewal {
 
 pub fn keep_renewed(state: &AppState, item: Leased, lease: Uuid) -> Renewal {
     let db = state.db.clone();
+    let seconds = lease_seconds(state);
+    let until = tokio::time::Instant::now() + longest_drive(state);
     Renewal(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(LEASE_SECONDS / 3.0));
+        let mut tick = tokio::time::interval(RENEW_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tick.tick().await;
+            if tokio::time::Instant::now() >= until {
+                tracing::warn!(?item, "a drive ran past its longest; its lease will lapse");
+                return;
+            }
             let renewed = match item {
                 Leased::Refund(order_id) => {
-                    repo::refunds::renew(&db, order_id, lease, LEASE_SECONDS).await
+                    repo::refunds::renew(&db, order_id, lease, seconds).await
                 }
-                Leased::Payout(id) => repo::payouts::renew(&db, id, lease, LEASE_SECONDS).await,
+                Leased::Payout(id) => repo::payouts::renew(&db, id, lease, seconds).await,
             };
             match renewed {
                 Ok(true) => {}

@@ -25,7 +25,7 @@ use crate::{
     },
     service::{
         budget::{self, Call},
-        drive::{self, Driven, LEASE_SECONDS, Leased, backoff},
+        drive::{self, Driven, Leased, backoff, lease_seconds},
     },
     state::AppState,
 };
@@ -111,7 +111,8 @@ fn metric(outcome: &'static str, amount: i64) {
 pub async fn drive(state: &AppState, payout_id: PayoutId, recheck: bool) -> AppResult<Driven> {
     let payout_id = payout_id.0;
     let lease = Uuid::now_v7();
-    let Some(payout) = repo::payouts::claim(&state.db, payout_id, lease, LEASE_SECONDS).await?
+    let Some(payout) =
+        repo::payouts::claim(&state.db, payout_id, lease, lease_seconds(state)).await?
     else {
         return Ok(Driven::NotClaimed);
     };

@@ -29,7 +29,7 @@ use crate::{
     },
     service::{
         budget::{self, Call},
-        drive::{self, Driven, LEASE_SECONDS, Leased, backoff},
+        drive::{self, Driven, Leased, backoff, lease_seconds},
         events, holds,
     },
     state::AppState,
@@ -90,7 +90,8 @@ pub async fn refund_order(
 pub async fn drive(state: &AppState, order_id: OrderId) -> AppResult<Driven> {
     let order_id = order_id.0;
     let lease = Uuid::now_v7();
-    let Some(refund) = repo::refunds::claim(&state.db, order_id, lease, LEASE_SECONDS).await?
+    let Some(refund) =
+        repo::refunds::claim(&state.db, order_id, lease, lease_seconds(state)).await?
     else {
         // Finished (a late duplicate webhook) or held by another driver.
         return Ok(match repo::refunds::status_of(&state.db, order_id).await? {
@@ -185,7 +186,19 @@ impl Driver<'_> {
             self.defer(status, None, 1.0).await?;
             return Ok(Some(Driven::Throttled));
         }
-        if !repo::refunds::start_sending(&state.db, self.refund.id, self.lease).await? {
+        let timeout = state.config.paystack_timeout.as_secs_f64();
+        let sending = repo::refunds::start_sending(
+            &state.db,
+            self.refund.id,
+            self.lease,
+            timeout,
+            state.clock.now(),
+            timeout + lookup_delay(state, self.refund.attempts),
+        )
+        .await?;
+        if !sending {
+            // The lease is gone, or too short to cover the call: the next drive sends.
+            let _ = repo::refunds::release(&state.db, self.refund.id, self.lease).await;
             return Ok(Some(Driven::NotClaimed));
         }
         self.refund.status = RefundState::Sending;

@@ -381,3 +381,65 @@ async fn every_paystack_fault_on_refund_and_transfer_still_moves_each_kobo_once(
         transfers.len()
     );
 }
+
+/// A driver whose lease lapses while its `POST /refund` is still on the way to Paystack (its
+/// renewals could not reach the database) must not be joined by a second driver that finds no
+/// refund yet and sends another: Paystack has no idempotency key for refunds.
+#[tokio::test]
+async fn a_lease_lapsing_mid_send_never_makes_a_second_refund() {
+    let app = paystack_fault_app()
+        .env("PAYSTACK_TIMEOUT_MILLIS", "6000")
+        .spawn()
+        .await;
+    let (owner, event_id, _) = event_with_tier(&app, 500_000, 5).await;
+    let buyer = attendees(&app, 1).await.remove(0);
+    let order = hold(&app, &buyer, &event_id, "Regular", 1).await;
+    let reference = order["reference"].as_str().unwrap().to_owned();
+    app.paystack.pay(&reference).await;
+    let paid = wait_for_status(&app, &buyer, &reference, "paid").await;
+    // The first send reaches Paystack only after 3 s.
+    app.paystack
+        .fail_route("POST /refund", &[Fault::Hang(Duration::from_secs(3))]);
+    let res = app
+        .post_json_auth(
+            &format!(
+                "/events/{event_id}/orders/{}/refund",
+                paid["id"].as_str().unwrap()
+            ),
+            &owner,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    // The send is on its way; its driver's lease now lapses (as if its renewals could not
+    // reach the database), and the sweeper's next pass claims the refund.
+    eventually(Duration::from_secs(10), || async {
+        (app.paystack.count("POST /refund") == 1).then_some(())
+    })
+    .await;
+    sqlx::query("UPDATE refunds SET locked_until = now() - interval '1 second'")
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    wait_for_status(&app, &buyer, &reference, "refunded").await;
+    let live: Vec<_> = app
+        .paystack
+        .refunds(&reference)
+        .into_iter()
+        .filter(|r| r.status != "failed")
+        .collect();
+    assert_eq!(live.len(), 1, "one refund at Paystack: {live:?}");
+    // And no second send at all: Paystack refuses a second full refund of a transaction
+    // ("transaction_reversed"), but a refund must not lean on that.
+    assert_eq!(
+        app.paystack.count("POST /refund"),
+        1,
+        "a second POST /refund was sent"
+    );
+    assert_invariants(&app).await;
+    println!(
+        "FAULT lease-lapse-mid-send: refund_calls={} refunds_at_paystack={} invariants=ok",
+        app.paystack.count("POST /refund"),
+        live.len()
+    );
+}
