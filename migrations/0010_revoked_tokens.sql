@@ -8,8 +8,13 @@
 CREATE TABLE revoked_tokens (
     jti        UUID PRIMARY KEY,
     user_id    UUID NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    expires_at TIMESTAMPTZ NOT NULL
+    expires_at TIMESTAMPTZ NOT NULL,
+    -- false: the logout could not write its Redis copy; the sweeper copies it.
+    in_redis   BOOLEAN NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
 -- The refill reads the unexpired rows; the prune deletes the expired ones.
 CREATE INDEX revoked_tokens_expires_idx ON revoked_tokens (expires_at);
+-- The sweeper's copy reads the few rows Redis missed.
+CREATE INDEX revoked_tokens_pending_idx ON revoked_tokens (created_at) WHERE NOT in_redis;

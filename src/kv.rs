@@ -33,6 +33,8 @@ struct Breaker {
     epoch: Instant,
     /// Milliseconds since `epoch` until which Redis is skipped; 0 = not skipped.
     skip_until: AtomicU64,
+    /// Milliseconds since `epoch` of the last `once_a_second` that said yes (+1; 0 = never).
+    last_attempt: AtomicU64,
 }
 
 impl Redis {
@@ -55,6 +57,7 @@ impl Redis {
             breaker: Arc::new(Breaker {
                 epoch: Instant::now(),
                 skip_until: AtomicU64::new(0),
+                last_attempt: AtomicU64::new(0),
             }),
         })
     }
@@ -63,6 +66,19 @@ impl Redis {
     pub fn worth_trying(&self) -> bool {
         let until = self.breaker.skip_until.load(Ordering::Relaxed);
         until == 0 || self.breaker.epoch.elapsed().as_millis() as u64 >= until
+    }
+
+    /// True at most once a second per process: for repair work that every request could
+    /// otherwise start at once (refilling a Redis that restarted empty).
+    pub fn once_a_second(&self) -> bool {
+        let now = self.breaker.epoch.elapsed().as_millis() as u64 + 1;
+        let last = self.breaker.last_attempt.load(Ordering::Relaxed);
+        (last == 0 || now >= last + 1_000)
+            && self
+                .breaker
+                .last_attempt
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Records that a Redis call failed or timed out.

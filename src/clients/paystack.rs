@@ -446,11 +446,15 @@ impl PaystackClient {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let res_headers_reset = res
-            .headers()
-            .get("x-ratelimit-reset")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        // Seconds until the window ends: Paystack's `x-ratelimit-reset`, else a standard
+        // `Retry-After` in seconds.
+        let seconds = |name: &str| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let res_headers_reset = seconds("x-ratelimit-reset").or_else(|| seconds("retry-after"));
         let bytes = res.bytes().await.map_err(|e| {
             GatewayError::Unavailable(format!("reading the answer: {}", e.without_url()))
         })?;

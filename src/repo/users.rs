@@ -113,19 +113,49 @@ pub async fn auth_state(
     Ok(row.map(|r| (r.token_version, r.email, r.revoked)))
 }
 
-/// Records a logged-out token until it would have expired (idempotent).
+/// Records a logged-out token until it would have expired (idempotent); `in_redis`: whether
+/// its Redis copy was written.
 pub async fn revoke_token(
     db: impl PgExecutor<'_>,
     jti: Uuid,
     user_id: Uuid,
     expires_at: OffsetDateTime,
+    in_redis: bool,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO revoked_tokens (jti, user_id, expires_at) VALUES ($1, $2, $3)
-         ON CONFLICT (jti) DO NOTHING",
+        "INSERT INTO revoked_tokens (jti, user_id, expires_at, in_redis) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (jti) DO UPDATE SET in_redis = revoked_tokens.in_redis AND EXCLUDED.in_redis",
         jti,
         user_id,
-        expires_at
+        expires_at,
+        in_redis
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Unexpired revocations whose Redis copy was not written, oldest first, with seconds left.
+pub async fn revocations_not_in_redis(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<(Uuid, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT jti, GREATEST(1, CEIL(EXTRACT(EPOCH FROM expires_at - now())))::BIGINT AS "secs!"
+           FROM revoked_tokens WHERE NOT in_redis AND expires_at > now()
+           ORDER BY created_at LIMIT $1"#,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.jti, r.secs)).collect())
+}
+
+/// Records that Redis now holds these revocations.
+pub async fn mark_revocations_in_redis(db: impl PgExecutor<'_>, jtis: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE revoked_tokens SET in_redis = true WHERE jti = ANY($1)",
+        jtis
     )
     .execute(db)
     .await?;

@@ -196,18 +196,30 @@ fn revoked_key(state: &AppState, jti: Uuid) -> String {
     state.redis.key(format!("revoked:{jti}"))
 }
 
-/// Revokes this token (only this one) until it would have expired anyway: in PostgreSQL (the
-/// truth, which the fallback path and a Redis refill read) and in Redis (what every instance's
-/// hot path reads). The logout succeeds only once both hold it; a Redis failure is a 503 and
-/// the client logs out again.
+/// How long past a token's expiry its revocation is kept: beyond the JWT leeway (5 s) and
+/// any clock difference between instances.
+const REVOCATION_MARGIN_SECS: i64 = 60;
+
+/// Revokes this token (only this one) until it would have expired anyway, in Redis (what
+/// every instance's hot path reads) and in PostgreSQL (the truth: the fallback path and a
+/// refill read it). The logout is done once PostgreSQL holds it; if Redis could not take its
+/// copy, the row says so (`in_redis = false`) and the sweeper copies it as soon as Redis
+/// answers (`copy_pending_revocations`), so an instance on the Redis path accepts the token
+/// for at most a sweep interval more.
 pub async fn logout(state: &AppState, claims: &Claims) -> AppResult<()> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
-    let ttl = (claims.exp - now).max(1) as u64 + 5;
-    let expires_at = OffsetDateTime::from_unix_timestamp(claims.exp.max(now) + 5)
+    let expires = claims.exp.max(now) + REVOCATION_MARGIN_SECS;
+    let expires_at = OffsetDateTime::from_unix_timestamp(expires)
         .map_err(|e| anyhow::anyhow!("token expiry out of range: {e}"))?;
-    repo::users::revoke_token(&state.db, claims.jti, claims.sub, expires_at).await?;
     let mut conn = state.redis.conn();
-    let _: () = conn.set_ex(revoked_key(state, claims.jti), 1, ttl).await?;
+    let in_redis = conn
+        .set_ex::<_, _, ()>(revoked_key(state, claims.jti), 1, (expires - now) as u64)
+        .await
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "revocation not in Redis yet; the sweeper copies it"),
+        )
+        .is_ok();
+    repo::users::revoke_token(&state.db, claims.jti, claims.sub, expires_at, in_redis).await?;
     publish_revocation(state, claims.sub).await;
     Ok(())
 }
@@ -219,46 +231,87 @@ fn revocations_loaded_key(state: &AppState) -> String {
     state.redis.key("revocations:loaded")
 }
 
-/// Refills Redis when its revocations marker is gone.
+/// Refills Redis when its revocations marker is gone, and copies the revocations whose
+/// logout could not reach Redis. Every sweep, on every instance.
 pub async fn ensure_revocations(state: &AppState) -> AppResult<()> {
     let mut conn = state.redis.conn();
     let loaded: bool = conn.exists(revocations_loaded_key(state)).await?;
     if !loaded {
         refill_revocations(state).await?;
     }
+    copy_pending_revocations(state).await
+}
+
+/// Copies revocations recorded while Redis could not take them (`in_redis = false`).
+async fn copy_pending_revocations(state: &AppState) -> AppResult<()> {
+    let pending = repo::users::revocations_not_in_redis(&state.db, 1_000).await?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (jti, secs) in &pending {
+        pipe.set_ex(revoked_key(state, *jti), 1, *secs as u64)
+            .ignore();
+    }
+    let mut conn = state.redis.conn();
+    pipe.query_async::<()>(&mut conn).await?;
+    let jtis: Vec<Uuid> = pending.iter().map(|(jti, _)| *jti).collect();
+    repo::users::mark_revocations_in_redis(&state.db, &jtis).await?;
+    tracing::info!(revocations = jtis.len(), "logouts copied into Redis");
     Ok(())
 }
 
+/// Marks the copy complete only while this refill still holds its lock. A Redis that
+/// restarted during the copy has lost the lock (and part of the copy): no marker then, and
+/// the next refill starts again.
+static FINISH_REFILL: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+              redis.call('SET', KEYS[2], 1)
+              redis.call('DEL', KEYS[1])
+              return 1
+          end
+          return 0",
+    )
+});
+
 /// Copies the unexpired revocations from PostgreSQL into Redis, then sets the marker. One
-/// instance at a time (a short lock in Redis); safe to repeat. A logout during the copy is
-/// safe: it writes its own Redis key before it answers.
+/// instance at a time (a short lock in Redis with a value of its own); safe to repeat. A
+/// logout during the copy is safe: it writes its own Redis key, or leaves its row for the
+/// sweeper.
 pub async fn refill_revocations(state: &AppState) -> AppResult<()> {
     let lock = state.redis.key("revocations:refilling");
+    let token = Uuid::now_v7().to_string();
     let mut conn = state.redis.conn();
     let won: Option<String> = redis::cmd("SET")
         .arg(&lock)
-        .arg(1)
+        .arg(&token)
         .arg("NX")
         .arg("EX")
-        .arg(30)
+        .arg(5)
         .query_async(&mut conn)
         .await?;
     if won.is_none() {
         return Ok(());
     }
     let revocations = repo::users::unexpired_revocations(&state.db).await?;
-    let mut pipe = redis::pipe();
-    for (jti, secs) in &revocations {
-        pipe.set_ex(revoked_key(state, *jti), 1, *secs as u64 + 5)
-            .ignore();
+    if !revocations.is_empty() {
+        let mut pipe = redis::pipe();
+        for (jti, secs) in &revocations {
+            pipe.set_ex(revoked_key(state, *jti), 1, *secs as u64)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
     }
-    pipe.set(revocations_loaded_key(state), 1)
-        .ignore()
-        .del(&lock)
-        .ignore();
-    pipe.query_async::<()>(&mut conn).await?;
+    let done: i64 = FINISH_REFILL
+        .key(&lock)
+        .key(revocations_loaded_key(state))
+        .arg(&token)
+        .invoke_async(&mut conn)
+        .await?;
     tracing::info!(
         revocations = revocations.len(),
+        complete = done == 1,
         "Redis refilled with the logged-out tokens"
     );
     Ok(())
@@ -323,7 +376,9 @@ pub struct VersionRead {
     pub current: Option<(i32, String)>,
 }
 
-/// The miss path of `authenticate`, first half: the generation, then the row.
+/// The first half of `authenticate`'s miss path on its own: the generation, then the row
+/// (`authenticate` reads the generation in its MGET). The race test uses it to hold a read
+/// across a password reset.
 pub async fn read_version(state: &AppState, user_id: Uuid) -> AppResult<VersionRead> {
     let mut conn = state.redis.conn();
     let generation: Option<String> = conn.get(user_generation_key(state, user_id)).await?;
@@ -335,7 +390,8 @@ pub async fn read_version(state: &AppState, user_id: Uuid) -> AppResult<VersionR
     })
 }
 
-/// Second half: caches what was read, only if no `forget_user` ran since it was read.
+/// The miss path of `authenticate`: caches what was read, only if no `forget_user` ran since
+/// the generation (read in the same MGET, before the row) was read.
 pub async fn fill_version_cache(state: &AppState, read: &VersionRead) {
     let Some((version, email)) = &read.current else {
         return;
@@ -366,33 +422,60 @@ pub async fn fill_version_cache(state: &AppState, read: &VersionRead) {
 /// How long authentication waits for Redis before it asks PostgreSQL instead.
 const REDIS_AUTH_BUDGET: Duration = Duration::from_millis(250);
 
+/// What one Redis round trip says about a token.
+struct Cached {
+    revoked: bool,
+    /// `version\nemail`, when cached.
+    user: Option<String>,
+    /// Redis holds every revocation (a restarted Redis does not, until refilled).
+    loaded: bool,
+    /// The user's cache generation, for a fill after a miss (`fill_version_cache`).
+    generation: Option<String>,
+}
+
 /// Resolves a bearer token to its user: signature and expiry, not revoked, the user still
 /// exists, and the token's version is current (a password change bumps it).
 ///
 /// One Redis round trip answers "revoked?", "current version?" (the version and email are
 /// cached per user) and "does Redis hold every revocation?", so an authenticated request
-/// usually costs PostgreSQL nothing. When Redis cannot answer (down, slow, or restarted
-/// empty) the same questions go to PostgreSQL, which holds the truth: the door keeps
-/// admitting through a Redis outage.
+/// usually costs PostgreSQL nothing. When Redis cannot answer (down, slower than
+/// `REDIS_AUTH_BUDGET`, or restarted empty) the same questions go to PostgreSQL, which holds
+/// the truth: the door keeps admitting through a Redis outage. Only Redis's own failures
+/// send later requests straight to PostgreSQL (`kv::Redis::failed`): a slow database must not
+/// move more load onto itself.
 pub async fn authenticate(state: &AppState, token: &str) -> AppResult<(Claims, String)> {
     let unauthorized = || AppError::not_authenticated("A valid access token is required.");
     let claims = state.jwt.verify(token).ok_or_else(unauthorized)?;
+    let current = |found: Option<(i32, String)>| match found {
+        Some((v, email)) if v == claims.ver => Ok((claims.clone(), email)),
+        _ => Err(unauthorized()),
+    };
     if state.redis.worth_trying() {
-        match tokio::time::timeout(REDIS_AUTH_BUDGET, from_redis(state, &claims)).await {
-            Ok(Ok(Some(current))) => {
-                return match current {
-                    Some((v, email)) if v == claims.ver => Ok((claims, email)),
-                    _ => Err(unauthorized()),
+        match tokio::time::timeout(REDIS_AUTH_BUDGET, cached(state, &claims)).await {
+            Ok(Ok(c)) if c.revoked => return Err(unauthorized()),
+            Ok(Ok(c)) if c.loaded => {
+                if let Some((v, email)) = c.user.as_deref().and_then(|u| u.split_once('\n')) {
+                    return current(v.parse::<i32>().ok().map(|v| (v, email.to_owned())));
+                }
+                let read = VersionRead {
+                    user_id: claims.sub,
+                    generation: c.generation,
+                    current: repo::users::token_version(&state.db, claims.sub).await?,
                 };
+                fill_version_cache(state, &read).await;
+                return current(read.current);
             }
-            // Redis answered but lost its revocations: refilled in the background.
-            Ok(Ok(None)) => {
-                let state = state.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = refill_revocations(&state).await {
-                        tracing::warn!(error = %e, "revocations not refilled");
-                    }
-                });
+            // Redis answered but lost its revocations: refilled in the background (at most
+            // one attempt a second per instance), PostgreSQL answers meanwhile.
+            Ok(Ok(_)) => {
+                if state.redis.once_a_second() {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = refill_revocations(&state).await {
+                            tracing::warn!(error = %e, "revocations not refilled");
+                        }
+                    });
+                }
             }
             Ok(Err(e)) => {
                 state.redis.failed();
@@ -406,39 +489,32 @@ pub async fn authenticate(state: &AppState, token: &str) -> AppResult<(Claims, S
     }
     metrics::counter!("ticketing_auth_fallbacks_total").increment(1);
     match repo::users::auth_state(&state.db, claims.sub, claims.jti).await? {
-        Some((v, email, false)) if v == claims.ver => Ok((claims, email)),
+        Some((v, email, false)) => current(Some((v, email))),
         _ => Err(unauthorized()),
     }
 }
 
-/// The Redis half of `authenticate`: `Ok(None)` when Redis does not hold every revocation
-/// (its answer cannot be trusted), else the current version and email (`None` when the
-/// token is revoked or the user gone).
-async fn from_redis(state: &AppState, claims: &Claims) -> AppResult<Option<Option<(i32, String)>>> {
+/// The Redis half of `authenticate`: one MGET.
+async fn cached(state: &AppState, claims: &Claims) -> redis::RedisResult<Cached> {
     let mut conn = state.redis.conn();
-    let cache_key = user_cache_key(state, claims.sub);
-    let (revoked, cached, loaded): (Option<String>, Option<String>, Option<String>) =
-        redis::cmd("MGET")
-            .arg(revoked_key(state, claims.jti))
-            .arg(&cache_key)
-            .arg(revocations_loaded_key(state))
-            .query_async(&mut conn)
-            .await?;
-    if revoked.is_some() {
-        return Ok(Some(None));
-    }
-    if loaded.is_none() {
-        return Ok(None);
-    }
-    let current = match cached.as_deref().and_then(|c| c.split_once('\n')) {
-        Some((version, email)) => version.parse::<i32>().ok().map(|v| (v, email.to_owned())),
-        None => {
-            let read = read_version(state, claims.sub).await?;
-            fill_version_cache(state, &read).await;
-            read.current
-        }
-    };
-    Ok(Some(current))
+    let (revoked, user, loaded, generation): (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) = redis::cmd("MGET")
+        .arg(revoked_key(state, claims.jti))
+        .arg(user_cache_key(state, claims.sub))
+        .arg(revocations_loaded_key(state))
+        .arg(user_generation_key(state, claims.sub))
+        .query_async(&mut conn)
+        .await?;
+    Ok(Cached {
+        revoked: revoked.is_some(),
+        user,
+        loaded: loaded.is_some(),
+        generation,
+    })
 }
 
 pub struct Enrollment {

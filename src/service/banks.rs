@@ -50,10 +50,9 @@ pub async fn list(state: &AppState) -> AppResult<Vec<Bank>> {
                 cause,
             }
         }
-        e @ GatewayError::Limited { .. } => AppError::Upstream {
-            provider: "Paystack",
-            cause: e.to_string(),
-        },
+        GatewayError::Limited { retry_after } => {
+            AppError::UnavailableFor("paystack rate limit".into(), retry_after)
+        }
     })
 }
 

@@ -35,10 +35,9 @@ fn gateway_error(e: GatewayError, field: &str) -> AppError {
             provider: "Paystack",
             cause,
         },
-        e @ GatewayError::Limited { .. } => AppError::Upstream {
-            provider: "Paystack",
-            cause: e.to_string(),
-        },
+        GatewayError::Limited { retry_after } => {
+            AppError::UnavailableFor("paystack rate limit".into(), retry_after)
+        }
     }
 }
 

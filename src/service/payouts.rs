@@ -241,6 +241,14 @@ impl Driver<'_> {
                 let wait = self.backoff();
                 self.write(Some(&e.to_string()), wait, true).await.map(Some)
             }
+            // Over Paystack's rate limit: nothing was created; the same attempt goes again
+            // when Paystack's window ends (no look-up needed).
+            Err(GatewayError::Limited { retry_after }) => {
+                self.p.transfer_state = TransferState::New;
+                self.write(Some("paystack rate limit"), retry_after.as_secs_f64(), true)
+                    .await
+                    .map(Some)
+            }
             Err(e) => {
                 // Unknown outcome: stays `sent`; looked up before anything is resent.
                 let wait = self.backoff();

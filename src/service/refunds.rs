@@ -231,6 +231,16 @@ impl Driver<'_> {
                     .await
                     .map(Some)
             }
+            // Over Paystack's rate limit: nothing was created; back to `pending` until
+            // Paystack's window ends (no look-up needed).
+            Err(GatewayError::Limited { retry_after }) => self
+                .defer(
+                    RefundState::Pending,
+                    Some("paystack rate limit"),
+                    retry_after.as_secs_f64(),
+                )
+                .await
+                .map(Some),
             Err(e) => {
                 // Any other answer (a refusal we cannot be sure of, a 5xx, a timeout) is an
                 // unknown outcome: stay `sending`, and look it up before anything is resent.

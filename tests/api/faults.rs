@@ -159,6 +159,13 @@ async fn redis_stopped_mid_sale_the_door_keeps_admitting_and_nothing_is_lost() {
         .query_async(&mut fresh)
         .await
         .unwrap();
+    // Had a sweep refilled before the lock was taken, the window would be closed already:
+    // open it again, so the check below always runs with no marker.
+    let _: () = redis::cmd("DEL")
+        .arg(app.state.redis.key("revocations:loaded"))
+        .query_async(&mut fresh)
+        .await
+        .unwrap();
     for _ in 0..3 {
         let res = app.get_auth("/users/profile", &leaver).await;
         problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
@@ -184,6 +191,7 @@ async fn redis_stopped_mid_sale_the_door_keeps_admitting_and_nothing_is_lost() {
         (sent >= orders.len()).then_some(sent)
     })
     .await;
+    assert_eq!(mails, orders.len(), "one ticket mail per order");
     // The logged-out token is still refused once Redis answers again: Redis was refilled
     // with the revocations from PostgreSQL before its answers were trusted.
     eventually(Duration::from_secs(20), || async {
@@ -343,13 +351,13 @@ async fn every_paystack_fault_on_refund_and_transfer_still_moves_each_kobo_once(
     assert_eq!(res.status(), StatusCode::ACCEPTED);
     for (buyer, reference) in &refunded {
         wait_for_status(&app, buyer, reference, "refunded").await;
-        let processed = app
+        let live = app
             .paystack
             .refunds(reference)
             .into_iter()
-            .filter(|r| r.status == "processed")
+            .filter(|r| r.status != "failed")
             .count();
-        assert_eq!(processed, 1, "{reference}: refunded once");
+        assert_eq!(live, 1, "{reference}: refunded once");
     }
 
     app.paystack
@@ -364,9 +372,14 @@ async fn every_paystack_fault_on_refund_and_transfer_still_moves_each_kobo_once(
     .await;
     let net = payouts["items"][0]["amount"].as_i64().unwrap();
     assert_eq!(payouts["balance"]["paid_out_amount"], net);
-    let transfers = app.paystack.successful_transfers();
-    assert_eq!(transfers.len(), 1, "{transfers:?}");
+    let transfers = app.paystack.transfers();
+    assert_eq!(
+        transfers.len(),
+        1,
+        "one transfer, never a second: {transfers:?}"
+    );
     assert_eq!(transfers[0].amount, net);
+    assert_eq!(app.paystack.successful_transfers().len(), 1);
     // Organizer A's event was cancelled: nothing to pay out.
     let a: Value = app
         .get_json_auth("/users/organizer/payouts", &owner_a)
@@ -442,4 +455,57 @@ async fn a_lease_lapsing_mid_send_never_makes_a_second_refund() {
         app.paystack.count("POST /refund"),
         live.len()
     );
+}
+
+/// A logout whose Redis copy could not be written (Redis blinked between the rate limiter and
+/// the write) is durable in PostgreSQL; the sweeper copies it into Redis, so instances on the
+/// Redis path stop accepting the token. The row is written here as the logout leaves it.
+#[tokio::test]
+async fn a_logout_that_missed_redis_is_copied_there_by_the_sweeper() {
+    let app = TestApp::builder()
+        .env("SWEEP_INTERVAL_SECONDS", "1")
+        .spawn()
+        .await;
+    let token = signup(&app, "blink@example.com").await;
+    let claims = app.state.jwt.verify(&token).unwrap();
+    // Redis holds every revocation (the marker), and the token works on the Redis path.
+    eventually(Duration::from_secs(20), || async {
+        let loaded: Option<String> = redis::cmd("GET")
+            .arg(app.state.redis.key("revocations:loaded"))
+            .query_async(&mut app.state.redis.conn())
+            .await
+            .ok()
+            .flatten();
+        loaded.map(|_| ())
+    })
+    .await;
+    assert_eq!(
+        app.get_auth("/users/profile", &token).await.status(),
+        StatusCode::OK
+    );
+    sqlx::query(
+        "INSERT INTO revoked_tokens (jti, user_id, expires_at, in_redis)
+         VALUES ($1, $2, now() + interval '1 hour', false)",
+    )
+    .bind(claims.jti)
+    .bind(claims.sub)
+    .execute(&app.state.db)
+    .await
+    .unwrap();
+    // Within a sweep the Redis path refuses it too.
+    eventually(Duration::from_secs(20), || async {
+        let status = app.get_auth("/users/profile", &token).await.status();
+        (status == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    let copied: bool = sqlx::query_scalar("SELECT in_redis FROM revoked_tokens WHERE jti = $1")
+        .bind(claims.jti)
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    assert!(copied);
+    for _ in 0..3 {
+        let res = app.get_auth("/users/profile", &token).await;
+        problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
 }
