@@ -82,28 +82,79 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-/// The series the alert rules watch, registered at 0 when the process starts. A counter the
-/// `metrics` crate creates on its first increment appears in Prometheus already at 1, and
-/// `increase()` over a series' first sample is 0: without this, the first failed refund
-/// after a deploy would never fire `RefundsFailing` (monitoring/alerts.yml; the real
-/// Prometheus test in tests/api/monitoring.rs caught it).
-fn zero_alerted_series() {
+/// The counters the alert rules and the dashboard read, registered at 0 when the process
+/// starts, for every label value the code uses. A counter the `metrics` crate creates on its
+/// first increment appears in Prometheus already at that value, and `increase()`/`rate()`
+/// over a series' first sample are 0: without this, the first failed refund after a deploy
+/// would never fire `RefundsFailing` and the first tickets of a sale would not show
+/// (monitoring/alerts.yml; the real-Prometheus test in tests/api/monitoring.rs caught both).
+fn zero_watched_series() {
     for reason in crate::domain::status::RefundReason::ALL {
-        for outcome in ["failed", "needs_attention"] {
+        for outcome in ["processed", "retry", "failed", "needs_attention"] {
             metrics::counter!("ticketing_refunds_total", "outcome" => outcome, "reason" => reason.as_str())
                 .increment(0);
         }
     }
-    for outcome in ["failed", "reversed"] {
+    for outcome in ["success", "retry", "failed", "reversed"] {
         metrics::counter!("ticketing_payouts_total", "outcome" => outcome).increment(0);
     }
     // A delivery whose signature fails is not read, so its event is "other".
     metrics::counter!("ticketing_webhooks_total", "event" => "other", "result" => "invalid_signature")
         .increment(0);
+    for kind in [
+        "welcome",
+        "password_reset",
+        "tickets_issued",
+        "purchase_failed",
+        "refund_started",
+        "refund_processed",
+        "payout_account_changed",
+    ] {
+        for outcome in ["sent", "retry", "failed"] {
+            metrics::counter!("ticketing_mail_total", "kind" => kind, "outcome" => outcome)
+                .increment(0);
+        }
+    }
+    for result in [
+        "admitted",
+        "already_used",
+        "duplicate",
+        "void",
+        "wrong_event",
+        "unknown",
+    ] {
+        metrics::counter!("ticketing_checkins_total", "result" => result).increment(0);
+    }
+    for outcome in [
+        "success",
+        "invalid_credentials",
+        "invalid_code",
+        "two_factor_required",
+        "locked",
+    ] {
+        metrics::counter!("ticketing_logins_total", "outcome" => outcome).increment(0);
+    }
+    for outcome in [
+        "held",
+        "free",
+        "sold_out",
+        "sold_out_shed",
+        "gateway_failed",
+    ] {
+        metrics::counter!("ticketing_purchases_total", "outcome" => outcome).increment(0);
+    }
+    for name in [
+        "ticketing_tickets_issued_total",
+        "ticketing_payments_failed_total",
+        "ticketing_refunded_kobo_total",
+        "ticketing_paid_out_kobo_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
 }
 
 fn describe_metrics() {
-    zero_alerted_series();
+    zero_watched_series();
     metrics::describe_counter!(
         "ticketing_auth_fallbacks_total",
         "Authenticated requests answered from PostgreSQL because Redis could not answer"

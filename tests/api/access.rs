@@ -130,11 +130,31 @@ async fn every_route_that_needs_a_token_refuses_missing_expired_foreign_revoked_
             checked += 1;
         }
     }
+    // The websocket takes its token in the query (browsers cannot set headers on it): the
+    // same refusals, before the upgrade.
+    let ws = app.address.replace("http://", "ws://");
+    for (what, token) in &bad {
+        let url = match token {
+            Some(token) => format!("{ws}/ws?token={token}"),
+            None => format!("{ws}/ws"),
+        };
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+                assert_eq!(
+                    res.status().as_u16(),
+                    401,
+                    "/ws with a token that is {what}"
+                )
+            }
+            other => panic!("/ws with a token that is {what}: {:?}", other.map(|_| ())),
+        }
+        checked += 1;
+    }
     // The good token still works (the matrix did not lock the account or the address out).
     let res = app.get_auth("/users/profile", &user).await;
     assert_eq!(res.status(), StatusCode::OK);
     println!(
-        "ACCESS bad tokens: routes={} kinds={} requests={checked} all=401",
+        "ACCESS bad tokens: routes={} (and /ws) kinds={} requests={checked} all=401",
         secured.len(),
         bad.len()
     );
@@ -300,6 +320,10 @@ async fn the_leak_guard_cuts_a_response_that_carries_a_forbidden_string() {
     assert!(
         leaked.is_none(),
         "the guard let the marker through: {leaked:?}"
+    );
+    assert_eq!(
+        app.forbidden.take_leaks(),
+        vec!["the test's marker".to_owned()]
     );
     // The app itself is fine: a response without the marker passes.
     let res = app.get_auth("/users/tickets", &token).await;

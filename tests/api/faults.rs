@@ -78,6 +78,10 @@ async fn redis_stopped_mid_sale_the_door_keeps_admitting_and_nothing_is_lost() {
         .env("REDIS_URL", redis.url())
         .env("SWEEP_INTERVAL_SECONDS", "1")
         .env("REDRIVE_AFTER_SECONDS", "1")
+        // The job workers look at their Redis queues once an hour: every payment job the
+        // webhooks queue is still sitting in Redis when Redis goes, and is lost with it.
+        // Only the sweeper, reading PostgreSQL, can settle those orders.
+        .env("JOB_POLL_INTERVAL_MILLIS", "3600000")
         .spawn()
         .await;
     let (owner, event_id, _) = event_with_tier(&app, 5_000, 50).await;
@@ -508,4 +512,55 @@ async fn a_logout_that_missed_redis_is_copied_there_by_the_sweeper() {
         let res = app.get_auth("/users/profile", &token).await;
         problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
     }
+}
+
+/// Webhooks out of order: a `refund.processed` for a transaction arrives before the
+/// `charge.success` that paid it (and before any refund of ours exists). Webhooks are hints:
+/// the refund hint finds no refund to drive and changes nothing; the charge settles the order.
+#[tokio::test]
+async fn a_refund_webhook_before_its_charge_changes_nothing_and_the_charge_still_settles() {
+    let app = paystack_fault_app().spawn().await;
+    let (_, event_id, _) = event_with_tier(&app, 500_000, 5).await;
+    let buyer = attendees(&app, 1).await.remove(0);
+    let order = hold(&app, &buyer, &event_id, "Regular", 1).await;
+    let reference = order["reference"].as_str().unwrap().to_owned();
+    // Paid at Paystack; its charge.success is late.
+    app.paystack
+        .set_delivery(crate::fakes::paystack::Delivery::Never);
+    app.paystack.pay(&reference).await;
+    app.paystack
+        .set_delivery(crate::fakes::paystack::Delivery::Once);
+    let refund = serde_json::to_vec(&json!({
+        "event": "refund.processed",
+        "data": { "id": "987654", "status": "processed", "transaction_reference": reference,
+                  "refund_reference": null, "amount": "500000", "currency": "NGN" },
+    }))
+    .unwrap();
+    let res = app
+        .client
+        .post(app.url("/payments/callback"))
+        .header("content-type", "application/json")
+        .header(
+            "x-paystack-signature",
+            crate::fakes::paystack::sign(crate::fakes::paystack::SECRET_KEY, &refund),
+        )
+        .body(refund)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let refunds: i64 = sqlx::query_scalar("SELECT count(*) FROM refunds")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(refunds, 0, "a refund hint made a refund");
+    // The charge arrives: paid, with its ticket, and nothing was refunded.
+    app.paystack.redeliver(&reference).await;
+    let paid = wait_for_status(&app, &buyer, &reference, "paid").await;
+    assert_eq!(paid["tickets"].as_array().unwrap().len(), 1);
+    assert!(app.paystack.all_refunds().is_empty());
+    assert_invariants(&app).await;
+    println!(
+        "FAULT webhook-refund-before-charge: orders=1 paid=1 tickets=1 refunds=0 invariants=ok"
+    );
 }

@@ -293,6 +293,12 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        // A leak fails the test even when the cut request's error was swallowed (a retry
+        // loop, an `.ok()`).
+        let leaks = self.forbidden.take_leaks();
+        if !leaks.is_empty() && !std::thread::panicking() {
+            panic!("responses carried secrets (see LEAK above): {leaks:?}");
+        }
     }
 }
 
@@ -568,7 +574,11 @@ pub async fn wait_for_status(app: &TestApp, token: &str, reference: &str, status
 /// password hash, any Paystack recipient code, the full number of any bank account the
 /// fakes know, and secrets tests add (a TOTP secret, once its one enrolment answer is read).
 #[derive(Clone)]
-pub struct Forbidden(std::sync::Arc<std::sync::RwLock<Vec<Secret>>>);
+pub struct Forbidden {
+    secrets: std::sync::Arc<std::sync::RwLock<Vec<Secret>>>,
+    /// What the relay cut, for the test's end (`TestApp`'s drop fails the test on any).
+    leaks: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
 
 /// What it is (for the report) and its bytes.
 type Secret = (String, Vec<u8>);
@@ -619,23 +629,31 @@ impl Forbidden {
         for (account, _, _) in crate::fakes::paystack::KNOWN_ACCOUNTS {
             list.push(("a bank account number".into(), account.into()));
         }
-        Forbidden(std::sync::Arc::new(std::sync::RwLock::new(
-            list.into_iter()
-                .map(|(what, v)| (what, v.into_bytes()))
-                .collect(),
-        )))
+        Forbidden {
+            secrets: std::sync::Arc::new(std::sync::RwLock::new(
+                list.into_iter()
+                    .map(|(what, v)| (what, v.into_bytes()))
+                    .collect(),
+            )),
+            leaks: Default::default(),
+        }
+    }
+
+    /// The leaks cut so far, forgotten (for the test that makes one on purpose).
+    pub fn take_leaks(&self) -> Vec<String> {
+        std::mem::take(&mut *self.leaks.lock().unwrap())
     }
 
     /// From now on, no response may contain `secret`.
     pub fn add(&self, what: &str, secret: &str) {
-        self.0
+        self.secrets
             .write()
             .unwrap()
             .push((what.to_owned(), secret.as_bytes().to_vec()));
     }
 
     fn found_in(&self, bytes: &[u8]) -> Option<String> {
-        self.0
+        self.secrets
             .read()
             .unwrap()
             .iter()
@@ -644,7 +662,7 @@ impl Forbidden {
     }
 
     fn longest(&self) -> usize {
-        self.0
+        self.secrets
             .read()
             .unwrap()
             .iter()
@@ -697,6 +715,7 @@ async fn guard_responses(app_port: u16, forbidden: Forbidden, shutdown: Cancella
                         };
                         window.extend_from_slice(&buf[..n]);
                         if let Some(what) = forbidden.found_in(&window) {
+                            forbidden.leaks.lock().unwrap().push(what.clone());
                             eprintln!(
                                 "LEAK: a response contained {what}:\n{}",
                                 String::from_utf8_lossy(&window)

@@ -262,6 +262,9 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_fires_every_alert()
     })
     .await;
 
+    // A hold left unpaid (the active-holds gauge).
+    hold(&app, &buyers[0], &event_id, "Regular", 1).await;
+
     // ---- what Prometheus sees ----
     let dashboard: Value =
         serde_json::from_str(&repo_file("monitoring/grafana/dashboards/ticketing.json")).unwrap();
@@ -305,6 +308,42 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_fires_every_alert()
         empty.is_empty(),
         "dashboard queries without data: {empty:#?}"
     );
+    // Data, and not only the zeros registered at start: every panel shows the flow.
+    // (The sweeper refreshes the holds gauge each pass: allow a few scrapes.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut flat = exprs.clone();
+    while !flat.is_empty() && tokio::time::Instant::now() < deadline {
+        let mut still = Vec::new();
+        for expr in flat {
+            let result = query(&client, &prom, &expr).await;
+            let moved = result.iter().any(|sample| {
+                sample["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v > 0.0 && v.is_finite())
+            });
+            if !moved {
+                still.push(expr);
+            }
+        }
+        flat = still;
+        if !flat.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    assert!(
+        flat.is_empty(),
+        "dashboard queries that stayed at zero: {flat:#?}"
+    );
+    // A last burst of 503s, so the 5xx rate is over its threshold however long the flow took.
+    app.paystack
+        .fail_route("POST /transaction/initialize", &[Fault::ServerError; 16]);
+    for buyer in &buyers[..8] {
+        let res = purchase(&app, buyer, &event_id, "Regular", 1).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    app.paystack
+        .clear_route_faults("POST /transaction/initialize");
     let expected = [
         "RefundsFailing",
         "PayoutsFailing",
@@ -344,8 +383,9 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_fires_every_alert()
     assert_invariants(&app).await;
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "PROMETHEUS dashboard_queries={} with_data={} alerts_firing={firing:?}",
+        "PROMETHEUS dashboard_queries={} with_data={} nonzero={} alerts_firing={firing:?}",
         exprs.len(),
-        exprs.len()
+        exprs.len() - empty.len(),
+        exprs.len() - flat.len()
     );
 }
