@@ -9,8 +9,8 @@ CREATE TABLE revoked_tokens (
     jti        UUID PRIMARY KEY,
     user_id    UUID NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     expires_at TIMESTAMPTZ NOT NULL,
-    -- false: the logout could not write its Redis copy; the sweeper copies it.
-    in_redis   BOOLEAN NOT NULL,
+    -- false until the Redis copy is confirmed; the sweeper copies what is still false.
+    in_redis   BOOLEAN NOT NULL DEFAULT false,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 

@@ -99,8 +99,16 @@ fn zero_watched_series() {
         metrics::counter!("ticketing_payouts_total", "outcome" => outcome).increment(0);
     }
     // A delivery whose signature fails is not read, so its event is "other".
-    metrics::counter!("ticketing_webhooks_total", "event" => "other", "result" => "invalid_signature")
-        .increment(0);
+    for result in ["invalid_signature", "unreadable"] {
+        metrics::counter!("ticketing_webhooks_total", "event" => "other", "result" => result)
+            .increment(0);
+    }
+    for event in ["charge.success", "refund", "transfer", "other"] {
+        for result in ["queued", "recorded", "duplicate", "not_queued"] {
+            metrics::counter!("ticketing_webhooks_total", "event" => event, "result" => result)
+                .increment(0);
+        }
+    }
     for kind in [
         "welcome",
         "password_reset",
@@ -140,6 +148,13 @@ fn zero_watched_series() {
         "sold_out",
         "sold_out_shed",
         "gateway_failed",
+        "rate_limited",
+        "invalid",
+        "replayed",
+        "replay_in_progress",
+        "too_many_holds",
+        "free_ticket_limit",
+        "event_closed",
     ] {
         metrics::counter!("ticketing_purchases_total", "outcome" => outcome).increment(0);
     }

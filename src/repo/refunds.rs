@@ -145,6 +145,22 @@ pub async fn start_sending(
     Ok(res.rows_affected() == 1)
 }
 
+/// Takes back the attempt `start_sending` counted (Paystack refused it unread: a 429).
+pub async fn uncount_attempt(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    lease_id: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE refunds SET attempts = GREATEST(attempts - 1, 0) WHERE id = $1 AND lease_id = $2",
+        id,
+        lease_id
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 pub async fn mark_holder_mailed(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE refunds SET holder_mailed_at = now() WHERE id = $1 AND holder_mailed_at IS NULL",

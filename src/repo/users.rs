@@ -113,22 +113,20 @@ pub async fn auth_state(
     Ok(row.map(|r| (r.token_version, r.email, r.revoked)))
 }
 
-/// Records a logged-out token until it would have expired (idempotent); `in_redis`: whether
-/// its Redis copy was written.
+/// Records a logged-out token until it would have expired (idempotent), as not yet copied
+/// into Redis (`mark_revocations_in_redis` once it is).
 pub async fn revoke_token(
     db: impl PgExecutor<'_>,
     jti: Uuid,
     user_id: Uuid,
     expires_at: OffsetDateTime,
-    in_redis: bool,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO revoked_tokens (jti, user_id, expires_at, in_redis) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (jti) DO UPDATE SET in_redis = revoked_tokens.in_redis AND EXCLUDED.in_redis",
+        "INSERT INTO revoked_tokens (jti, user_id, expires_at, in_redis) VALUES ($1, $2, $3, false)
+         ON CONFLICT (jti) DO UPDATE SET in_redis = false",
         jti,
         user_id,
-        expires_at,
-        in_redis
+        expires_at
     )
     .execute(db)
     .await?;

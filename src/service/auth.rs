@@ -200,26 +200,31 @@ fn revoked_key(state: &AppState, jti: Uuid) -> String {
 /// any clock difference between instances.
 const REVOCATION_MARGIN_SECS: i64 = 60;
 
-/// Revokes this token (only this one) until it would have expired anyway, in Redis (what
-/// every instance's hot path reads) and in PostgreSQL (the truth: the fallback path and a
-/// refill read it). The logout is done once PostgreSQL holds it; if Redis could not take its
-/// copy, the row says so (`in_redis = false`) and the sweeper copies it as soon as Redis
-/// answers (`copy_pending_revocations`), so an instance on the Redis path accepts the token
+/// Revokes this token (only this one) until it would have expired anyway, in PostgreSQL (the
+/// truth: the fallback path and a refill read it) and then in Redis (what every instance's
+/// hot path reads). The logout is done once PostgreSQL holds it. The row says `in_redis =
+/// false` until the Redis copy is confirmed, so whatever happens to Redis in between (the
+/// write fails, or Redis restarts and is refilled before the row was visible), the sweeper
+/// copies it (`copy_pending_revocations`): an instance on the Redis path accepts the token
 /// for at most a sweep interval more.
 pub async fn logout(state: &AppState, claims: &Claims) -> AppResult<()> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let expires = claims.exp.max(now) + REVOCATION_MARGIN_SECS;
     let expires_at = OffsetDateTime::from_unix_timestamp(expires)
         .map_err(|e| anyhow::anyhow!("token expiry out of range: {e}"))?;
+    repo::users::revoke_token(&state.db, claims.jti, claims.sub, expires_at).await?;
     let mut conn = state.redis.conn();
-    let in_redis = conn
+    let copied = conn
         .set_ex::<_, _, ()>(revoked_key(state, claims.jti), 1, (expires - now) as u64)
-        .await
-        .inspect_err(
-            |e| tracing::warn!(error = %e, "revocation not in Redis yet; the sweeper copies it"),
-        )
-        .is_ok();
-    repo::users::revoke_token(&state.db, claims.jti, claims.sub, expires_at, in_redis).await?;
+        .await;
+    match copied {
+        Ok(()) => {
+            if let Err(e) = repo::users::mark_revocations_in_redis(&state.db, &[claims.jti]).await {
+                tracing::warn!(error = %e, "revocation copied but not marked; copied again");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "revocation not in Redis yet; the sweeper copies it"),
+    }
     publish_revocation(state, claims.sub).await;
     Ok(())
 }
@@ -288,7 +293,7 @@ pub async fn refill_revocations(state: &AppState) -> AppResult<()> {
         .arg(&token)
         .arg("NX")
         .arg("EX")
-        .arg(5)
+        .arg(30)
         .query_async(&mut conn)
         .await?;
     if won.is_none() {

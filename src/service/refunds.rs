@@ -233,14 +233,19 @@ impl Driver<'_> {
             }
             // Over Paystack's rate limit: nothing was created; back to `pending` until
             // Paystack's window ends (no look-up needed).
-            Err(GatewayError::Limited { retry_after }) => self
-                .defer(
+            // The attempt `start_sending` counted is taken back: nothing reached Paystack,
+            // and the count drives the backoff of real failures.
+            Err(GatewayError::Limited { retry_after }) => {
+                repo::refunds::uncount_attempt(&state.db, self.refund.id, self.lease).await?;
+                self.refund.attempts -= 1;
+                self.defer(
                     RefundState::Pending,
                     Some("paystack rate limit"),
                     retry_after.as_secs_f64(),
                 )
                 .await
-                .map(Some),
+                .map(Some)
+            }
             Err(e) => {
                 // Any other answer (a refusal we cannot be sure of, a 5xx, a timeout) is an
                 // unknown outcome: stay `sending`, and look it up before anything is resent.

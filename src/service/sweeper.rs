@@ -33,6 +33,12 @@ pub struct Sweep {
 }
 
 pub async fn sweep(state: &AppState) -> AppResult<Sweep> {
+    // First, and whatever else fails: a Redis that restarted empty gets the logged-out tokens
+    // back even when no authenticated request notices, and logouts that missed Redis are
+    // copied (the rest of a pass can take minutes during a mass refund).
+    if let Err(e) = auth::ensure_revocations(state).await {
+        tracing::warn!(error = %e, "revocations not checked in Redis");
+    }
     let mut done = Sweep {
         expired: expire_holds(state).await?,
         reverified: reverify(state).await?,
@@ -90,11 +96,6 @@ pub async fn sweep(state: &AppState) -> AppResult<Sweep> {
         if let Err(e) = repo::users::prune_revocations(&state.db).await {
             tracing::warn!(error = %e, "expired revocations not pruned");
         }
-    }
-    // A Redis that restarted empty gets the logged-out tokens back even when no
-    // authenticated request comes to notice it.
-    if let Err(e) = auth::ensure_revocations(state).await {
-        tracing::warn!(error = %e, "revocations not checked in Redis");
     }
 
     // A gauge from the database, not from increments: holds are made on one instance and
