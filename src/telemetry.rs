@@ -144,6 +144,7 @@ fn zero_watched_series() {
     }
     for outcome in [
         "held",
+        "held_link_pending",
         "free",
         "sold_out",
         "sold_out_shed",
@@ -170,6 +171,10 @@ fn zero_watched_series() {
 
 fn describe_metrics() {
     zero_watched_series();
+    metrics::describe_counter!(
+        "ticketing_deferred_checkouts_total",
+        "Checkout links made by the paced initializer, by outcome (linked, rate_limited, failed)"
+    );
     metrics::describe_counter!(
         "ticketing_auth_fallbacks_total",
         "Authenticated requests answered from PostgreSQL because Redis could not answer"

@@ -190,11 +190,14 @@ impl Validate for PurchaseRequest {
 
 /// Buy tickets: holds them until `expires_at` and answers the Paystack checkout URL. A free
 /// tier is issued at once. With `Idempotency-Key`, a retry answers the first order again.
+/// While Paystack's request budget is spent (a flash sale) or Paystack answers 429, the
+/// seats are still held and `authorization_url` is null: the link follows on the websocket
+/// and on `GET /payments/transactions/{reference}`, and `expires_at` counts from it.
 #[utoipa::path(post, path = "/events/{event_id}/tickets/purchase", tag = "tickets", security(("bearer" = [])),
     params(("event_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "1–255 characters")),
     request_body = PurchaseRequest,
     responses(
-        (status = 201, body = OrderResponse),
+        (status = 201, body = OrderResponse, description = "held; `authorization_url` is null while the link is being made within Paystack's budget"),
         (status = 404, description = "`not_found`, `tier_not_found`"),
         (status = 409, description = "`sold_out`, `event_cancelled`, `event_ended`; `free_ticket_limit`: over `MAX_FREE_TICKETS_PER_USER` free tickets for this event"),
         (status = 422, description = "`quantity_out_of_range`, `validation_failed` (also a reused Idempotency-Key with another body)"),

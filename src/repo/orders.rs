@@ -300,6 +300,115 @@ pub async fn set_checkout(
     Ok(())
 }
 
+/// Hands a hold's checkout link to the paced initializer (`service::checkout`).
+pub async fn defer_checkout(db: &sqlx::PgPool, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE orders SET checkout_deferred_at = now(), updated_at = now()
+         WHERE id = $1 AND status = 'pending' AND authorization_url IS NULL",
+        id
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Whether the hold's link is the initializer's to make (not its purchase's, still inline).
+pub async fn checkout_deferred(db: &sqlx::PgPool, id: Uuid) -> sqlx::Result<bool> {
+    let row = sqlx::query_scalar!(
+        r#"SELECT checkout_deferred_at IS NOT NULL AS "deferred!" FROM orders WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.unwrap_or(false))
+}
+
+/// A deferred hold the initializer claimed, with what Paystack needs.
+pub struct DeferredCheckout {
+    pub id: Uuid,
+    pub reference: String,
+    pub event_id: Uuid,
+    pub total_amount: i64,
+    pub currency: String,
+    pub email: String,
+}
+
+/// Claims up to `limit` deferred holds still without a link, oldest first, for
+/// `lease_seconds`; holds another initializer claims are skipped.
+pub async fn claim_deferred_checkouts(
+    db: &sqlx::PgPool,
+    limit: i64,
+    lease_seconds: f64,
+) -> sqlx::Result<Vec<DeferredCheckout>> {
+    sqlx::query_as!(
+        DeferredCheckout,
+        r#"WITH due AS (
+               SELECT id FROM orders
+               WHERE status = 'pending' AND authorization_url IS NULL
+                 AND checkout_deferred_at IS NOT NULL
+                 AND (checkout_claimed_until IS NULL OR checkout_claimed_until < now())
+               ORDER BY checkout_deferred_at
+               LIMIT $1
+               FOR UPDATE SKIP LOCKED
+           ), claimed AS (
+               UPDATE orders o SET checkout_claimed_until = now() + make_interval(secs => $2)
+               FROM due WHERE o.id = due.id
+               RETURNING o.id, o.reference, o.event_id, o.total_amount, o.currency, o.user_id,
+                         o.checkout_deferred_at
+           )
+           SELECT c.id, c.reference, c.event_id, c.total_amount, c.currency,
+                  u.email AS "email!: String"
+           FROM claimed c JOIN users u ON u.id = c.user_id
+           ORDER BY c.checkout_deferred_at"#,
+        limit,
+        lease_seconds
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The deferred hold's link exists: stored, and the hold now runs `hold_seconds` from here
+/// (API.md: `expires_at` counts from when the link exists). False when the hold ended
+/// meanwhile (expired, cancelled): nothing to show the buyer.
+pub async fn set_deferred_checkout(
+    db: &sqlx::PgPool,
+    id: Uuid,
+    authorization_url: &str,
+    access_code: &str,
+    hold_seconds: f64,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE orders SET authorization_url = $2, access_code = $3,
+                expires_at = GREATEST(expires_at, now() + make_interval(secs => $4)),
+                checkout_claimed_until = NULL, updated_at = now()
+         WHERE id = $1 AND status = 'pending' AND authorization_url IS NULL",
+        id,
+        authorization_url,
+        access_code,
+        hold_seconds
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The initializer could not make the link now: tried again after `seconds`.
+pub async fn retry_deferred_checkout(
+    db: &sqlx::PgPool,
+    id: Uuid,
+    seconds: f64,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE orders SET checkout_claimed_until = now() + make_interval(secs => $2)
+         WHERE id = $1",
+        id,
+        seconds
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// pending → `to` (expired, failed, cancelled), clearing `holds_seats`; returns the order when
 /// this call made the change (the caller then gives the seats back in the same transaction).
 pub async fn end_hold(

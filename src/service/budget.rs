@@ -11,6 +11,7 @@ use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Call {
+    Initialize,
     Refund,
     Transfer,
 }
@@ -18,6 +19,7 @@ pub enum Call {
 impl Call {
     fn name(self) -> &'static str {
         match self {
+            Call::Initialize => "initialize",
             Call::Refund => "refund",
             Call::Transfer => "transfer",
         }
@@ -25,6 +27,7 @@ impl Call {
 
     fn per_second(self, state: &AppState) -> u32 {
         match self {
+            Call::Initialize => state.config.paystack_initializes_per_second,
             Call::Refund => state.config.paystack_refunds_per_second,
             Call::Transfer => state.config.paystack_transfers_per_second,
         }
@@ -52,6 +55,19 @@ pub async fn take(state: &AppState, call: Call) -> bool {
         }
     }
     false
+}
+
+/// One slot now, or `Some(wait)` until one frees; never waits. A Redis that cannot answer
+/// counts as a free slot (as in `take`).
+pub async fn try_now(state: &AppState, call: Call) -> Option<Duration> {
+    let name = format!("paystack:budget:{}", call.name());
+    match window_slot(state, &name, call.per_second(state)).await {
+        Ok(wait) => wait,
+        Err(e) => {
+            tracing::warn!(error = %e, "paystack budget unavailable; calling anyway");
+            None
+        }
+    }
 }
 
 /// How far back a budget looks: a little over a second, so that `per_second` calls spaced by

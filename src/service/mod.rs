@@ -5,6 +5,7 @@ pub mod attendees;
 pub mod auth;
 pub mod banks;
 pub mod budget;
+pub mod checkout;
 pub mod door;
 pub mod drive;
 pub mod events;

@@ -14,7 +14,10 @@ use crate::{
         self,
         orders::{HoldRequest, OrderRow},
     },
-    service::{events, holds, payments, rate_limit},
+    service::{
+        budget::{self, Call},
+        events, holds, payments, rate_limit,
+    },
     state::AppState,
 };
 
@@ -71,10 +74,13 @@ async fn replay(
         .await?
         .ok_or_else(|| anyhow::anyhow!("idempotency record without its order"))?;
     // The first request with this key is still starting its checkout: wait for its link
-    // (the first answer again, same order, same status), never answer a hold without a way
-    // to pay it. If the first request fails instead, it releases the hold and forgets the
-    // key, and this one says so: 503, try again.
-    while order.status == OrderStatus::Pending && order.authorization_url.is_none() {
+    // (the first answer again, same order, same status). If the first request fails instead,
+    // it releases the hold and forgets the key, and this one says so: 503, try again. A hold
+    // whose link the paced initializer makes is answered as it is (201, the link to follow).
+    while order.status == OrderStatus::Pending
+        && order.authorization_url.is_none()
+        && !repo::orders::checkout_deferred(&state.db, order.id).await?
+    {
         if Instant::now() + CHECKOUT_POLL >= deadline {
             outcome("replay_in_progress");
             return Err(AppError::Unavailable(
@@ -472,13 +478,19 @@ async fn hold_within_caps(
 }
 
 /// Paystack's checkout for a held order, outside any transaction, within the purchase's
-/// time.
+/// time — inline while Paystack's shared initialize budget has a slot. Past the budget, or
+/// when Paystack answers 429, the seats stay held and the link follows from the paced
+/// initializer (`service::checkout`): 201 with `authorization_url: null`. A buyer never
+/// loses seats or gets a 503 because Paystack is busy (DESIGN.md).
 async fn start_checkout(
     state: &AppState,
     email: &str,
     order: OrderRow,
     deadline: Instant,
 ) -> AppResult<Purchase> {
+    if budget::try_now(state, Call::Initialize).await.is_some() {
+        return defer_checkout(state, order).await;
+    }
     let started = within(
         deadline,
         state.gateway.initialize(NewTransaction {
@@ -508,11 +520,22 @@ async fn start_checkout(
                 replayed: false,
             })
         }
+        Err(GatewayError::Limited { .. }) => defer_checkout(state, order).await,
         Err(e) => {
             outcome("gateway_failed");
             Err(gateway_failed(state, &order, e).await)
         }
     }
+}
+
+/// The hold stays; its link is the paced initializer's to make.
+async fn defer_checkout(state: &AppState, order: OrderRow) -> AppResult<Purchase> {
+    repo::orders::defer_checkout(&state.db, order.id).await?;
+    outcome("held_link_pending");
+    Ok(Purchase {
+        order,
+        replayed: false,
+    })
 }
 
 fn quantity_error(max: i32) -> AppError {

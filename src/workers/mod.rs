@@ -67,6 +67,11 @@ pub fn start(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
                 .build(payout::drive_payout)
         });
     let sweeper = tokio::spawn(sweeper::run(state.clone(), shutdown.clone()));
+    // Checkout links the purchase could not make within Paystack's budget (`service::checkout`).
+    let checkout = tokio::spawn(crate::service::checkout::run(
+        state.clone(),
+        shutdown.clone(),
+    ));
     // Mail leaves from the PostgreSQL outbox, not a Redis queue (`service::mail`).
     let mail = tokio::spawn(crate::service::mail::run(
         state.clone(),
@@ -91,6 +96,7 @@ pub fn start(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
         // The sweeper and the mail sender stop on the same token; wait for their current step.
         let _ = sweeper.await;
         let _ = mail.await;
+        let _ = checkout.await;
     })
 }
 

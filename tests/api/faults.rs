@@ -251,17 +251,34 @@ fn paystack_fault_app() -> TestAppBuilder {
 }
 
 #[tokio::test]
-async fn every_paystack_fault_on_initialize_is_a_503_with_retry_after_and_keeps_no_seat() {
+async fn every_paystack_fault_on_initialize_is_a_503_with_retry_after_or_a_deferred_link() {
     let app = paystack_fault_app().spawn().await;
     let (_, event_id, _) = event_with_tier(&app, 5_000, 3).await;
     let buyers = attendees(&app, paystack_faults().len() + 1).await;
-    let mut waits = Vec::new();
+    let mut answers = Vec::new();
+    let mut deferred = 0;
     for (fault, buyer) in paystack_faults().into_iter().zip(&buyers) {
         app.paystack
             .fail_route("POST /transaction/initialize", &[fault, fault]);
         let res = purchase(&app, buyer, &event_id, "Regular", 1).await;
         app.paystack
             .clear_route_faults("POST /transaction/initialize");
+        if let Fault::RateLimited(_) = fault {
+            // Paystack is busy, not broken: the seat stays held and the link follows once
+            // Paystack's window ends (DESIGN.md: never a 503 because Paystack is busy).
+            assert_eq!(res.status(), StatusCode::CREATED, "{fault:?}");
+            let order: Value = res.json().await.unwrap();
+            assert!(order["authorization_url"].is_null());
+            let reference = order["reference"].as_str().unwrap().to_owned();
+            eventually(Duration::from_secs(30), || async {
+                let now = order_status(&app, buyer, &reference).await;
+                now["authorization_url"].is_string().then_some(())
+            })
+            .await;
+            deferred += 1;
+            answers.push("201".to_owned());
+            continue;
+        }
         let retry_after: u64 = res
             .headers()
             .get("retry-after")
@@ -269,10 +286,7 @@ async fn every_paystack_fault_on_initialize_is_a_503_with_retry_after_and_keeps_
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{fault:?}: a 503 without Retry-After"));
         problem(res, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").await;
-        if let Fault::RateLimited(reset) = fault {
-            assert_eq!(retry_after, reset, "Paystack's window is passed on");
-        }
-        waits.push(retry_after);
+        answers.push(format!("503/{retry_after}"));
         // No seat stays taken by a purchase that has no way to pay.
         eventually(Duration::from_secs(10), || async {
             let event: Value = app
@@ -281,7 +295,7 @@ async fn every_paystack_fault_on_initialize_is_a_503_with_retry_after_and_keeps_
                 .json()
                 .await
                 .unwrap();
-            (event["tiers"][0]["available"] == 3).then_some(())
+            (event["tiers"][0]["available"] == 3 - deferred).then_some(())
         })
         .await;
     }
@@ -290,8 +304,8 @@ async fn every_paystack_fault_on_initialize_is_a_503_with_retry_after_and_keeps_
     assert!(order["authorization_url"].is_string());
     assert_invariants(&app).await;
     println!(
-        "FAULT paystack-initialize: faults={} answers=503 retry_after={waits:?} seats_kept=0 invariants=ok",
-        waits.len()
+        "FAULT paystack-initialize: faults={} answers={answers:?} deferred_links={deferred} seats_lost=0 invariants=ok",
+        answers.len()
     );
 }
 

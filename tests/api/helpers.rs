@@ -104,6 +104,9 @@ impl TestAppBuilder {
             ("CLOUDINARY_BASE_URL", cloudinary.base_url.clone()),
             ("JOB_POLL_INTERVAL_MILLIS", "50".to_owned()),
             ("JOB_RETRY_BASE_MILLIS", "50".to_owned()),
+            // The fake Paystack has no initialize limit: links inline, as most tests expect
+            // (the paced checkout's own tests set a live-like budget).
+            ("PAYSTACK_INITIALIZES_PER_SECOND", "100000".to_owned()),
             ("SHUTDOWN_GRACE_SECONDS", "10".to_owned()),
         ]
         .into_iter()

@@ -5,6 +5,7 @@ mod access;
 mod architecture;
 mod auth;
 mod browser;
+mod checkout;
 mod door;
 mod events;
 #[allow(dead_code)]

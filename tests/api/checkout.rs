@@ -1,0 +1,150 @@
+//! The paced checkout (issue "Flash-sale scale", DESIGN.md "Paystack's limits shape the flash
+//! sale"): past Paystack's initialize budget, or on a Paystack 429, a purchase keeps its seats
+//! and answers 201 with `authorization_url: null`; the link follows within the budget, on the
+//! websocket and on `GET /payments/transactions/:reference`, and `expires_at` counts from it.
+
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{fakes::Fault, helpers::*};
+
+fn expires_at(order: &Value) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(
+        order["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_sale_past_the_initialize_budget_answers_every_buyer_201_and_every_link_follows() {
+    let app = TestApp::builder()
+        .env("PAYSTACK_INITIALIZES_PER_SECOND", "4")
+        .spawn()
+        .await;
+    let (_, event_id, _) = event_with_tier(&app, 500_000, 30).await;
+    let buyers = attendees(&app, 20).await;
+    let started = Instant::now();
+    let answers = futures::future::join_all(
+        buyers
+            .iter()
+            .map(|buyer| purchase(&app, buyer, &event_id, "Regular", 1)),
+    )
+    .await;
+    let mut orders = Vec::new();
+    for res in answers {
+        assert_eq!(res.status(), StatusCode::CREATED, "no buyer is turned away");
+        orders.push(res.json::<Value>().await.unwrap());
+    }
+    let deferred = orders
+        .iter()
+        .filter(|o| o["authorization_url"].is_null())
+        .count();
+    assert!(
+        deferred > 0,
+        "20 purchases at once within a budget of 4 a second"
+    );
+    // Every link follows; a deferred hold runs its full time from its link.
+    for (buyer, order) in buyers.iter().zip(&orders) {
+        let reference = order["reference"].as_str().unwrap();
+        let linked = eventually(Duration::from_secs(30), || async {
+            let now = order_status(&app, buyer, reference).await;
+            now["authorization_url"].is_string().then_some(now)
+        })
+        .await;
+        assert_eq!(linked["status"], "pending");
+        assert!(expires_at(&linked) >= expires_at(order));
+    }
+    // Paced: 20 links at 4 a second (1.1 s windows) cannot all exist sooner than this.
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "20 links in {:?}: the budget was not kept",
+        started.elapsed()
+    );
+    // One initialize per order, never two.
+    assert_eq!(app.paystack.count("POST /transaction/initialize"), 20);
+    for (buyer, order) in buyers.iter().zip(&orders) {
+        let reference = order["reference"].as_str().unwrap();
+        app.paystack.pay(reference).await;
+        wait_for_status(&app, buyer, reference, "paid").await;
+    }
+    assert_invariants(&app).await;
+    println!(
+        "CHECKOUT paced: buyers=20 budget_per_s=4 answered_201=20 deferred={deferred} links=20 in {:?} initializes=20 paid=20",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_paystack_429_keeps_the_seats_and_the_link_is_pushed_when_it_exists() {
+    let app = TestApp::spawn().await;
+    let (_, event_id, _) = event_with_tier(&app, 500_000, 5).await;
+    let buyer = signup(&app, "patient@example.com").await;
+    app.paystack
+        .fail_route("POST /transaction/initialize", &[Fault::RateLimited(1)]);
+    let key = uuid::Uuid::now_v7().to_string();
+    let buy = || {
+        app.client
+            .post(app.url(&format!("/events/{event_id}/tickets/purchase")))
+            .bearer_auth(&buyer)
+            .header("idempotency-key", &key)
+            .json(&json!({ "tier": "Regular", "quantity": 2 }))
+            .send()
+    };
+    let res = buy().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let order: Value = res.json().await.unwrap();
+    assert!(order["authorization_url"].is_null());
+    let reference = order["reference"].as_str().unwrap().to_owned();
+    // The seats are held meanwhile.
+    let event: Value = app
+        .get(&format!("/events/{event_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(event["tiers"][0]["available"], 3);
+    // A subscriber hears the link as soon as it exists.
+    let url = format!(
+        "{}/ws?token={buyer}",
+        app.address.replace("http://", "ws://")
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let subscribe = json!({ "type": "subscribe", "reference": reference }).to_string();
+    socket.send(Message::Text(subscribe.into())).await.unwrap();
+    let pushed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let Some(Ok(Message::Text(text))) = socket.next().await else {
+                continue;
+            };
+            let message: Value = serde_json::from_str(text.as_str()).unwrap();
+            if message["order"]["authorization_url"].is_string() {
+                return message;
+            }
+        }
+    })
+    .await
+    .expect("the link is pushed");
+    assert_eq!(pushed["status"], "pending");
+    // The same request again: the same order, now with its link.
+    let again = buy().await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], order["id"]);
+    assert_eq!(
+        again["authorization_url"],
+        pushed["order"]["authorization_url"]
+    );
+    assert_eq!(
+        app.paystack.count("POST /transaction/initialize"),
+        2,
+        "the 429 and the link"
+    );
+    app.paystack.pay(&reference).await;
+    wait_for_status(&app, &buyer, &reference, "paid").await;
+    assert_invariants(&app).await;
+}
