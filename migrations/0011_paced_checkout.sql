@@ -5,9 +5,11 @@
 --
 -- checkout_deferred_at: when the purchase handed the link over to the initializer (NULL: the
 --   purchase makes its link itself, inline).
--- checkout_claimed_until: an initializer's claim, so two instances never initialize one order.
+-- checkout_claim, checkout_claimed_until: an initializer's claim (its token, and until when),
+--   renewed right before each Paystack call, so two instances never initialize one order.
 ALTER TABLE orders
     ADD COLUMN checkout_deferred_at   TIMESTAMPTZ,
+    ADD COLUMN checkout_claim         UUID,
     ADD COLUMN checkout_claimed_until TIMESTAMPTZ;
 
 -- The initializer's queue: deferred holds still without a link, oldest first.

@@ -333,25 +333,27 @@ pub struct DeferredCheckout {
     pub email: String,
 }
 
-/// Claims up to `limit` deferred holds still without a link, oldest first, for
-/// `lease_seconds`; holds another initializer claims are skipped.
+/// Claims (as `claim`) up to `limit` live deferred holds still without a link, oldest first,
+/// for `lease_seconds`; holds another initializer claims are skipped.
 pub async fn claim_deferred_checkouts(
     db: &sqlx::PgPool,
     limit: i64,
     lease_seconds: f64,
+    claim: Uuid,
 ) -> sqlx::Result<Vec<DeferredCheckout>> {
     sqlx::query_as!(
         DeferredCheckout,
         r#"WITH due AS (
                SELECT id FROM orders
                WHERE status = 'pending' AND authorization_url IS NULL
-                 AND checkout_deferred_at IS NOT NULL
+                 AND checkout_deferred_at IS NOT NULL AND expires_at > now()
                  AND (checkout_claimed_until IS NULL OR checkout_claimed_until < now())
                ORDER BY checkout_deferred_at
                LIMIT $1
                FOR UPDATE SKIP LOCKED
            ), claimed AS (
-               UPDATE orders o SET checkout_claimed_until = now() + make_interval(secs => $2)
+               UPDATE orders o SET checkout_claimed_until = now() + make_interval(secs => $2),
+                                   checkout_claim = $3
                FROM due WHERE o.id = due.id
                RETURNING o.id, o.reference, o.event_id, o.total_amount, o.currency, o.user_id,
                          o.checkout_deferred_at
@@ -361,10 +363,44 @@ pub async fn claim_deferred_checkouts(
            FROM claimed c JOIN users u ON u.id = c.user_id
            ORDER BY c.checkout_deferred_at"#,
         limit,
-        lease_seconds
+        lease_seconds,
+        claim
     )
     .fetch_all(db)
     .await
+}
+
+/// Right before a Paystack call: the claim is still `claim`'s, unexpired, and the hold still
+/// needs its link; extended by `lease_seconds` (past the call). False: leave the order.
+pub async fn reassert_checkout_claim(
+    db: &sqlx::PgPool,
+    id: Uuid,
+    claim: Uuid,
+    lease_seconds: f64,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE orders SET checkout_claimed_until = now() + make_interval(secs => $3)
+         WHERE id = $1 AND checkout_claim = $2 AND checkout_claimed_until > now()
+           AND status = 'pending' AND authorization_url IS NULL AND expires_at > now()",
+        id,
+        claim,
+        lease_seconds
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives back `claim`'s holds still without a link (an initializer shutting down).
+pub async fn release_checkout_claims(db: &sqlx::PgPool, claim: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE orders SET checkout_claimed_until = NULL
+         WHERE checkout_claim = $1 AND authorization_url IS NULL AND status = 'pending'",
+        claim
+    )
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// The deferred hold's link exists: stored, and the hold now runs `hold_seconds` from here

@@ -148,3 +148,29 @@ async fn a_paystack_429_keeps_the_seats_and_the_link_is_pushed_when_it_exists() 
     wait_for_status(&app, &buyer, &reference, "paid").await;
     assert_invariants(&app).await;
 }
+
+/// A deferred link whose initialize reached Paystack but whose answer was lost: the next try
+/// is a duplicate reference, and Paystack never gives an existing transaction's link back.
+/// The hold ends (seats back) and the buyer sees `failed`, never a hold that waits forever.
+#[tokio::test]
+async fn a_deferred_link_lost_at_paystack_ends_the_hold_instead_of_waiting_forever() {
+    let app = TestApp::spawn().await;
+    let (_, event_id, _) = event_with_tier(&app, 500_000, 5).await;
+    let buyer = signup(&app, "unlucky@example.com").await;
+    app.paystack.fail_route(
+        "POST /transaction/initialize",
+        &[Fault::RateLimited(1), Fault::ServerErrorAfterAccept],
+    );
+    let order = hold(&app, &buyer, &event_id, "Regular", 2).await;
+    assert!(order["authorization_url"].is_null());
+    let reference = order["reference"].as_str().unwrap();
+    wait_for_status(&app, &buyer, reference, "failed").await;
+    let event: Value = app
+        .get(&format!("/events/{event_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(event["tiers"][0]["available"], 5, "the seats are back");
+    assert_invariants(&app).await;
+}
