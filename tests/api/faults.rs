@@ -59,6 +59,20 @@ impl OwnRedis {
     }
 }
 
+/// Waits until Redis says it holds every revocation (`revocations:loaded`, set by a refill).
+async fn revocations_marker_set(app: &TestApp) {
+    eventually(Duration::from_secs(20), || async {
+        let loaded: Option<String> = redis::cmd("GET")
+            .arg(app.state.redis.key("revocations:loaded"))
+            .query_async(&mut app.state.redis.conn())
+            .await
+            .ok()
+            .flatten();
+        loaded.map(|_| ())
+    })
+    .await;
+}
+
 /// Runs a request and returns its answer with how long it took.
 async fn timed<F: std::future::Future<Output = reqwest::Response>>(
     request: F,
@@ -198,16 +212,7 @@ async fn redis_stopped_mid_sale_the_door_keeps_admitting_and_nothing_is_lost() {
     assert_eq!(mails, orders.len(), "one ticket mail per order");
     // The logged-out token is still refused once Redis answers again: Redis was refilled
     // with the revocations from PostgreSQL before its answers were trusted.
-    eventually(Duration::from_secs(20), || async {
-        let loaded: Option<String> = redis::cmd("GET")
-            .arg(app.state.redis.key("revocations:loaded"))
-            .query_async(&mut app.state.redis.conn())
-            .await
-            .ok()
-            .flatten();
-        loaded.map(|_| ())
-    })
-    .await;
+    revocations_marker_set(&app).await;
     for _ in 0..3 {
         let res = app.get_auth("/users/profile", &leaver).await;
         problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
@@ -487,16 +492,7 @@ async fn a_logout_that_missed_redis_is_copied_there_by_the_sweeper() {
     let token = signup(&app, "blink@example.com").await;
     let claims = app.state.jwt.verify(&token).unwrap();
     // Redis holds every revocation (the marker), and the token works on the Redis path.
-    eventually(Duration::from_secs(20), || async {
-        let loaded: Option<String> = redis::cmd("GET")
-            .arg(app.state.redis.key("revocations:loaded"))
-            .query_async(&mut app.state.redis.conn())
-            .await
-            .ok()
-            .flatten();
-        loaded.map(|_| ())
-    })
-    .await;
+    revocations_marker_set(&app).await;
     assert_eq!(
         app.get_auth("/users/profile", &token).await.status(),
         StatusCode::OK

@@ -58,6 +58,26 @@ async fn query(client: &reqwest::Client, prometheus: &str, expr: &str) -> Vec<Va
         .unwrap_or_default()
 }
 
+/// Prometheus's alerts, as its HTTP API lists them.
+async fn alerts(client: &reqwest::Client, prometheus: &str) -> Value {
+    client
+        .get(format!("{prometheus}/api/v1/alerts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Purchases that fail while Paystack cannot start a checkout (the route's faults are set).
+async fn failed_purchases(app: &TestApp, buyers: &[String], event_id: &str) {
+    for buyer in buyers {
+        let res = purchase(app, buyer, event_id, "Regular", 1).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
+
 #[tokio::test]
 async fn a_real_prometheus_answers_every_dashboard_query_and_fires_every_alert() {
     let Some(binary) = prometheus() else {
@@ -138,14 +158,7 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_fires_every_alert()
         (!up.is_empty()).then_some(())
     })
     .await;
-    let quiet: Value = client
-        .get(format!("{prom}/api/v1/alerts"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let quiet = alerts(&client, &prom).await;
     assert_eq!(quiet["data"]["alerts"], json!([]), "alerts before the flow");
 
     // ---- the flow ----
@@ -157,10 +170,7 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_fires_every_alert()
         .fail_route("POST /transaction/initialize", &[Fault::ServerError; 32]);
     // Three bursts, each scraped before the next: a rate needs samples that differ.
     for burst in 1..=3 {
-        for buyer in &buyers[..8] {
-            let res = purchase(&app, buyer, &event_id, "Regular", 1).await;
-            assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-        }
+        failed_purchases(&app, &buyers[..8], &event_id).await;
         eventually(Duration::from_secs(30), || async {
             let seen = query(
                 &client,
@@ -338,10 +348,7 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_fires_every_alert()
     // A last burst of 503s, so the 5xx rate is over its threshold however long the flow took.
     app.paystack
         .fail_route("POST /transaction/initialize", &[Fault::ServerError; 16]);
-    for buyer in &buyers[..8] {
-        let res = purchase(&app, buyer, &event_id, "Regular", 1).await;
-        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    }
+    failed_purchases(&app, &buyers[..8], &event_id).await;
     app.paystack
         .clear_route_faults("POST /transaction/initialize");
     let expected = [
@@ -352,14 +359,7 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_fires_every_alert()
     ];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let firing = loop {
-        let res: Value = client
-            .get(format!("{prom}/api/v1/alerts"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let res = alerts(&client, &prom).await;
         let firing: Vec<String> = res["data"]["alerts"]
             .as_array()
             .unwrap()
