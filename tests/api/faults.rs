@@ -19,11 +19,7 @@ struct OwnRedis {
 
 impl OwnRedis {
     async fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut redis = OwnRedis { port, child: None };
         redis.restart().await;
         redis
@@ -246,18 +242,9 @@ fn paystack_faults() -> Vec<Fault> {
     ]
 }
 
-fn paystack_fault_app() -> TestAppBuilder {
-    TestApp::builder()
-        .env("SWEEP_INTERVAL_SECONDS", "1")
-        .env("REDRIVE_AFTER_SECONDS", "1")
-        .env("PAYOUT_DELAY_SECONDS", "0")
-        .env("PAYSTACK_TIMEOUT_MILLIS", "1000")
-        .env("PAYSTACK_REFUNDS_PER_SECOND", "100")
-}
-
 #[tokio::test]
 async fn every_paystack_fault_on_initialize_is_a_503_with_retry_after_or_a_deferred_link() {
-    let app = paystack_fault_app().spawn().await;
+    let app = crate::money::money_app().spawn().await;
     let (_, event_id, _) = event_with_tier(&app, 5_000, 3).await;
     let buyers = attendees(&app, paystack_faults().len() + 1).await;
     let mut answers = Vec::new();
@@ -316,7 +303,7 @@ async fn every_paystack_fault_on_initialize_is_a_503_with_retry_after_or_a_defer
 
 #[tokio::test]
 async fn every_paystack_fault_on_verify_only_delays_the_tickets() {
-    let app = paystack_fault_app().spawn().await;
+    let app = crate::money::money_app().spawn().await;
     let (_, event_id, _) = event_with_tier(&app, 5_000, 20).await;
     let faults = paystack_faults();
     let buyers = attendees(&app, faults.len()).await;
@@ -346,7 +333,7 @@ async fn every_paystack_fault_on_verify_only_delays_the_tickets() {
 
 #[tokio::test]
 async fn every_paystack_fault_on_refund_and_transfer_still_moves_each_kobo_once() {
-    let app = paystack_fault_app().spawn().await;
+    let app = crate::money::money_app().spawn().await;
     // Event A is cancelled: every paid order refunded once, through every refund fault.
     let (owner_a, event_a, _) = event_with_tier(&app, 500_000, 20).await;
     // Event B ends: its organizer is paid once, through every transfer fault.
@@ -423,7 +410,7 @@ async fn every_paystack_fault_on_refund_and_transfer_still_moves_each_kobo_once(
 /// refund yet and sends another: Paystack has no idempotency key for refunds.
 #[tokio::test]
 async fn a_lease_lapsing_mid_send_never_makes_a_second_refund() {
-    let app = paystack_fault_app()
+    let app = crate::money::money_app()
         .env("PAYSTACK_TIMEOUT_MILLIS", "6000")
         .spawn()
         .await;
@@ -529,7 +516,7 @@ async fn a_logout_that_missed_redis_is_copied_there_by_the_sweeper() {
 /// the refund hint finds no refund to drive and changes nothing; the charge settles the order.
 #[tokio::test]
 async fn a_refund_webhook_before_its_charge_changes_nothing_and_the_charge_still_settles() {
-    let app = paystack_fault_app().spawn().await;
+    let app = crate::money::money_app().spawn().await;
     let (_, event_id, _) = event_with_tier(&app, 500_000, 5).await;
     let buyer = attendees(&app, 1).await.remove(0);
     let order = hold(&app, &buyer, &event_id, "Regular", 1).await;

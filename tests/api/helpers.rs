@@ -133,14 +133,19 @@ pub struct Prepared {
     pub cloudinary: FakeCloudinary,
 }
 
-/// An app on the built-in sandbox checkout (no Paystack key). Its webhook goes to
-/// `PUBLIC_BASE_URL`, so the port is chosen before the app starts.
-pub async fn sandbox_app() -> TestApp {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A port free right now on the loopback (for a server the test starts itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+/// An app on the built-in sandbox checkout (no Paystack key). Its webhook goes to
+/// `PUBLIC_BASE_URL`, so the port is chosen before the app starts.
+pub async fn sandbox_app() -> TestApp {
+    let port = free_port();
     TestApp::builder()
         .without("PAYSTACK_SECRET_KEY")
         .env("PORT", port.to_string())

@@ -22,7 +22,7 @@ use crate::{
 const PRICE: i64 = 500_000; // ₦5,000.00: 7.5 % platform fee by the default schedule
 
 /// Fast sweeps, refunds and payouts due at once, Paystack calls that time out after a second.
-fn money_app() -> TestAppBuilder {
+pub(crate) fn money_app() -> TestAppBuilder {
     TestApp::builder()
         .env("SWEEP_INTERVAL_SECONDS", "1")
         .env("REDRIVE_AFTER_SECONDS", "1")

@@ -124,11 +124,7 @@ async fn a_real_prometheus_answers_every_dashboard_query_and_fires_every_alert()
         "evaluation_interval: 1s",
     );
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let _prometheus = tokio::process::Command::new(binary)
         .arg(format!(
             "--config.file={}",

@@ -100,14 +100,6 @@ fn leaks(logs: &str, secret: &str) -> bool {
     logs.contains(secret)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A client of a process: JSON in, status and JSON out.
 #[derive(Clone)]
 struct Api {
