@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod kv;
+pub mod lanes;
 pub mod queue;
 pub mod repo;
 pub mod security;

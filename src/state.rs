@@ -22,6 +22,12 @@ use crate::{
     telemetry,
 };
 
+/// A hold waiting on its tier's lane (`service::batcher`), with where to answer it.
+pub type HoldQueued = (
+    crate::repo::orders::HoldAsk,
+    tokio::sync::oneshot::Sender<crate::repo::orders::HoldOutcome>,
+);
+
 /// Largest JSON body any route accepts. Poster uploads raise it on their own route.
 pub const JSON_BODY_LIMIT: usize = 64 * 1024;
 
@@ -60,6 +66,8 @@ pub struct Shared {
     /// Tier ids by (event, name or id): see `service::purchase`.
     pub tier_ids:
         Arc<std::sync::Mutex<std::collections::HashMap<(uuid::Uuid, String), uuid::Uuid>>>,
+    /// This instance's hold lanes, one per busy tier (`service::batcher`).
+    pub batcher: crate::lanes::Lanes<(uuid::Uuid, uuid::Uuid), HoldQueued>,
 }
 
 impl AppState {
@@ -123,6 +131,7 @@ impl AppState {
             passwords,
             clock: Default::default(),
             tier_ids: Arc::default(),
+            batcher: Default::default(),
             gateway,
             media,
             jwt,

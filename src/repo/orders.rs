@@ -4,6 +4,8 @@
 //! Every state change is one guarded statement (`... WHERE status = <from>`), so two
 //! webhooks, two workers or two sweepers racing on one order change it once.
 
+use std::time::Duration;
+
 use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -31,103 +33,264 @@ pub struct OrderRow {
     pub created_at: OffsetDateTime,
 }
 
-pub struct HoldRequest<'a> {
+/// What a buyer asks of a tier's hold lane (`service::batcher`).
+pub struct HoldAsk {
     pub order_id: Uuid,
-    pub reference: &'a str,
+    pub reference: String,
     pub user_id: Uuid,
-    pub event_id: Uuid,
-    pub tier_id: Uuid,
     pub quantity: i32,
-    pub hold_seconds: f64,
-    /// `(key, request hash)` of the Idempotency-Key, stored with the order.
-    pub idempotency: Option<(&'a str, &'a str)>,
-    /// The service's clock: the event must not be over, the discount not expired.
-    pub now: OffsetDateTime,
+    /// `(key, request hash)` of the Idempotency-Key.
+    pub idempotency: Option<(String, String)>,
 }
 
-/// Takes the seats and creates the pending order in ONE statement — the no-oversell rule.
-///
-/// The tier row is updated only while `taken + quantity <= quantity`; PostgreSQL re-checks
-/// that condition on the latest row version after waiting for any concurrent update of the
-/// row, so no interleaving of buyers on any number of instances can oversell. The discount is
-/// decided in the same update (it must have room for the whole order, so an order never
-/// mixes prices). The order and the idempotency record are inserted by the same statement,
-/// so they exist exactly when the seats were taken. `None`: not enough seats, or the event is
-/// closed or does not allow that quantity (the caller tells which, on this slow path only).
-pub async fn hold(db: impl PgExecutor<'_>, h: HoldRequest<'_>) -> sqlx::Result<Option<OrderRow>> {
+/// How a hold lane answered one buyer.
+#[derive(Debug)]
+pub enum HoldOutcome {
+    Held(Box<OrderRow>),
+    /// No seats taken: not enough left, the event is closed, the quantity is over the event's
+    /// limit, or no such tier (the caller tells which, on its slow path).
+    Nothing,
+    /// The Idempotency-Key is already stored with another order: answer that one.
+    Duplicate,
+    /// `MAX_ACTIVE_HOLDS_PER_USER`: retry once the first hold ends (at the earliest in
+    /// `retry_after`).
+    TooManyHolds {
+        retry_after: Duration,
+    },
+    /// `MAX_FREE_TICKETS_PER_USER`: the buyer already has `have` of `cap`.
+    FreeTicketLimit {
+        cap: i64,
+        have: i64,
+    },
+    /// The batch's transaction failed: nothing was taken, try again.
+    Failed(String),
+}
+
+/// A tier and its event as a batch of holds sees them, the tier row locked until the batch's
+/// transaction ends (`lock_tier_for_holds`).
+#[derive(Debug, Clone)]
+pub struct TierForHolds {
+    pub taken: i32,
+    pub quantity: i32,
+    pub price: i64,
+    pub currency: String,
+    pub discount_price: Option<i64>,
+    pub discount_quantity: Option<i32>,
+    pub discount_taken: i32,
+    pub discount_expires_at: Option<OffsetDateTime>,
+    /// Scheduled and not over at `now`.
+    pub open: bool,
+    pub max_per_order: i32,
+}
+
+/// Locks the tier row for the rest of the transaction and reads what deciding a batch of
+/// holds needs. Every hold of the tier, on every instance, goes through this lock, so the
+/// seats counted here are the seats there are until the commit. `None`: no such tier on this
+/// event.
+pub async fn lock_tier_for_holds(
+    db: impl PgExecutor<'_>,
+    tier_id: Uuid,
+    event_id: Uuid,
+    now: OffsetDateTime,
+) -> sqlx::Result<Option<TierForHolds>> {
     sqlx::query_as!(
-        OrderRow,
+        TierForHolds,
+        r#"SELECT t.taken, t.quantity, t.price, t.currency, t.discount_price, t.discount_quantity,
+                  t.discount_taken, t.discount_expires_at,
+                  (e.status = 'scheduled' AND e.ends_at > $3) AS "open!", e.max_per_order
+           FROM ticket_tiers t JOIN events e ON e.id = t.event_id
+           WHERE t.id = $1 AND t.event_id = $2
+           FOR UPDATE OF t"#,
+        tier_id,
+        event_id,
+        now
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// One hold the batch decided to grant: its order, price already decided.
+pub struct GrantedHold {
+    pub order_id: Uuid,
+    pub reference: String,
+    pub user_id: Uuid,
+    pub quantity: i32,
+    pub unit_price: i64,
+    pub discounted: bool,
+    /// `(key, request hash)` of the Idempotency-Key, stored with the order.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// The orders a batch inserted, and those whose Idempotency-Key was already taken (by the
+/// same request on another instance or an earlier one): the caller takes those back
+/// (`undo_holds`) before committing.
+pub struct InsertedHolds {
+    pub orders: Vec<OrderRow>,
+    pub duplicates: Vec<Uuid>,
+}
+
+/// Takes the seats of every granted hold from the (locked) tier and inserts their orders and
+/// idempotency records — one statement, so a batch costs one round trip however large. The
+/// `taken + seats <= quantity` guard and the table's CHECK stay as independent guards even
+/// though the caller counted under the row lock.
+pub async fn insert_holds(
+    tx: &mut sqlx::PgConnection,
+    tier_id: Uuid,
+    event_id: Uuid,
+    currency: &str,
+    hold_seconds: f64,
+    holds: &[GrantedHold],
+) -> sqlx::Result<InsertedHolds> {
+    // At most MAX_BATCH × 100 seats: far inside i32.
+    let seats: i32 = holds.iter().map(|h| h.quantity).sum();
+    let discounted_seats: i32 = holds
+        .iter()
+        .filter(|h| h.discounted)
+        .map(|h| h.quantity)
+        .sum();
+    let keyed: Vec<&GrantedHold> = holds.iter().filter(|h| h.idempotency.is_some()).collect();
+    let key_part = |f: fn(&(String, String)) -> &String| -> Vec<String> {
+        keyed
+            .iter()
+            .filter_map(|h| h.idempotency.as_ref().map(|i| f(i).clone()))
+            .collect()
+    };
+    let rows = sqlx::query!(
         r#"WITH tier AS (
-               UPDATE ticket_tiers SET
-                   taken = taken + $6,
-                   last_hold_discounted = (discount_price IS NOT NULL AND discount_expires_at > $10
-                                           AND discount_taken + $6 <= discount_quantity),
-                   discount_taken = discount_taken + CASE
-                       WHEN discount_price IS NOT NULL AND discount_expires_at > $10
-                            AND discount_taken + $6 <= discount_quantity THEN $6 ELSE 0 END
-               WHERE id = $5 AND event_id = $4 AND taken + $6 <= quantity
-                 -- The event must be open and allow this many per order. Checked here, in the
-                 -- same statement, so the fast path needs no separate read of the event.
-                 AND EXISTS (SELECT 1 FROM events e
-                             WHERE e.id = $4 AND e.status = 'scheduled' AND e.ends_at > $10
-                               AND $6 <= e.max_per_order)
-               RETURNING id, currency, last_hold_discounted,
-                         CASE WHEN last_hold_discounted THEN discount_price ELSE price END AS unit_price
+               UPDATE ticket_tiers SET taken = taken + $3::int,
+                                       discount_taken = discount_taken + $4::int
+               WHERE id = $1 AND event_id = $2 AND taken + $3 <= quantity
+               RETURNING id
            ), ord AS (
                INSERT INTO orders (id, reference, user_id, event_id, tier_id, quantity, unit_price,
                                    total_amount, discounted, currency, status, expires_at)
-               SELECT $1, $2, $3, $4, tier.id, $6, tier.unit_price, tier.unit_price * $6,
-                      tier.last_hold_discounted, tier.currency, 'pending',
-                      now() + make_interval(secs => $7)
-               FROM tier
+               SELECT o.id, o.reference, o.user_id, $2, $1, o.quantity, o.unit_price,
+                      o.unit_price * o.quantity, o.discounted, $5, 'pending',
+                      now() + make_interval(secs => $6)
+               FROM unnest($7::uuid[], $8::text[], $9::uuid[], $10::int[], $11::bigint[], $12::bool[])
+                    AS o(id, reference, user_id, quantity, unit_price, discounted)
+               WHERE EXISTS (SELECT 1 FROM tier)
                RETURNING *
            ), idem AS (
+               -- A key already stored (or being stored by a transaction this one waits for)
+               -- is skipped, not an error: one duplicate must not fail the whole batch.
                INSERT INTO idempotency_keys (user_id, key, request_hash, order_id)
-               SELECT $3, $8, $9, ord.id FROM ord WHERE $8::text IS NOT NULL
+               SELECT k.user_id, k.key, k.hash, k.order_id
+               FROM unnest($13::uuid[], $14::text[], $15::text[], $16::uuid[])
+                    AS k(user_id, key, hash, order_id)
+               WHERE EXISTS (SELECT 1 FROM tier)
+               ON CONFLICT DO NOTHING
+               RETURNING order_id
            )
            SELECT id AS "id!", reference AS "reference!", user_id AS "user_id!",
                   event_id AS "event_id!", tier_id AS "tier_id!", quantity AS "quantity!",
                   unit_price AS "unit_price!", total_amount AS "total_amount!",
                   discounted AS "discounted!", currency AS "currency!", status AS "status!: OrderStatus",
                   holds_seats AS "holds_seats!", expires_at AS "expires_at!", authorization_url,
-                  paid_at, mail_queued_at, created_at AS "created_at!"
+                  paid_at, mail_queued_at, created_at AS "created_at!",
+                  EXISTS (SELECT 1 FROM idem WHERE idem.order_id = ord.id) AS "key_stored!"
            FROM ord"#,
-        h.order_id,
-        h.reference,
-        h.user_id,
-        h.event_id,
-        h.tier_id,
-        h.quantity,
-        h.hold_seconds,
-        h.idempotency.map(|i| i.0),
-        h.idempotency.map(|i| i.1),
-        h.now,
+        tier_id,
+        event_id,
+        seats,
+        discounted_seats,
+        currency,
+        hold_seconds,
+        &holds.iter().map(|h| h.order_id).collect::<Vec<_>>(),
+        &holds.iter().map(|h| h.reference.clone()).collect::<Vec<_>>(),
+        &holds.iter().map(|h| h.user_id).collect::<Vec<_>>(),
+        &holds.iter().map(|h| h.quantity).collect::<Vec<_>>(),
+        &holds.iter().map(|h| h.unit_price).collect::<Vec<_>>(),
+        &holds.iter().map(|h| h.discounted).collect::<Vec<_>>(),
+        &keyed.iter().map(|h| h.user_id).collect::<Vec<_>>(),
+        &key_part(|i| &i.0),
+        &key_part(|i| &i.1),
+        &keyed.iter().map(|h| h.order_id).collect::<Vec<_>>(),
     )
-    .fetch_optional(db)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    let keyed_ids: std::collections::HashSet<Uuid> = keyed.iter().map(|h| h.order_id).collect();
+    let mut inserted = InsertedHolds {
+        orders: Vec::with_capacity(rows.len()),
+        duplicates: Vec::new(),
+    };
+    for r in rows {
+        if keyed_ids.contains(&r.id) && !r.key_stored {
+            inserted.duplicates.push(r.id);
+        }
+        inserted.orders.push(OrderRow {
+            id: r.id,
+            reference: r.reference,
+            user_id: r.user_id,
+            event_id: r.event_id,
+            tier_id: r.tier_id,
+            quantity: r.quantity,
+            unit_price: r.unit_price,
+            total_amount: r.total_amount,
+            discounted: r.discounted,
+            currency: r.currency,
+            status: r.status,
+            holds_seats: r.holds_seats,
+            expires_at: r.expires_at,
+            authorization_url: r.authorization_url,
+            paid_at: r.paid_at,
+            mail_queued_at: r.mail_queued_at,
+            created_at: r.created_at,
+        });
+    }
+    Ok(inserted)
 }
 
-/// Serialises one buyer's purchases on one event until the transaction ends, so that the
-/// counts of `buyer_usage` read after it cannot be raced by the same buyer's next request
-/// (whose own hold then waits here and counts this one). A transaction-scoped advisory lock:
-/// nothing to clean up, and unrelated buyers never wait on each other (a hash collision only
-/// serialises two buyers for a moment).
-pub async fn lock_buyer(
+/// Takes back, inside the batch's transaction, orders whose Idempotency-Key turned out to be
+/// taken: they never become visible, and their seats return to the tier before the commit.
+pub async fn undo_holds(
+    tx: &mut sqlx::PgConnection,
+    tier_id: Uuid,
+    order_ids: &[Uuid],
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"WITH gone AS (
+               DELETE FROM orders WHERE id = ANY($1) AND status = 'pending'
+               RETURNING quantity, discounted
+           )
+           UPDATE ticket_tiers SET
+               taken = taken - (SELECT COALESCE(SUM(quantity), 0) FROM gone)::int,
+               discount_taken = discount_taken
+                   - (SELECT COALESCE(SUM(quantity) FILTER (WHERE discounted), 0) FROM gone)::int
+           WHERE id = $2"#,
+        order_ids,
+        tier_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Serialises each buyer's purchases on one event until the transaction ends, so that the
+/// counts of `buyers_usage` read after it cannot be raced by the same buyer's next request
+/// (on this instance or another: its batch waits here and then counts this one).
+/// Transaction-scoped advisory locks, taken in one order (sorted keys) by every batch so two
+/// batches never wait on each other in a circle; unrelated buyers never wait (a hash
+/// collision only serialises two buyers for a moment).
+pub async fn lock_buyers(
     db: impl PgExecutor<'_>,
-    user_id: Uuid,
+    user_ids: &[Uuid],
     event_id: Uuid,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1::text || $2::text, 0))",
-        user_id.to_string(),
+        r#"SELECT pg_advisory_xact_lock(k) AS "locked"
+           FROM (SELECT DISTINCT hashtextextended(u::text || $2::text, 0) AS k
+                 FROM unnest($1::uuid[]) AS u ORDER BY 1) AS keys"#,
+        user_ids,
         event_id.to_string()
     )
-    .execute(db)
+    .fetch_all(db)
     .await?;
     Ok(())
 }
 
 /// What one buyer has of one event right now.
+#[derive(Debug, Clone, Default)]
 pub struct BuyerUsage {
     /// Pending orders still holding seats.
     pub active_holds: i64,
@@ -137,28 +300,39 @@ pub struct BuyerUsage {
     pub free_tickets: i64,
 }
 
-pub async fn buyer_usage(
+/// `BuyerUsage` of each of `user_ids` on the event, in one query (absent: nothing yet).
+pub async fn buyers_usage(
     db: impl PgExecutor<'_>,
-    user_id: Uuid,
+    user_ids: &[Uuid],
     event_id: Uuid,
-) -> sqlx::Result<BuyerUsage> {
-    let row = sqlx::query!(
-        r#"SELECT COUNT(*) FILTER (WHERE status = 'pending' AND holds_seats) AS "active_holds!",
+) -> sqlx::Result<std::collections::HashMap<Uuid, BuyerUsage>> {
+    let rows = sqlx::query!(
+        r#"SELECT user_id,
+                  COUNT(*) FILTER (WHERE status = 'pending' AND holds_seats) AS "active_holds!",
                   MIN(expires_at) FILTER (WHERE status = 'pending' AND holds_seats) AS first_expiry,
                   COALESCE(SUM(quantity) FILTER (WHERE total_amount = 0 AND status IN ('pending', 'paid')), 0)
                       AS "free_tickets!"
            FROM orders
-           WHERE user_id = $1 AND event_id = $2 AND (status = 'pending' OR total_amount = 0)"#,
-        user_id,
+           WHERE user_id = ANY($1) AND event_id = $2 AND (status = 'pending' OR total_amount = 0)
+           GROUP BY user_id"#,
+        user_ids,
         event_id
     )
-    .fetch_one(db)
+    .fetch_all(db)
     .await?;
-    Ok(BuyerUsage {
-        active_holds: row.active_holds,
-        first_expiry: row.first_expiry,
-        free_tickets: row.free_tickets,
-    })
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.user_id,
+                BuyerUsage {
+                    active_holds: r.active_holds,
+                    first_expiry: r.first_expiry,
+                    free_tickets: r.free_tickets,
+                },
+            )
+        })
+        .collect())
 }
 
 /// `(request hash, order id)` stored for a user's Idempotency-Key.

@@ -4,6 +4,7 @@
 pub mod attendees;
 pub mod auth;
 pub mod banks;
+pub mod batcher;
 pub mod budget;
 pub mod checkout;
 pub mod door;

@@ -1,5 +1,6 @@
-//! The purchase: hold the seats (one guarded statement, see `repo::orders::hold`), then start
-//! the Paystack checkout outside any transaction. DESIGN.md "The purchase, step by step".
+//! The purchase: hold the seats (the tier's lane, `service::batcher`, decides it with the
+//! holds arriving beside it under the tier row's lock), then start the Paystack checkout
+//! outside any transaction. DESIGN.md "The purchase, step by step".
 
 use std::time::{Duration, Instant};
 
@@ -10,11 +11,9 @@ use crate::{
     clients::paystack::{GatewayError, NewTransaction},
     domain::{ids::OrderId, status::OrderStatus},
     error::{AppError, AppResult},
-    repo::{
-        self,
-        orders::{HoldRequest, OrderRow},
-    },
+    repo::{self, orders::OrderRow},
     service::{
+        batcher::{self, HoldAsk, HoldOutcome},
         budget::{self, Call},
         events, holds, payments, rate_limit,
     },
@@ -353,7 +352,8 @@ struct Asker<'a> {
     deadline: Instant,
 }
 
-/// The hold itself: one guarded statement (`repo::orders::hold`), inside the buyer's caps.
+/// The hold itself: queued on the tier's lane (`service::batcher`), which decides it with
+/// the other holds arriving meanwhile and answers after their shared commit.
 async fn take_seats(
     state: &AppState,
     event_id: Uuid,
@@ -368,113 +368,57 @@ async fn take_seats(
         deadline,
     } = *asker;
     let order_id = Uuid::now_v7();
-    let reference = reference_for(order_id);
-    let request = HoldRequest {
+    let ask = HoldAsk {
         order_id,
-        reference: &reference,
+        reference: reference_for(order_id),
         user_id,
-        event_id,
-        tier_id,
         quantity: req.quantity,
-        hold_seconds: state.config.hold_ttl.as_secs_f64(),
-        idempotency: idempotency_key.map(|k| (k, hash)),
-        now: state.clock.now(),
+        idempotency: idempotency_key.map(|k| (k.to_owned(), hash.to_owned())),
     };
-    let limits = &state.config.limits;
-    let held = if limits.max_active_holds_per_user == 0 && limits.max_free_tickets_per_user == 0 {
-        repo::orders::hold(&state.db, request).await
-    } else {
-        match hold_within_caps(state, request, limits).await {
-            Ok(held) => held,
-            Err(refused) => {
-                // The same request again is answered its order, whatever the caps say now.
-                if let Some(key) = idempotency_key
-                    && let Some(p) = replay(state, user_id, key, hash, deadline).await?
-                {
-                    return Ok(Held::Replayed(p));
-                }
-                return Err(refused);
-            }
+    let refused = match batcher::hold(state, event_id, tier_id, ask).await {
+        HoldOutcome::Held(order) => return Ok(Held::Order(*order)),
+        HoldOutcome::Failed(cause) => {
+            outcome("batch_failed");
+            return Err(AppError::UnavailableFor(cause, Duration::from_secs(1)));
         }
-    };
-    let replayed = |p: Option<Purchase>| p.map(Held::Replayed).unwrap_or(Held::Nothing);
-    match held {
-        Ok(Some(order)) => Ok(Held::Order(order)),
         // A replay of a request that succeeded before the tier sold out (its key only in
         // PostgreSQL, e.g. after a Redis restart) still answers its order.
-        Ok(None) => match idempotency_key {
-            Some(key) => Ok(replayed(replay(state, user_id, key, hash, deadline).await?)),
-            None => Ok(Held::Nothing),
-        },
-        // Two identical requests raced: the other one's order is the answer.
-        Err(e) if crate::db::is_unique_violation(&e, "idempotency_keys_pkey") => {
+        HoldOutcome::Nothing => None,
+        // The same request, stored first: its order is the answer.
+        HoldOutcome::Duplicate => {
             let key = idempotency_key.unwrap_or_default();
-            replay(state, user_id, key, hash, deadline)
+            return replay(state, user_id, key, hash, deadline)
                 .await?
                 .map(Held::Replayed)
-                .ok_or_else(|| anyhow::anyhow!("idempotency conflict without a record").into())
+                .ok_or_else(|| anyhow::anyhow!("idempotency conflict without a record").into());
         }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The hold inside `MAX_ACTIVE_HOLDS_PER_USER` and `MAX_FREE_TICKETS_PER_USER`. The buyer's
-/// purchases on this event are serialised by an advisory lock held to the commit, so two of
-/// their requests racing cannot both pass the count (`repo::orders::lock_buyer`); everyone
-/// else's purchases never wait on it. Still one commit per hold.
-async fn hold_within_caps(
-    state: &AppState,
-    request: HoldRequest<'_>,
-    limits: &crate::config::Limits,
-) -> AppResult<sqlx::Result<Option<OrderRow>>> {
-    let (user_id, event_id, quantity, now) = (
-        request.user_id,
-        request.event_id,
-        i64::from(request.quantity),
-        request.now,
-    );
-    let mut tx = state.db.begin().await?;
-    repo::orders::lock_buyer(&mut *tx, user_id, event_id).await?;
-    let usage = repo::orders::buyer_usage(&mut *tx, user_id, event_id).await?;
-    let hold_cap = i64::from(limits.max_active_holds_per_user);
-    if hold_cap > 0 && usage.active_holds >= hold_cap {
-        outcome("too_many_holds");
-        // Until the first hold expires; one already past its expiry waits for the sweeper.
-        let wait = match usage.first_expiry {
-            Some(at) if at > now => (at - now).unsigned_abs(),
-            _ => state.config.sweep_interval,
-        };
-        return Err(AppError::RateLimited {
-            code: "too_many_holds",
-            retry_after: wait.max(Duration::from_secs(1)),
-        });
-    }
-    let held = match repo::orders::hold(&mut *tx, request).await {
-        Ok(held) => held,
-        // The transaction is rolled back when dropped; the caller reads the error.
-        Err(e) => return Ok(Err(e)),
+        HoldOutcome::TooManyHolds { retry_after } => {
+            outcome("too_many_holds");
+            Some(AppError::RateLimited {
+                code: "too_many_holds",
+                retry_after,
+            })
+        }
+        HoldOutcome::FreeTicketLimit { cap, have } => {
+            outcome("free_ticket_limit");
+            Some(AppError::conflict(
+                "free_ticket_limit",
+                format!(
+                    "one account may take at most {cap} free tickets for this event; you have {have}"
+                ),
+            ))
+        }
     };
-    let free_cap = i64::from(limits.max_free_tickets_per_user);
-    if let Some(order) = &held
-        && order.unit_price == 0
-        && free_cap > 0
-        && usage.free_tickets + quantity > free_cap
+    // The same request again is answered its order, whatever the caps say now.
+    if let Some(key) = idempotency_key
+        && let Some(p) = replay(state, user_id, key, hash, deadline).await?
     {
-        // Decided after the hold because the hold decides the price; rolling back takes
-        // nothing.
-        tx.rollback().await?;
-        outcome("free_ticket_limit");
-        return Err(AppError::conflict(
-            "free_ticket_limit",
-            format!(
-                "one account may take at most {free_cap} free tickets for this event; \
-                 you have {}",
-                usage.free_tickets
-            ),
-        ));
+        return Ok(Held::Replayed(p));
     }
-    tx.commit().await?;
-    Ok(Ok(held))
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(Held::Nothing),
+    }
 }
 
 /// Paystack's checkout for a held order, outside any transaction, within the purchase's

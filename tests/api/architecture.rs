@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("clients", 3),
     ("queue", 4),
     ("hub", 4),
+    ("lanes", 4),
     ("state", 5),
     ("service", 6),
     ("http", 7),

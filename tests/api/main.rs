@@ -4,6 +4,7 @@
 mod access;
 mod architecture;
 mod auth;
+mod batching;
 mod browser;
 mod checkout;
 mod door;

@@ -1,0 +1,163 @@
+//! Lanes: per-key queues whose runner takes everything waiting as one batch, for work that
+//! gets cheaper done together (many holds of one tier in one commit: `service::batcher`).
+//!
+//! A lane exists only while it has work: the first message for a key starts its runner (the
+//! caller spawns it), the runner takes batches until its queue is empty and then removes
+//! the lane. Messages are sent under the registry's lock and a runner removes its lane only
+//! under that lock after seeing its queue empty, so no message is ever left in a lane nobody
+//! runs.
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use tokio::sync::mpsc;
+
+struct Lane<M> {
+    tx: mpsc::UnboundedSender<M>,
+    /// Messages sent and not yet reported done by the runner.
+    pending: Arc<AtomicUsize>,
+}
+
+type Registry<K, M> = Arc<Mutex<HashMap<K, Lane<M>>>>;
+
+/// One instance's lanes.
+pub struct Lanes<K, M> {
+    registry: Registry<K, M>,
+}
+
+impl<K, M> Default for Lanes<K, M> {
+    fn default() -> Self {
+        Self {
+            registry: Arc::default(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, M> Lanes<K, M> {
+    /// Queues `msg` on `key`'s lane. When the key has no lane (or its runner died), a new
+    /// lane is made and `start` is given its queue, to run on a task of its own.
+    /// `Err(msg)` only if the registry's lock is poisoned.
+    pub fn send(&self, key: K, msg: M, start: impl FnOnce(LaneQueue<K, M>)) -> Result<(), M> {
+        let Ok(mut lanes) = self.registry.lock() else {
+            return Err(msg);
+        };
+        let unsent = match lanes.get(&key) {
+            Some(lane) => {
+                lane.pending.fetch_add(1, Ordering::SeqCst);
+                lane.tx.send(msg).err().map(|e| {
+                    lane.pending.fetch_sub(1, Ordering::SeqCst);
+                    e.0
+                })
+            }
+            None => Some(msg),
+        };
+        if let Some(msg) = unsent {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let pending = Arc::new(AtomicUsize::new(1));
+            let _ = tx.send(msg);
+            lanes.insert(
+                key.clone(),
+                Lane {
+                    tx,
+                    pending: pending.clone(),
+                },
+            );
+            start(LaneQueue {
+                key,
+                rx,
+                pending,
+                registry: self.registry.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Messages of `key`'s lane not reported done yet (waiting, or in the batch being run).
+    pub fn pending(&self, key: &K) -> usize {
+        self.registry.lock().map_or(0, |lanes| {
+            lanes
+                .get(key)
+                .map_or(0, |l| l.pending.load(Ordering::SeqCst))
+        })
+    }
+}
+
+/// A lane's queue, owned by its runner.
+pub struct LaneQueue<K: Hash + Eq, M> {
+    key: K,
+    rx: mpsc::UnboundedReceiver<M>,
+    pending: Arc<AtomicUsize>,
+    registry: Registry<K, M>,
+}
+
+impl<K: Hash + Eq, M> LaneQueue<K, M> {
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+
+    /// Everything waiting, at most `max`; `None` once the queue is empty, the lane then
+    /// removed (the runner ends; the next message starts a new lane).
+    pub fn next_batch(&mut self, max: usize) -> Option<Vec<M>> {
+        loop {
+            let mut batch = Vec::new();
+            while batch.len() < max {
+                match self.rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                return Some(batch);
+            }
+            let Ok(mut lanes) = self.registry.lock() else {
+                return None;
+            };
+            // Checked again under the lock senders hold: empty now is empty for good.
+            if self.rx.is_empty() {
+                lanes.remove(&self.key);
+                return None;
+            }
+        }
+    }
+
+    /// The runner finished `n` messages (answered them).
+    pub fn done(&self, n: usize) {
+        self.pending.fetch_sub(n, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lane_starts_on_its_first_message_batches_the_rest_and_ends_when_empty() {
+        let lanes: Lanes<u8, u32> = Lanes::default();
+        let mut started = Vec::new();
+        lanes.send(1, 10, |q| started.push(q)).unwrap();
+        lanes.send(1, 11, |_| panic!("the lane exists")).unwrap();
+        lanes.send(2, 20, |q| started.push(q)).unwrap();
+        assert_eq!((started.len(), lanes.pending(&1)), (2, 2));
+
+        let mut one = started.remove(0);
+        assert_eq!(one.next_batch(8), Some(vec![10, 11]));
+        lanes.send(1, 12, |_| panic!("still running")).unwrap();
+        one.done(2);
+        assert_eq!(lanes.pending(&1), 1);
+        assert_eq!(one.next_batch(1), Some(vec![12]));
+        one.done(1);
+        assert_eq!(one.next_batch(8), None);
+        assert_eq!(lanes.pending(&1), 0);
+
+        // Gone: the next message starts a new lane.
+        let mut restarted = None;
+        lanes.send(1, 13, |q| restarted = Some(q)).unwrap();
+        assert_eq!(restarted.unwrap().next_batch(8), Some(vec![13]));
+    }
+}

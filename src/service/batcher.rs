@@ -1,0 +1,484 @@
+//! Holds past the flush wall: many holds share one durable commit.
+//!
+//! A hold used to be one statement and one commit, and every commit kept the tier row locked
+//! through the disk flush (~0.7 ms here), so a tier took at most ~1,300 holds a second
+//! however many cores served it (`docs/inventory.md`). Here each instance keeps one *lane*
+//! per tier: a task that takes every hold waiting for that tier, decides them together under
+//! the tier row's lock and commits them in one transaction (group commit). While one batch
+//! commits, the next gathers, so an idle tier adds no waiting at all (a batch of one leaves at
+//! once) and a busy one pays one flush for up to `MAX_BATCH` holds.
+//!
+//! What stays true:
+//! - PostgreSQL is the only truth. The tier row is locked (`FOR UPDATE`) before the seats are
+//!   counted and until the commit, on every instance, so two instances' lanes serialise on it
+//!   and never oversell; the guarded update and the table's CHECK stay behind it.
+//! - Each buyer is answered only after the commit that made their hold durable.
+//! - Orders are decided in arrival order, each all or nothing (first fit: a buyer asking for 5
+//!   when 3 are left is refused, the next asking for 1 still gets one), the discount per
+//!   order as before.
+//! - The per-buyer caps are counted under the same advisory locks as before, taken for the
+//!   whole batch in one sorted order, so one buyer's racing requests still serialise (across
+//!   instances too) and nobody else waits.
+//! - A repeated Idempotency-Key never takes seats twice: duplicates inside a batch wait for
+//!   the first, and a key already stored elsewhere is skipped by the insert and its order taken
+//!   back before the commit; the caller then answers the stored order.
+//! - A batch whose transaction fails takes no seat (it rolls back) and answers each of its own
+//!   buyers 503 with `Retry-After`; other batches are untouched.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::{
+    lanes::{LaneQueue, Lanes},
+    repo::{
+        self,
+        orders::{BuyerUsage, GrantedHold, OrderRow, TierForHolds},
+    },
+    state::AppState,
+};
+
+/// Most holds one transaction decides. Bounds the statement's size and a batch's latency.
+pub const MAX_BATCH: usize = 256;
+
+pub use crate::repo::orders::{HoldAsk, HoldOutcome};
+pub use crate::state::HoldQueued as Queued;
+
+/// (event, tier): a tier belongs to one event, the event is needed to check it is open.
+pub type LaneKey = (Uuid, Uuid);
+
+/// This instance's hold lanes, one per tier with holds waiting or being committed.
+pub type Batcher = Lanes<LaneKey, Queued>;
+
+/// Queues `ask` on its tier's lane (starting the lane if there is none) and waits for the
+/// commit that decides it. The batch runs on the lane's own task: a buyer who goes away
+/// does not cancel anyone else's hold.
+pub async fn hold(state: &AppState, event_id: Uuid, tier_id: Uuid, ask: HoldAsk) -> HoldOutcome {
+    let (answer, answered) = oneshot::channel();
+    let sent = state
+        .batcher
+        .send((event_id, tier_id), (ask, answer), |queue| {
+            tokio::spawn(run_lane(state.clone(), queue));
+        });
+    if sent.is_err() {
+        return HoldOutcome::Failed("hold lanes unavailable".into());
+    }
+    answered
+        .await
+        .unwrap_or_else(|_| HoldOutcome::Failed("the hold's batch ended without an answer".into()))
+}
+
+/// One lane: a batch at a time until its queue is empty.
+async fn run_lane(state: AppState, mut queue: LaneQueue<LaneKey, Queued>) {
+    let key = *queue.key();
+    while let Some(batch) = queue.next_batch(MAX_BATCH) {
+        let size = batch.len();
+        run_batch(&state, key, batch).await;
+        queue.done(size);
+    }
+}
+
+/// Decides and commits one batch, then answers each of its buyers.
+async fn run_batch(state: &AppState, (event_id, tier_id): LaneKey, batch: Vec<Queued>) {
+    metrics::histogram!("ticketing_hold_batch_size").record(batch.len() as f64);
+    let (asks, answers): (Vec<HoldAsk>, Vec<oneshot::Sender<HoldOutcome>>) =
+        batch.into_iter().unzip();
+    let outcomes = match decide_and_commit(state, event_id, tier_id, &asks).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            tracing::warn!(error = %e, %tier_id, holds = asks.len(), "hold batch failed; nothing taken");
+            metrics::counter!("ticketing_hold_batches_failed_total").increment(1);
+            asks.iter()
+                .map(|_| HoldOutcome::Failed("the hold could not be stored".into()))
+                .collect()
+        }
+    };
+    for (answer, outcome) in answers.into_iter().zip(outcomes) {
+        // A buyer who went away is simply not answered; their hold stands (it expires).
+        let _ = answer.send(outcome);
+    }
+}
+
+/// The batch's transaction: the buyers' locks and counts, the tier row's lock and counts,
+/// the decision in arrival order, one insert, one commit. Outcomes are in `asks`' order.
+async fn decide_and_commit(
+    state: &AppState,
+    event_id: Uuid,
+    tier_id: Uuid,
+    asks: &[HoldAsk],
+) -> anyhow::Result<Vec<HoldOutcome>> {
+    let limits = &state.config.limits;
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    let capped = limits.max_active_holds_per_user > 0 || limits.max_free_tickets_per_user > 0;
+    let usage = if capped {
+        let buyers: Vec<Uuid> = asks
+            .iter()
+            .map(|a| a.user_id)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        repo::orders::lock_buyers(&mut *tx, &buyers, event_id).await?;
+        repo::orders::buyers_usage(&mut *tx, &buyers, event_id).await?
+    } else {
+        HashMap::new()
+    };
+    let Some(tier) = repo::orders::lock_tier_for_holds(&mut *tx, tier_id, event_id, now).await?
+    else {
+        return Ok(asks.iter().map(|_| HoldOutcome::Nothing).collect());
+    };
+    let caps = Caps {
+        active_holds: i64::from(limits.max_active_holds_per_user),
+        free_tickets: i64::from(limits.max_free_tickets_per_user),
+        sweep_interval: state.config.sweep_interval,
+    };
+    let decided = decide(&tier, asks, usage, &caps, now);
+    let granted: Vec<GrantedHold> = decided
+        .iter()
+        .zip(asks)
+        .filter_map(|(d, a)| match d {
+            Decision::Grant {
+                unit_price,
+                discounted,
+            } => Some(GrantedHold {
+                order_id: a.order_id,
+                reference: a.reference.clone(),
+                user_id: a.user_id,
+                quantity: a.quantity,
+                unit_price: *unit_price,
+                discounted: *discounted,
+                idempotency: a.idempotency.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let mut held: HashMap<Uuid, OrderRow> = HashMap::new();
+    let mut duplicates = HashSet::new();
+    if !granted.is_empty() {
+        let hold_seconds = state.config.hold_ttl.as_secs_f64();
+        let inserted = repo::orders::insert_holds(
+            &mut tx,
+            tier_id,
+            event_id,
+            &tier.currency,
+            hold_seconds,
+            &granted,
+        )
+        .await?;
+        anyhow::ensure!(
+            inserted.orders.len() == granted.len(),
+            "the tier's guard refused seats counted under its lock"
+        );
+        if !inserted.duplicates.is_empty() {
+            repo::orders::undo_holds(&mut tx, tier_id, &inserted.duplicates).await?;
+            duplicates.extend(inserted.duplicates);
+        }
+        held = inserted.orders.into_iter().map(|o| (o.id, o)).collect();
+    }
+    tx.commit().await?;
+    Ok(decided
+        .into_iter()
+        .zip(asks)
+        .map(|(d, a)| match d {
+            Decision::Grant { .. } if duplicates.contains(&a.order_id) => HoldOutcome::Duplicate,
+            Decision::Grant { .. } => held
+                .remove(&a.order_id)
+                .map_or(HoldOutcome::Nothing, |o| HoldOutcome::Held(Box::new(o))),
+            Decision::Refuse(outcome) => outcome,
+        })
+        .collect())
+}
+
+/// The per-buyer caps (0: none).
+struct Caps {
+    active_holds: i64,
+    free_tickets: i64,
+    /// How long a hold already past its expiry may wait for the sweeper.
+    sweep_interval: Duration,
+}
+
+#[derive(Debug)]
+enum Decision {
+    Grant { unit_price: i64, discounted: bool },
+    Refuse(HoldOutcome),
+}
+
+/// The batch's decision, in arrival order, exactly as the holds one by one would have
+/// decided: each order all or nothing, the discount only when it has room for the whole
+/// order, each buyer's caps counting what they were granted earlier in the batch.
+fn decide(
+    tier: &TierForHolds,
+    asks: &[HoldAsk],
+    mut usage: HashMap<Uuid, BuyerUsage>,
+    caps: &Caps,
+    now: time::OffsetDateTime,
+) -> Vec<Decision> {
+    let mut taken = i64::from(tier.taken);
+    let mut discount_taken = i64::from(tier.discount_taken);
+    let discount_open =
+        tier.discount_price.is_some() && tier.discount_expires_at.is_some_and(|at| at > now);
+    let (hold_cap, free_cap) = (caps.active_holds, caps.free_tickets);
+    let mut keys_seen = HashSet::new();
+    asks.iter()
+        .map(|ask| {
+            let quantity = i64::from(ask.quantity);
+            if let Some((key, _)) = &ask.idempotency
+                && !keys_seen.insert((ask.user_id, key.as_str()))
+            {
+                // The same request twice in one batch: the first decides, this one replays.
+                return Decision::Refuse(HoldOutcome::Duplicate);
+            }
+            let mine = usage.entry(ask.user_id).or_default();
+            if hold_cap > 0 && mine.active_holds >= hold_cap {
+                // Until the first hold expires; one already past its expiry waits for the
+                // sweeper.
+                let wait = match mine.first_expiry {
+                    Some(at) if at > now => (at - now).unsigned_abs(),
+                    _ => caps.sweep_interval,
+                };
+                return Decision::Refuse(HoldOutcome::TooManyHolds {
+                    retry_after: wait.max(Duration::from_secs(1)),
+                });
+            }
+            if !tier.open
+                || ask.quantity > tier.max_per_order
+                || taken + quantity > i64::from(tier.quantity)
+            {
+                return Decision::Refuse(HoldOutcome::Nothing);
+            }
+            let discounted = discount_open
+                && tier
+                    .discount_quantity
+                    .is_some_and(|q| discount_taken + quantity <= i64::from(q));
+            let unit_price = match (discounted, tier.discount_price) {
+                (true, Some(p)) => p,
+                _ => tier.price,
+            };
+            if unit_price == 0 && free_cap > 0 && mine.free_tickets + quantity > free_cap {
+                return Decision::Refuse(HoldOutcome::FreeTicketLimit {
+                    cap: free_cap,
+                    have: mine.free_tickets,
+                });
+            }
+            taken += quantity;
+            if discounted {
+                discount_taken += quantity;
+            }
+            mine.active_holds += 1;
+            if unit_price == 0 {
+                mine.free_tickets += quantity;
+            }
+            Decision::Grant {
+                unit_price,
+                discounted,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use time::OffsetDateTime;
+
+    use super::*;
+
+    fn tier(quantity: i32, taken: i32) -> TierForHolds {
+        TierForHolds {
+            taken,
+            quantity,
+            price: 5_000,
+            currency: "NGN".into(),
+            discount_price: None,
+            discount_quantity: None,
+            discount_taken: 0,
+            discount_expires_at: None,
+            open: true,
+            max_per_order: 10,
+        }
+    }
+
+    fn ask(user_id: Uuid, quantity: i32, key: Option<&str>) -> HoldAsk {
+        HoldAsk {
+            order_id: Uuid::now_v7(),
+            reference: "ord-x".into(),
+            user_id,
+            quantity,
+            idempotency: key.map(|k| (k.to_owned(), "hash".to_owned())),
+        }
+    }
+
+    const NO_CAPS: Caps = Caps {
+        active_holds: 0,
+        free_tickets: 0,
+        sweep_interval: Duration::from_secs(30),
+    };
+
+    fn granted(d: &[Decision]) -> Vec<Option<(i64, bool)>> {
+        d.iter()
+            .map(|d| match d {
+                Decision::Grant {
+                    unit_price,
+                    discounted,
+                } => Some((*unit_price, *discounted)),
+                Decision::Refuse(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_fit_in_arrival_order_each_order_all_or_nothing() {
+        let asks = [
+            ask(Uuid::now_v7(), 2, None),
+            ask(Uuid::now_v7(), 5, None),
+            ask(Uuid::now_v7(), 1, None),
+            ask(Uuid::now_v7(), 1, None),
+        ];
+        // 4 seats left: 2 fit, 5 does not (and takes nothing), 1 fits, the last 1 fits too.
+        let d = decide(
+            &tier(10, 6),
+            &asks,
+            HashMap::new(),
+            &NO_CAPS,
+            OffsetDateTime::now_utc(),
+        );
+        assert_eq!(
+            granted(&d),
+            [
+                Some((5_000, false)),
+                None,
+                Some((5_000, false)),
+                Some((5_000, false))
+            ]
+        );
+        let d = decide(
+            &tier(10, 7),
+            &asks,
+            HashMap::new(),
+            &NO_CAPS,
+            OffsetDateTime::now_utc(),
+        );
+        assert_eq!(
+            granted(&d),
+            [Some((5_000, false)), None, Some((5_000, false)), None]
+        );
+    }
+
+    #[test]
+    fn the_discount_goes_to_orders_it_has_whole_room_for_in_arrival_order() {
+        let now = OffsetDateTime::now_utc();
+        let mut t = tier(100, 0);
+        t.discount_price = Some(3_000);
+        t.discount_quantity = Some(3);
+        t.discount_expires_at = Some(now + time::Duration::hours(1));
+        let asks = [
+            ask(Uuid::now_v7(), 2, None),
+            ask(Uuid::now_v7(), 2, None),
+            ask(Uuid::now_v7(), 1, None),
+            ask(Uuid::now_v7(), 1, None),
+        ];
+        let d = decide(&t, &asks, HashMap::new(), &NO_CAPS, now);
+        assert_eq!(
+            granted(&d),
+            [
+                Some((3_000, true)),
+                Some((5_000, false)),
+                Some((3_000, true)),
+                Some((5_000, false))
+            ]
+        );
+        t.discount_expires_at = Some(now - time::Duration::seconds(1));
+        let d = decide(&t, &asks[..1], HashMap::new(), &NO_CAPS, now);
+        assert_eq!(granted(&d), [Some((5_000, false))]);
+    }
+
+    #[test]
+    fn caps_count_what_the_same_batch_granted_before() {
+        let buyer = Uuid::now_v7();
+        let caps = Caps {
+            active_holds: 2,
+            free_tickets: 3,
+            sweep_interval: Duration::from_secs(30),
+        };
+        let asks: Vec<HoldAsk> = (0..4).map(|_| ask(buyer, 1, None)).collect();
+        let d = decide(
+            &tier(10, 0),
+            &asks,
+            HashMap::new(),
+            &caps,
+            OffsetDateTime::now_utc(),
+        );
+        assert_eq!(granted(&d).iter().filter(|g| g.is_some()).count(), 2);
+        assert!(matches!(
+            d[2],
+            Decision::Refuse(HoldOutcome::TooManyHolds { .. })
+        ));
+
+        // Free tickets: 2 + 2 > 3, the second order is refused; its seats stay for others.
+        let mut free = tier(10, 0);
+        free.price = 0;
+        let other = Uuid::now_v7();
+        let caps = Caps {
+            active_holds: 0,
+            ..caps
+        };
+        let asks = [
+            ask(buyer, 2, None),
+            ask(buyer, 2, None),
+            ask(other, 2, None),
+        ];
+        let d = decide(
+            &free,
+            &asks,
+            HashMap::new(),
+            &caps,
+            OffsetDateTime::now_utc(),
+        );
+        assert!(matches!(
+            d[1],
+            Decision::Refuse(HoldOutcome::FreeTicketLimit { cap: 3, have: 2 })
+        ));
+        assert_eq!(granted(&d)[2], Some((0, false)));
+    }
+
+    #[test]
+    fn a_repeated_key_in_one_batch_is_decided_once_and_closed_events_take_nothing() {
+        let buyer = Uuid::now_v7();
+        let asks = [
+            ask(buyer, 1, Some("k")),
+            ask(buyer, 1, Some("k")),
+            ask(buyer, 1, Some("j")),
+        ];
+        let d = decide(
+            &tier(10, 0),
+            &asks,
+            HashMap::new(),
+            &NO_CAPS,
+            OffsetDateTime::now_utc(),
+        );
+        assert!(matches!(d[1], Decision::Refuse(HoldOutcome::Duplicate)));
+        assert_eq!(granted(&d)[2], Some((5_000, false)));
+
+        let mut closed = tier(10, 0);
+        closed.open = false;
+        let d = decide(
+            &closed,
+            &asks[..1],
+            HashMap::new(),
+            &NO_CAPS,
+            OffsetDateTime::now_utc(),
+        );
+        assert!(matches!(d[0], Decision::Refuse(HoldOutcome::Nothing)));
+        let d = decide(
+            &tier(100, 0),
+            &[ask(buyer, 11, None)],
+            HashMap::new(),
+            &NO_CAPS,
+            OffsetDateTime::now_utc(),
+        );
+        assert!(matches!(d[0], Decision::Refuse(HoldOutcome::Nothing)));
+    }
+}

@@ -1,0 +1,267 @@
+//! Holds decided in batches (`service::batcher`): many holds share one commit, on one or two
+//! instances, and the rules of the one-by-one hold still stand. Batches are formed on
+//! purpose: the test holds the tier row's lock (as a slow commit of another instance would),
+//! so the lanes fill up behind it, and lets go once they have.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::Connection;
+use uuid::Uuid;
+
+use crate::helpers::{
+    TestApp, assert_invariants, attendees, event_with_tier, eventually, problem, purchase,
+};
+
+const PRICE: i64 = 500_000;
+
+/// A connection of the test's own holding the tier row's lock until `release`.
+struct TierLock(sqlx::PgConnection);
+
+impl TierLock {
+    async fn take(app: &TestApp, tier_id: Uuid) -> Self {
+        let url = app.env["DATABASE_URL"].clone();
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        sqlx::query("SELECT 1 FROM ticket_tiers WHERE id = $1 FOR UPDATE")
+            .bind(tier_id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        Self(conn)
+    }
+
+    async fn release(mut self) {
+        sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
+    }
+}
+
+/// Transactions of the app waiting for a lock (a batch stopped at the tier row).
+async fn lock_waiters(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(&app.state.db)
+    .await
+    .unwrap()
+}
+
+fn ids(event_id: &str, tier: &Value) -> (Uuid, Uuid) {
+    (
+        event_id.parse().unwrap(),
+        tier["id"].as_str().unwrap().parse().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn two_hundred_buyers_batched_on_two_instances_take_exactly_the_seats_that_exist() {
+    let app = TestApp::spawn().await;
+    let sibling = app.spawn_sibling().await;
+    let (_, event_id, tier) = event_with_tier(&app, PRICE, 50).await;
+    let (event, tier_id) = ids(&event_id, &tier);
+    let buyers = attendees(&app, 200).await;
+
+    // Each instance's first batch stops at the locked tier row, and everyone else queues
+    // behind it on their instance's lane.
+    let lock = TierLock::take(&app, tier_id).await;
+    let attempts: Vec<_> = buyers
+        .iter()
+        .enumerate()
+        .map(|(i, token)| {
+            let target = if i % 2 == 0 { &app } else { &sibling };
+            let (event_id, token) = (event_id.clone(), token.clone());
+            let (address, client) = (target.address.clone(), target.client.clone());
+            tokio::spawn(async move {
+                client
+                    .post(format!("{address}/events/{event_id}/tickets/purchase"))
+                    .bearer_auth(&token)
+                    .header("idempotency-key", Uuid::now_v7().to_string())
+                    .json(&serde_json::json!({ "tier": "Regular", "quantity": 1 }))
+                    .send()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(20), || async {
+        let queued = app.state.batcher.pending(&(event, tier_id))
+            + sibling.state.batcher.pending(&(event, tier_id));
+        (lock_waiters(&app).await >= 2 && queued == 200).then_some(())
+    })
+    .await;
+    lock.release().await;
+
+    let mut held = 0;
+    let mut sold_out = 0;
+    for attempt in attempts {
+        let res = attempt.await.unwrap();
+        match res.status() {
+            StatusCode::CREATED => {
+                let order: Value = res.json().await.unwrap();
+                assert_eq!(order["status"], "pending");
+                assert!(order["authorization_url"].is_string());
+                held += 1;
+            }
+            StatusCode::CONFLICT => {
+                problem(res, StatusCode::CONFLICT, "sold_out").await;
+                sold_out += 1;
+            }
+            other => panic!("unexpected {other}: {}", res.text().await.unwrap()),
+        }
+    }
+    assert_eq!((held, sold_out), (50, 150));
+    // The holds shared commits: far fewer transactions than orders. An order's created_at
+    // is its inserting transaction's start (`now()`), the same for a whole batch.
+    let commits: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT created_at) FROM orders WHERE event_id = $1::uuid",
+    )
+    .bind(&event_id)
+    .fetch_one(&app.state.db)
+    .await
+    .unwrap();
+    assert!(commits <= 4, "50 holds in {commits} transactions");
+    println!("BATCH 200 buyers, 2 instances: 50 held in {commits} commits, 150 sold out");
+    let event: Value = app
+        .get(&format!("/events/{event_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(event["tiers"][0]["available"], 0);
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_batch_whose_transaction_fails_answers_its_own_buyers_503_and_takes_no_seat() {
+    let app = TestApp::spawn().await;
+    let (_, event_id, tier) = event_with_tier(&app, PRICE, 10).await;
+    let (event, tier_id) = ids(&event_id, &tier);
+    let buyers = attendees(&app, 4).await;
+    // The fourth buyer's order cannot be stored (as a full disk or a broken constraint
+    // would): any transaction inserting it fails.
+    let poison = app.get_json_auth("/users/profile", &buyers[3]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The id is a UUID the app returned: safe to place in the trigger's text.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION refuse_order() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'cannot store this order'; END $$;
+         CREATE TRIGGER refuse_order BEFORE INSERT ON orders FOR EACH ROW
+         WHEN (NEW.user_id = '{poison}') EXECUTE FUNCTION refuse_order();"
+    )))
+    .execute(&app.state.db)
+    .await
+    .unwrap();
+
+    let lock = TierLock::take(&app, tier_id).await;
+    let send = |token: String| {
+        let (address, client, event_id) =
+            (app.address.clone(), app.client.clone(), event_id.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("{address}/events/{event_id}/tickets/purchase"))
+                .bearer_auth(&token)
+                .header("idempotency-key", Uuid::now_v7().to_string())
+                .json(&serde_json::json!({ "tier": "Regular", "quantity": 1 }))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    // The first buyer's batch waits at the tier row; the other three queue behind it and
+    // leave together once it commits.
+    let first = send(buyers[0].clone());
+    eventually(Duration::from_secs(10), || async {
+        (lock_waiters(&app).await >= 1).then_some(())
+    })
+    .await;
+    let rest: Vec<_> = buyers[1..].iter().cloned().map(send).collect();
+    eventually(Duration::from_secs(10), || async {
+        (app.state.batcher.pending(&(event, tier_id)) == 4).then_some(())
+    })
+    .await;
+    lock.release().await;
+
+    assert_eq!(first.await.unwrap().status(), StatusCode::CREATED);
+    for attempt in rest {
+        let res = attempt.await.unwrap();
+        let retry_after = res.headers().get("retry-after").cloned();
+        problem(res, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").await;
+        assert_eq!(retry_after.unwrap(), "1");
+    }
+    let (taken, orders): (i32, i64) = sqlx::query_as(
+        "SELECT taken, (SELECT count(*) FROM orders WHERE tier_id = $1) FROM ticket_tiers WHERE id = $1",
+    )
+    .bind(tier_id)
+    .fetch_one(&app.state.db)
+    .await
+    .unwrap();
+    assert_eq!((taken, orders), (1, 1), "the failed batch took nothing");
+
+    // Its buyers try again and, the fault gone, get their seats.
+    sqlx::raw_sql("DROP TRIGGER refuse_order ON orders")
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    for token in &buyers[1..] {
+        let res = purchase(&app, token, &event_id, "Regular", 1).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_retry_the_shedding_cache_does_not_know_still_takes_its_seats_once() {
+    // No hold cap, so the retry reaches the batch itself (at the cap it would be answered
+    // before): its key, already stored, is skipped and its new order taken back.
+    let app = TestApp::builder()
+        .env("MAX_ACTIVE_HOLDS_PER_USER", "0")
+        .spawn()
+        .await;
+    let (_, event_id, tier) = event_with_tier(&app, PRICE, 10).await;
+    let (_, tier_id) = ids(&event_id, &tier);
+    let buyer = &attendees(&app, 1).await[0];
+    let user = app.get_json_auth("/users/profile", buyer).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let buy = || {
+        app.client
+            .post(app.url(&format!("/events/{event_id}/tickets/purchase")))
+            .bearer_auth(buyer)
+            .header("idempotency-key", "retry-me")
+            .json(&serde_json::json!({ "tier": "Regular", "quantity": 2 }))
+            .send()
+    };
+    let first: Value = buy().await.unwrap().json().await.unwrap();
+    // Redis forgets the key (a restart): only PostgreSQL knows it now.
+    let mut redis = app.state.redis.conn();
+    let mirrored: Vec<String> = redis::cmd("KEYS")
+        .arg(app.state.redis.key(format!("idem:{user}:*")))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(mirrored.len(), 1);
+    let _: () = redis::cmd("DEL")
+        .arg(&mirrored)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    let res = buy().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let again: Value = res.json().await.unwrap();
+    assert_eq!(again["reference"], first["reference"]);
+    let (taken, orders): (i32, i64) = sqlx::query_as(
+        "SELECT taken, (SELECT count(*) FROM orders WHERE tier_id = $1) FROM ticket_tiers WHERE id = $1",
+    )
+    .bind(tier_id)
+    .fetch_one(&app.state.db)
+    .await
+    .unwrap();
+    assert_eq!((taken, orders), (2, 1));
+    assert_invariants(&app).await;
+}
