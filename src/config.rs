@@ -125,6 +125,10 @@ pub struct Config {
     /// The shared budget for `POST /transaction/initialize` (Paystack live: ~20 a second).
     /// Past it a purchase keeps its seats and its link follows (`service::checkout`).
     pub paystack_initializes_per_second: u32,
+    /// The shared budget for `GET /transaction/verify` (Paystack live: ~50 a second): the
+    /// payment job and the sweeper wait for a slot, so a burst of webhooks is settled at
+    /// Paystack's pace instead of being refused by it.
+    pub paystack_verifies_per_second: u32,
     pub paystack_transfers_per_second: u32,
     /// How old an unsettled webhook or an unfinished paid order must be before the sweeper
     /// re-drives it (younger ones are still in their job's hands).
@@ -313,6 +317,7 @@ impl Config {
             paystack_timeout: millis(&get, "PAYSTACK_TIMEOUT_MILLIS", 10_000)?,
             paystack_refunds_per_second: parse_or(&get, "PAYSTACK_REFUNDS_PER_SECOND", 10)?,
             paystack_initializes_per_second: parse_or(&get, "PAYSTACK_INITIALIZES_PER_SECOND", 20)?,
+            paystack_verifies_per_second: parse_or(&get, "PAYSTACK_VERIFIES_PER_SECOND", 50)?,
             paystack_transfers_per_second: parse_or(&get, "PAYSTACK_TRANSFERS_PER_SECOND", 15)?,
             redrive_after: seconds(&get, "REDRIVE_AFTER_SECONDS", 30)?,
             sweep_interval: seconds(&get, "SWEEP_INTERVAL_SECONDS", 30)?,

@@ -12,6 +12,7 @@ use crate::state::AppState;
 #[derive(Debug, Clone, Copy)]
 pub enum Call {
     Initialize,
+    Verify,
     Refund,
     Transfer,
 }
@@ -20,6 +21,7 @@ impl Call {
     fn name(self) -> &'static str {
         match self {
             Call::Initialize => "initialize",
+            Call::Verify => "verify",
             Call::Refund => "refund",
             Call::Transfer => "transfer",
         }
@@ -28,6 +30,7 @@ impl Call {
     fn per_second(self, state: &AppState) -> u32 {
         match self {
             Call::Initialize => state.config.paystack_initializes_per_second,
+            Call::Verify => state.config.paystack_verifies_per_second,
             Call::Refund => state.config.paystack_refunds_per_second,
             Call::Transfer => state.config.paystack_transfers_per_second,
         }
@@ -55,6 +58,22 @@ pub async fn take(state: &AppState, call: Call) -> bool {
         }
     }
     false
+}
+
+/// Waits for a slot as long as `longest` allows (a queue of calls at the budget's pace);
+/// `Some(wait)` when none came in time (the caller retries after `wait`). A Redis that
+/// cannot answer counts as a free slot (as in `take`).
+pub async fn wait(state: &AppState, call: Call, longest: Duration) -> Option<Duration> {
+    let until = tokio::time::Instant::now() + longest;
+    loop {
+        let wait = try_now(state, call).await?;
+        metrics::counter!("ticketing_paystack_budget_waits_total", "call" => call.name())
+            .increment(1);
+        if tokio::time::Instant::now() + wait > until {
+            return Some(wait);
+        }
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// One slot now, or `Some(wait)` until one frees; never waits. A Redis that cannot answer

@@ -5,7 +5,7 @@
 //! exists, so running it twice (two webhooks, a retried job, the sweeper) changes nothing the
 //! second time. DESIGN.md steps 3–6.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::{
     clients::paystack::{self, TxStatus},
@@ -17,7 +17,10 @@ use crate::{
     error::{AppError, AppResult},
     repo::{self, orders::OrderRow},
     security::crypto,
-    service::{holds, notifications},
+    service::{
+        budget::{self, Call},
+        holds, notifications,
+    },
     state::AppState,
 };
 
@@ -108,6 +111,24 @@ async fn dispatch(
     })
 }
 
+/// How long a verify waits for a slot of Paystack's shared verify budget before its caller
+/// is told to come back: long enough for a burst of webhooks (1,000 at 50 a second is 20 s)
+/// to queue at Paystack's pace instead of failing and backing off.
+const VERIFY_QUEUE: Duration = Duration::from_secs(30);
+
+/// `GET /transaction/verify` within Paystack's shared verify budget (`PAYSTACK_VERIFIES_PER_SECOND`,
+/// all instances): every verify of ours — the payment job's and the sweeper's — goes through
+/// here, so a burst is paced, never refused by Paystack.
+pub async fn verify(
+    state: &AppState,
+    reference: &str,
+) -> Result<paystack::Verification, paystack::GatewayError> {
+    if let Some(retry_after) = budget::wait(state, Call::Verify, VERIFY_QUEUE).await {
+        return Err(paystack::GatewayError::Limited { retry_after });
+    }
+    state.gateway.verify(reference).await
+}
+
 /// What one settlement did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Settled {
@@ -159,9 +180,7 @@ async fn settle_once(state: &AppState, reference: &str) -> AppResult<Settled> {
             tickets_issued: issued,
         });
     }
-    let verification = state
-        .gateway
-        .verify(reference)
+    let verification = verify(state, reference)
         .await
         .map_err(|e| AppError::Upstream {
             provider: "Paystack",

@@ -271,7 +271,12 @@ impl Driver<'_> {
             return Ok(Some(Driven::Later));
         }
         let wait = lookup_delay(state, self.refund.attempts);
-        let verified = match state.gateway.verify(&self.refund.reference).await {
+        // Within the shared verify budget, without waiting: the lease is short.
+        let verified = match budget::try_now(state, Call::Verify).await {
+            Some(retry_after) => Err(GatewayError::Limited { retry_after }),
+            None => state.gateway.verify(&self.refund.reference).await,
+        };
+        let verified = match verified {
             Ok(v) => v,
             Err(e) => {
                 return self

@@ -174,3 +174,41 @@ async fn a_deferred_link_lost_at_paystack_ends_the_hold_instead_of_waiting_forev
     assert_eq!(event["tiers"][0]["available"], 5, "the seats are back");
     assert_invariants(&app).await;
 }
+
+#[tokio::test]
+async fn a_burst_of_paid_webhooks_is_verified_at_the_budgets_pace_and_all_settle() {
+    let app = TestApp::builder()
+        .env("PAYSTACK_VERIFIES_PER_SECOND", "5")
+        .spawn()
+        .await;
+    let (_, event_id, _) = event_with_tier(&app, 500_000, 20).await;
+    let buyers = attendees(&app, 20).await;
+    let mut orders = Vec::new();
+    for buyer in &buyers {
+        let res = purchase(&app, buyer, &event_id, "Regular", 1).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        orders.push(res.json::<Value>().await.unwrap());
+    }
+    let started = Instant::now();
+    // Twenty webhooks at once: twenty verifies wanted, five a second allowed.
+    futures::future::join_all(
+        orders
+            .iter()
+            .map(|o| app.paystack.pay(o["reference"].as_str().unwrap())),
+    )
+    .await;
+    for (buyer, order) in buyers.iter().zip(&orders) {
+        let reference = order["reference"].as_str().unwrap();
+        let paid = wait_for_status(&app, buyer, reference, "paid").await;
+        assert_eq!(paid["tickets"].as_array().unwrap().len(), 1);
+    }
+    let busiest = app
+        .paystack
+        .most_within("GET /transaction/verify", Duration::from_secs(1));
+    assert!(busiest <= 5, "{busiest} verifies within one second");
+    assert_invariants(&app).await;
+    println!(
+        "CHECKOUT verify budget 5/s: 20 webhooks at once, 20 paid in {:?}, at most {busiest} verifies in any second",
+        started.elapsed()
+    );
+}

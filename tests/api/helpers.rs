@@ -107,6 +107,7 @@ impl TestAppBuilder {
             // The fake Paystack has no initialize limit: links inline, as most tests expect
             // (the paced checkout's own tests set a live-like budget).
             ("PAYSTACK_INITIALIZES_PER_SECOND", "100000".to_owned()),
+            ("PAYSTACK_VERIFIES_PER_SECOND", "100000".to_owned()),
             ("SHUTDOWN_GRACE_SECONDS", "10".to_owned()),
         ]
         .into_iter()

@@ -181,6 +181,8 @@ struct Inner {
     delivery: Delivery,
     next_id: u64,
     requests: Vec<String>,
+    /// When each of `requests` arrived.
+    arrivals: Vec<std::time::Instant>,
     /// account_number → recipient code, so a second create returns the same recipient.
     recipients: HashMap<String, Value>,
     /// Every refund, oldest first.
@@ -599,6 +601,27 @@ impl FakePaystack {
         self.requests().iter().filter(|r| *r == call).count()
     }
 
+    /// The most calls starting with `prefix` that arrived within any `window`.
+    pub fn most_within(&self, prefix: &str, window: Duration) -> usize {
+        let inner = self.inner.lock().unwrap();
+        let times: Vec<std::time::Instant> = inner
+            .requests
+            .iter()
+            .zip(&inner.arrivals)
+            .filter(|(r, _)| r.starts_with(prefix))
+            .map(|(_, t)| *t)
+            .collect();
+        (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|t| **t - times[i] < window)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// `METHOD path` of every call received, in order.
     pub fn requests(&self) -> Vec<String> {
         self.inner.lock().unwrap().requests.clone()
@@ -729,6 +752,7 @@ async fn gate(State(fake): State<FakePaystack>, req: Request, next: Next) -> Res
         let mut inner = fake.inner.lock().unwrap();
         let call = format!("{} {}", req.method(), req.uri().path());
         inner.requests.push(call.clone());
+        inner.arrivals.push(std::time::Instant::now());
         inner.take_fault(&call)
     };
     match fault {
