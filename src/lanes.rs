@@ -126,6 +126,21 @@ impl<K: Hash + Eq, M> LaneQueue<K, M> {
         }
     }
 
+    /// Waits for at least one message, then takes everything waiting, at most `max`.
+    /// Cancel-safe (nothing is taken unless it is returned). `None` only if the registry
+    /// itself is gone.
+    pub async fn recv_batch(&mut self, max: usize) -> Option<Vec<M>> {
+        let first = self.rx.recv().await?;
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match self.rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
     /// The runner finished `n` messages (answered them).
     pub fn done(&self, n: usize) {
         self.pending.fetch_sub(n, Ordering::SeqCst);

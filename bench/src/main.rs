@@ -3,9 +3,12 @@
 //! Redis), a cheap in-process Paystack fake, seeds through the public API, measures, checks
 //! the invariants, and prints a human table and one JSON line.
 //!
-//!   cargo run --release -p bench -- [--capacity 1000] [--buyers 5000] [--concurrency 64]
-//!        [--users 200] [--instances 1|2] [--checkin-tickets 50000] [--gates 8]
-//!        [--read-seconds 10] [--scenarios flash,checkin,read]
+//!   cargo run --release -p bench -- [--capacity 5000] [--buyers 20000] [--concurrency 64]
+//!        [--users 200] [--instances 1,2] [--checkin-tickets 50000] [--gates 8]
+//!        [--read-seconds 10] [--scenarios flash,checkin,read] [--paystack live|unlimited]
+//!
+//! By default the Paystack fake keeps Paystack's live limits (initialize 20 and verify 50 a
+//! second, 429 past them) and the sale runs on one instance, then on two.
 
 use std::{
     collections::HashMap,
@@ -28,6 +31,9 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "sk_test_bench_paystack_key";
 
+/// The webhook burst's pace: 1,000 paid webhooks a second.
+const WEBHOOKS_PER_S: u64 = 1_000;
+
 // ---------------------------------------------------------------- arguments
 
 struct Args {
@@ -35,7 +41,10 @@ struct Args {
     buyers: usize,
     concurrency: usize,
     users: usize,
-    instances: usize,
+    /// Each figure is measured once per instance count listed.
+    instances: Vec<usize>,
+    /// Paystack's live per-second limits in the fake (`--paystack unlimited` lifts them).
+    live_limits: bool,
     checkin_tickets: usize,
     gates: usize,
     read_seconds: u64,
@@ -47,11 +56,13 @@ struct Args {
 
 fn args() -> anyhow::Result<Args> {
     let mut a = Args {
-        capacity: 1000,
-        buyers: 5000,
+        // A contested period of several seconds even at several thousand holds a second.
+        capacity: 5000,
+        buyers: 20_000,
         concurrency: 64,
         users: 200,
-        instances: 1,
+        instances: vec![1, 2],
+        live_limits: true,
         checkin_tickets: 50_000,
         gates: 8,
         read_seconds: 10,
@@ -69,7 +80,19 @@ fn args() -> anyhow::Result<Args> {
             "--buyers" => a.buyers = value()?.parse()?,
             "--concurrency" => a.concurrency = value()?.parse()?,
             "--users" => a.users = value()?.parse()?,
-            "--instances" => a.instances = value()?.parse()?,
+            "--instances" => {
+                a.instances = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--paystack" => {
+                a.live_limits = match value()?.as_str() {
+                    "live" => true,
+                    "unlimited" => false,
+                    other => bail!("--paystack live|unlimited, not {other}"),
+                }
+            }
             "--checkin-tickets" => a.checkin_tickets = value()?.parse()?,
             "--gates" => a.gates = value()?.parse()?,
             "--read-seconds" => a.read_seconds = value()?.parse()?,
@@ -83,8 +106,8 @@ fn args() -> anyhow::Result<Args> {
             other => bail!("unknown flag {other}"),
         }
     }
-    if !(1..=2).contains(&a.instances) {
-        bail!("--instances is 1 or 2");
+    if a.instances.is_empty() || a.instances.iter().any(|n| !(1..=2).contains(n)) {
+        bail!("--instances lists 1 and/or 2");
     }
     Ok(a)
 }
@@ -92,12 +115,65 @@ fn args() -> anyhow::Result<Args> {
 // ---------------------------------------------------------------- the Paystack fake
 
 /// Just what the flash sale needs, kept cheap (a mutex around a map) so that it is never
-/// what limits the figures.
+/// what limits the figures — except for Paystack's own live limits, which it keeps unless
+/// told not to.
 #[derive(Clone, Default)]
 struct Fake {
     txs: Arc<Mutex<HashMap<String, (i64, String)>>>,
+    /// Paystack's live per-second limits (`limit`), or none.
+    live_limits: bool,
+    /// Calls of the current second per limited route, and the calls refused with 429.
+    windows: Arc<Mutex<HashMap<&'static str, (u64, u32)>>>,
+    refused: Arc<Mutex<HashMap<&'static str, usize>>>,
     /// Refunds asked for, by transaction reference (each processed at once).
     refunds: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// Paystack live: initialize 1,200 and verify 3,000 per 60 s (external-apis.md), kept here
+/// per second (20 and 50) as our shared budget paces them.
+fn live_limit(route: &str) -> u32 {
+    match route {
+        "initialize" => 20,
+        _ => 50,
+    }
+}
+
+impl Fake {
+    /// `Some(429)` past the route's live limit in the current second.
+    fn limit(&self, route: &'static str) -> Option<axum::response::Response> {
+        if !self.live_limits {
+            return None;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let second = now.as_secs();
+        let mut windows = self.windows.lock().unwrap();
+        let w = windows.entry(route).or_insert((second, 0));
+        if w.0 != second {
+            *w = (second, 0);
+        }
+        if w.1 < live_limit(route) {
+            w.1 += 1;
+            return None;
+        }
+        drop(windows);
+        *self.refused.lock().unwrap().entry(route).or_default() += 1;
+        use axum::response::IntoResponse;
+        Some(
+            (
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                [
+                    ("x-ratelimit-limit", live_limit(route).to_string()),
+                    ("x-ratelimit-remaining", "0".to_owned()),
+                    ("x-ratelimit-reset", "1".to_owned()),
+                ],
+                Json(json!({ "status": false, "message": "Rate limit exceeded!",
+                             "code": "rate_limited", "type": "api_error" })),
+            )
+                .into_response(),
+        )
+    }
 }
 
 fn ok(data: Value) -> Json<Value> {
@@ -118,7 +194,14 @@ async fn fake_recipient() -> Json<Value> {
     ok(json!({ "recipient_code": "RCP_bench" }))
 }
 
-async fn fake_initialize(State(f): State<Fake>, Json(body): Json<Value>) -> Json<Value> {
+async fn fake_initialize(
+    State(f): State<Fake>,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(refused) = f.limit("initialize") {
+        return refused;
+    }
     let reference = body["reference"].as_str().unwrap_or_default().to_owned();
     let amount = body["amount"].as_i64().unwrap_or(0);
     f.txs
@@ -129,13 +212,19 @@ async fn fake_initialize(State(f): State<Fake>, Json(body): Json<Value>) -> Json
         json!({ "authorization_url": format!("https://checkout.bench/{reference}"),
                "access_code": reference, "reference": reference }),
     )
+    .into_response()
 }
 
 async fn fake_verify(
     State(f): State<Fake>,
     Path(reference): Path<String>,
-) -> (axum::http::StatusCode, Json<Value>) {
-    match f.txs.lock().unwrap().get(&reference) {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(refused) = f.limit("verify") {
+        return refused;
+    }
+    let found = f.txs.lock().unwrap().get(&reference).cloned();
+    match found {
         Some((amount, status)) => (
             axum::http::StatusCode::OK,
             ok(
@@ -148,6 +237,7 @@ async fn fake_verify(
             Json(json!({ "status": false, "message": "Transaction reference not found" })),
         ),
     }
+    .into_response()
 }
 
 /// `POST /refund`: processed at once (the bench measures our pacing, not Paystack's).
@@ -166,8 +256,11 @@ async fn fake_refund_get(Path(id): Path<u64>) -> Json<Value> {
     ok(json!({ "id": id, "status": "processed" }))
 }
 
-async fn start_fake() -> anyhow::Result<(Fake, String)> {
-    let fake = Fake::default();
+async fn start_fake(live_limits: bool) -> anyhow::Result<(Fake, String)> {
+    let fake = Fake {
+        live_limits,
+        ..Fake::default()
+    };
     let router = Router::new()
         .route("/bank", get(fake_banks))
         .route("/bank/resolve", get(fake_resolve))
@@ -204,14 +297,22 @@ fn free_port() -> u16 {
         .unwrap_or(3999)
 }
 
-async fn start_servers(a: &Args, paystack_url: &str, tag: &str) -> anyhow::Result<Vec<Server>> {
+async fn start_servers(
+    a: &Args,
+    instances: usize,
+    paystack_url: &str,
+    tag: &str,
+) -> anyhow::Result<Vec<Server>> {
     let base = a
         .database_admin_url
         .rsplit_once('/')
         .map(|(b, _)| b.to_owned())
         .unwrap_or_default();
     let mut servers = Vec::new();
-    for i in 0..a.instances {
+    // At live limits the server keeps Paystack's budgets (its defaults); unlimited, they
+    // are lifted so every link is made inline.
+    let budget = if a.live_limits { None } else { Some("1000000") };
+    for i in 0..instances {
         let port = free_port();
         let child = tokio::process::Command::new(&a.server_bin)
             .env("APP_ENV", "development")
@@ -231,10 +332,11 @@ async fn start_servers(a: &Args, paystack_url: &str, tag: &str) -> anyhow::Resul
             .env("MAX_FREE_TICKETS_PER_USER", "1000000000")
             .env("PURCHASE_RATE_LIMIT_PER_MINUTE", "1000000000")
             .env("PURCHASE_RATE_LIMIT_PER_ADDRESS_PER_MINUTE", "1000000000")
-            // The bench's Paystack fake has no initialize limit, and its figures so far are of
-            // inline links: the paced checkout (a budget of ~20 a second in live mode) is
-            // lifted here until the bench's fake enforces Paystack's live limits.
-            .env("PAYSTACK_INITIALIZES_PER_SECOND", "1000000")
+            .env("PAYSTACK_INITIALIZES_PER_SECOND", budget.unwrap_or("20"))
+            .env("PAYSTACK_VERIFIES_PER_SECOND", budget.unwrap_or("50"))
+            // The fake processes refunds at once and has no refund limit; 100 a second keeps
+            // the cancel-and-refund-everything step of a 5,000-seat sale under a minute.
+            .env("PAYSTACK_REFUNDS_PER_SECOND", "100")
             // Resend's default pace for a team, shared by the instances.
             .env("MAIL_REQUESTS_PER_SECOND", "5")
             .env("JOB_POLL_INTERVAL_MILLIS", "20")
@@ -266,6 +368,54 @@ async fn start_servers(a: &Args, paystack_url: &str, tag: &str) -> anyhow::Resul
         servers.push(Server { child, url, pid });
     }
     Ok(servers)
+}
+
+/// CPU time so far: the machine's (busy, all) jiffies from /proc/stat, and each server's
+/// (user + system) jiffies from /proc/<pid>/stat (the latter as this kernel reports it; the
+/// machine's share is the figure to read).
+fn cpu_ticks(servers: &[Server]) -> CpuTicks {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let all: u64 = fields.iter().sum();
+    // idle + iowait
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    let per_server = servers
+        .iter()
+        .map(|s| {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", s.pid)).unwrap_or_default();
+            // After the command: the state (not a number, skipped), then utime and stime are
+            // the 11th and 12th numbers.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
+        })
+        .collect();
+    (all - idle, all, per_server)
+}
+
+/// The machine's busy share and each server's cores used between two `cpu_ticks`.
+type CpuTicks = (u64, u64, Vec<u64>);
+
+fn cpu_use(before: &CpuTicks, after: &CpuTicks, wall: Duration) -> Value {
+    let busy = (after.0 - before.0) as f64 / ((after.1 - before.1).max(1)) as f64;
+    let hz = 100.0; // USER_HZ
+    let servers: Vec<f64> = after
+        .2
+        .iter()
+        .zip(&before.2)
+        .map(|(a, b)| (a - b) as f64 / hz / wall.as_secs_f64().max(1e-9))
+        .collect();
+    json!({ "machine_busy": busy, "server_cores": servers })
 }
 
 /// A memory figure of a process from /proc (`VmRSS` now, `VmHWM` peak), in MiB.
@@ -495,6 +645,7 @@ async fn flash_sale(
     );
     let outcomes = Arc::new(Mutex::new(Vec::with_capacity(a.buyers)));
     let (stop_sampling, sampler) = sample_rss(servers.iter().map(|s| s.pid).collect());
+    let cpu_before = cpu_ticks(servers);
     let start = Instant::now();
     {
         let (api, tokens, outcomes, event_id) = (
@@ -542,6 +693,7 @@ async fn flash_sale(
         .await;
     }
     let total = start.elapsed();
+    let cpu_sale = cpu_use(&cpu_before, &cpu_ticks(servers), total);
     stop_sampling.store(true, Ordering::Relaxed);
     let rss_during_sale = sampler.await?;
     let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
@@ -581,6 +733,40 @@ async fn flash_sale(
             .collect::<Vec<_>>(),
     );
     let holds = Arc::new(holds);
+    // Every hold gets its checkout link — inline, or from the paced initializer at
+    // Paystack's initialize limit — and keeps its seat meanwhile.
+    eprintln!("flash: waiting for {} checkout links…", holds.len());
+    let lost = Arc::new(AtomicUsize::new(0));
+    {
+        let (api, holds, tokens, lost) = (api.clone(), holds.clone(), tokens.clone(), lost.clone());
+        run_pool(holds.len(), 32, move |i| {
+            let (api, holds, tokens, lost) =
+                (api.clone(), holds.clone(), tokens.clone(), lost.clone());
+            async move {
+                let (reference, token) = &holds[i];
+                loop {
+                    let (_, order) = api
+                        .get(
+                            &format!("/payments/transactions/{reference}"),
+                            Some(&tokens[*token]),
+                        )
+                        .await
+                        .unwrap_or((0, Value::Null));
+                    if order["authorization_url"].is_string() {
+                        break;
+                    }
+                    if order["status"].is_string() && order["status"] != "pending" {
+                        lost.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        })
+        .await;
+    }
+    let last_link_s = start.elapsed().as_secs_f64();
+    let lost_holds = lost.load(Ordering::Relaxed);
     // Every buyer follows their order on the websocket (alternating instances), as the app
     // would: the push of `paid` is timed from the webhook.
     eprintln!("flash: {} websocket subscribers…", holds.len());
@@ -638,30 +824,34 @@ async fn flash_sale(
         })
         .await;
     }
+    // The webhook burst: every paid webhook sent at up to WEBHOOKS_PER_S (Paystack delivers
+    // a sale's payments as fast as buyers pay), then every order watched until it is paid
+    // with its ticket. With verify at the live limit, settlement runs at Paystack's pace.
     let pay_start = Instant::now();
-    let latencies = Arc::new(Mutex::new(hist()));
+    eprintln!(
+        "flash: {} paid webhooks at up to {WEBHOOKS_PER_S}/s…",
+        holds.len()
+    );
     {
-        let (api, fake, holds, latencies, webhook_url, tokens, webhook_sent) = (
+        let (api, fake, holds, webhook_url, webhook_sent) = (
             api.clone(),
             fake.clone(),
             holds.clone(),
-            latencies.clone(),
             webhook_url.clone(),
-            tokens.clone(),
             webhook_sent.clone(),
         );
-        run_pool(holds.len(), 32, move |i| {
-            let (api, fake, holds, latencies, webhook_url, tokens, webhook_sent) = (
+        run_pool(holds.len(), 64, move |i| {
+            let (api, fake, holds, webhook_url, webhook_sent) = (
                 api.clone(),
                 fake.clone(),
                 holds.clone(),
-                latencies.clone(),
                 webhook_url.clone(),
-                tokens.clone(),
                 webhook_sent.clone(),
             );
             async move {
-                let (reference, token) = &holds[i];
+                let due = pay_start + Duration::from_secs_f64(i as f64 / WEBHOOKS_PER_S as f64);
+                tokio::time::sleep_until(due.into()).await;
+                let (reference, _) = &holds[i];
                 let amount = {
                     let mut txs = fake.txs.lock().unwrap();
                     let tx = txs.get_mut(reference).unwrap();
@@ -671,8 +861,7 @@ async fn flash_sale(
                 let body = serde_json::to_vec(&json!({ "event": "charge.success",
                     "data": { "id": i, "status": "success", "reference": reference, "amount": amount, "currency": "NGN" } }))
                 .unwrap();
-                let sent = Instant::now();
-                webhook_sent.lock().unwrap()[i] = Some(sent);
+                webhook_sent.lock().unwrap()[i] = Some(Instant::now());
                 let _ = api
                     .client
                     .post(&webhook_url[i % webhook_url.len()])
@@ -681,20 +870,63 @@ async fn flash_sale(
                     .body(body)
                     .send()
                     .await;
-                loop {
-                    let (_, order) = api
-                        .get(&format!("/payments/transactions/{reference}"), Some(&tokens[*token]))
-                        .await
-                        .unwrap_or((0, Value::Null));
-                    if order["status"] == "paid" && order["tickets"].as_array().map(Vec::len) == Some(1) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                latencies.lock().unwrap().record(sent.elapsed().as_micros() as u64).unwrap();
             }
         })
         .await;
+    }
+    let webhooks_sent_s = pay_start.elapsed().as_secs_f64();
+    // Paid pushes arrive on the websockets as orders settle; then each order is read once
+    // through the API (paid, one ticket), waiting for any whose push was missed.
+    let settle_wait = Instant::now();
+    while pushed
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.is_some())
+        .count()
+        < subscribed.load(Ordering::Relaxed)
+        && settle_wait.elapsed() < Duration::from_secs(300)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    {
+        let (api, holds, tokens) = (api.clone(), holds.clone(), tokens.clone());
+        run_pool(holds.len(), 32, move |i| {
+            let (api, holds, tokens) = (api.clone(), holds.clone(), tokens.clone());
+            async move {
+                let (reference, token) = &holds[i];
+                loop {
+                    let (_, order) = api
+                        .get(
+                            &format!("/payments/transactions/{reference}"),
+                            Some(&tokens[*token]),
+                        )
+                        .await
+                        .unwrap_or((0, Value::Null));
+                    if order["status"] == "paid"
+                        && order["tickets"].as_array().map(Vec::len) == Some(1)
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        })
+        .await;
+    }
+    let latencies = Arc::new(Mutex::new(hist()));
+    for (sent, got) in webhook_sent
+        .lock()
+        .unwrap()
+        .iter()
+        .zip(pushed.lock().unwrap().iter())
+    {
+        if let (Some(sent), Some(got)) = (sent, got) {
+            latencies
+                .lock()
+                .unwrap()
+                .record(got.saturating_duration_since(*sent).as_micros().max(1) as u64)?;
+        }
     }
     let all_paid_s = pay_start.elapsed().as_secs_f64();
     let all_paid_at = Instant::now();
@@ -793,6 +1025,12 @@ async fn flash_sale(
             a.capacity
         ));
     }
+    if let Some(n) = errors.get(&503) {
+        violations.push(format!("{n} buyers answered 503"));
+    }
+    if lost_holds > 0 {
+        violations.push(format!("{lost_holds} holds ended without a checkout link"));
+    }
     if holds.len() as i64 > a.capacity {
         violations.push(format!(
             "oversold: {} holds for {} seats",
@@ -873,6 +1111,11 @@ async fn flash_sale(
         "latency_hold": summary(&held_h), "latency_sold_out": summary(&sold_h), "latency_other": summary(&other_h),
         "peak_rss_mib_during_sale": rss_during_sale, "peak_rss_mib_process": rss_process_peak,
         "webhook_to_ticket": summary(&latencies), "all_paid_seconds": all_paid_s,
+        "last_link_seconds": last_link_s, "holds_without_link": lost_holds,
+        "webhooks_sent_seconds": webhooks_sent_s,
+        "settled_per_s": holds.len() as f64 / all_paid_s.max(1e-9),
+        "paystack_live_limits": a.live_limits, "cpu_during_sale": cpu_sale,
+        "paystack_refused": fake.refused.lock().unwrap().iter().map(|(k, v)| (k.to_string(), *v)).collect::<HashMap<_, _>>(),
         "websocket": websocket, "mail": mail,
         "oversold": (holds.len() as i64 - a.capacity).max(0),
         "violations": violations,
@@ -1033,12 +1276,113 @@ async fn public_read(a: &Args, api: Arc<Api>, tag: &str) -> anyhow::Result<Value
 
 // ---------------------------------------------------------------- main
 
+/// The machine's own ceilings, measured with pgbench on a scratch database, so that every
+/// figure reads as a fraction of a limit: `SELECT 1` round trips a second at 64 clients (no
+/// API call can beat one database round trip per request), and guarded single-row updates
+/// committed one at a time at 4 clients (the one-commit-per-hold wall the batcher gets past).
+async fn ceilings(a: &Args) -> Value {
+    let base = a
+        .database_admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or_default();
+    let db = "ticketing_bench_ceiling";
+    let admin = |sql: String| {
+        tokio::process::Command::new("psql")
+            .arg(&a.database_admin_url)
+            .args(["-qc", &sql])
+            .output()
+    };
+    let url = format!("{base}/{db}");
+    let setup = async {
+        admin(format!("DROP DATABASE IF EXISTS {db}")).await?;
+        admin(format!("CREATE DATABASE {db}")).await?;
+        tokio::process::Command::new("psql")
+            .arg(&url)
+            .args([
+                "-qc",
+                "CREATE TABLE tier (id int PRIMARY KEY, taken int NOT NULL, quantity int NOT NULL);
+                 INSERT INTO tier VALUES (1, 0, 2000000000);",
+            ])
+            .output()
+            .await
+    };
+    if setup.await.is_err() {
+        return json!({ "note": "psql/pgbench not available" });
+    }
+    let dir = std::env::temp_dir();
+    let select = dir.join("bench-select1.sql");
+    let hold = dir.join("bench-hold.sql");
+    let written = std::fs::write(&select, "SELECT 1;\n").and_then(|_| {
+        std::fs::write(
+            &hold,
+            "UPDATE tier SET taken = taken + 1 WHERE id = 1 AND taken + 1 <= quantity;\n",
+        )
+    });
+    if written.is_err() {
+        return json!({ "note": "cannot write pgbench scripts" });
+    }
+    let tps = |clients: &'static str, script: std::path::PathBuf| {
+        let url = url.clone();
+        async move {
+            let out = tokio::process::Command::new("pgbench")
+                .args(["-n", "-c", clients, "-j", "2", "-T", "5", "-f"])
+                .arg(&script)
+                .arg(&url)
+                .output()
+                .await
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find(|l| l.starts_with("tps = "))
+                .and_then(|l| l[6..].split_whitespace().next()?.parse::<f64>().ok())
+        }
+    };
+    eprintln!(
+        "ceilings: pgbench SELECT 1 (64 clients) and one guarded update per commit (4 clients), 5 s each…"
+    );
+    let select_1 = tps("64", select).await;
+    let commit_per_hold = tps("4", hold).await;
+    let _ = admin(format!("DROP DATABASE IF EXISTS {db}")).await;
+    json!({ "select_1_per_s": select_1, "one_commit_per_hold_per_s": commit_per_hold })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
-    let tag = format!("{}", time::OffsetDateTime::now_utc().unix_timestamp());
-    let (fake, fake_url) = start_fake().await?;
-    let mut servers = start_servers(&a, &fake_url, &tag).await?;
+    let ceilings = ceilings(&a).await;
+    let mut reports = Vec::new();
+    for &instances in &a.instances {
+        let report = run(&a, instances).await?;
+        print_report(&a, instances, &report, &ceilings);
+        reports.push(report);
+    }
+    println!(
+        "{}",
+        json!({ "ceilings": ceilings, "runs": reports, "capacity": a.capacity, "buyers": a.buyers,
+                "concurrency": a.concurrency, "users": a.users, "paystack_live_limits": a.live_limits })
+    );
+    let violations: Vec<&Value> = reports
+        .iter()
+        .flat_map(|r| ["flash", "checkin"].map(|k| &r[k]["violations"]))
+        .filter_map(Value::as_array)
+        .flatten()
+        .collect();
+    if !violations.is_empty() {
+        eprintln!("INVARIANTS VIOLATED: {violations:?}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// One measurement at `instances` servers: a fresh database, the scenarios, the report.
+async fn run(a: &Args, instances: usize) -> anyhow::Result<Value> {
+    let tag = format!(
+        "{}_{instances}",
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    );
+    let (fake, fake_url) = start_fake(a.live_limits).await?;
+    let mut servers = start_servers(a, instances, &fake_url, &tag).await?;
     let api = Arc::new(Api {
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(256)
@@ -1046,36 +1390,102 @@ async fn main() -> anyhow::Result<()> {
         urls: servers.iter().map(|s| s.url.clone()).collect(),
         next: AtomicUsize::new(0),
     });
-    let mut report = json!({ "instances": a.instances, "capacity": a.capacity, "buyers": a.buyers,
-                             "concurrency": a.concurrency, "users": a.users });
+    let mut report = json!({ "instances": instances });
     if a.scenarios.iter().any(|s| s == "flash") {
-        report["flash"] = flash_sale(&a, api.clone(), &fake, &servers, &tag).await?;
+        report["flash"] = flash_sale(a, api.clone(), &fake, &servers, &tag).await?;
     }
     if a.scenarios.iter().any(|s| s == "checkin") {
-        report["checkin"] = checkin(&a, api.clone(), &tag).await?;
+        report["checkin"] = checkin(a, api.clone(), &tag).await?;
     }
     if a.scenarios.iter().any(|s| s == "read") {
-        report["read"] = public_read(&a, api.clone(), &tag).await?;
+        report["read"] = public_read(a, api.clone(), &tag).await?;
     }
+    // How many holds shared a commit (the servers' own histogram).
+    let (mut sum, mut count) = (0.0, 0.0);
+    for s in &servers {
+        let text = api
+            .client
+            .get(format!("{}/metrics", s.url))
+            .send()
+            .await?
+            .text()
+            .await?;
+        for line in text.lines() {
+            let value = || line.rsplit(' ').next()?.parse::<f64>().ok();
+            if line.starts_with("ticketing_hold_batch_size_sum") {
+                sum += value().unwrap_or(0.0);
+            } else if line.starts_with("ticketing_hold_batch_size_count") {
+                count += value().unwrap_or(0.0);
+            }
+        }
+    }
+    report["hold_batches"] =
+        json!({ "batches": count, "mean_holds_per_batch": sum / count.max(1.0) });
     for s in &mut servers {
         let _ = s.child.kill().await;
     }
+    Ok(report)
+}
 
+fn print_report(a: &Args, instances: usize, report: &Value, ceilings: &Value) {
     let f = &report["flash"];
     println!(
-        "\n== flash sale: {} buyers, {} seats, concurrency {}, {} instance(s)",
-        a.buyers, a.capacity, a.concurrency, a.instances
+        "\n== flash sale: {} buyers, {} seats, concurrency {}, {instances} instance(s), Paystack fake {}",
+        a.buyers,
+        a.capacity,
+        a.concurrency,
+        if a.live_limits {
+            "at live limits (initialize 20/s, verify 50/s)"
+        } else {
+            "unlimited"
+        }
     );
+    println!(
+        "   the bench's servers run with the per-user purchase limits raised out of reach \
+         (MAX_ACTIVE_HOLDS_PER_USER, PURCHASE_RATE_LIMIT_*: {} buyers share {} accounts)",
+        a.buyers, a.users
+    );
+    let ceiling = |k: &str| {
+        ceilings[k]
+            .as_f64()
+            .map_or("n/a".to_owned(), |v| format!("{v:.0}/s"))
+    };
     if !f.is_null() {
         println!(
-            "holds/s (contested)      {:>10.0}   ({} holds in {:.3} s)",
+            "holds/s (contested)      {:>10.0}   ({} holds in {:.3} s; one commit per hold would cap at {})",
             f["holds_per_s"].as_f64().unwrap_or(0.0),
             f["holds"],
-            f["contested_seconds"].as_f64().unwrap_or(0.0)
+            f["contested_seconds"].as_f64().unwrap_or(0.0),
+            ceiling("one_commit_per_hold_per_s")
         );
         println!(
-            "sold-out answers/s after {:>10.0}",
-            f["sold_out_per_s"].as_f64().unwrap_or(0.0)
+            "CPU during the sale      machine {:.0} % busy (server, PostgreSQL, Redis and this load generator share it)",
+            f["cpu_during_sale"]["machine_busy"].as_f64().unwrap_or(0.0) * 100.0
+        );
+        println!(
+            "hold batches             {} commits, {:.1} holds per commit on average",
+            report["hold_batches"]["batches"],
+            report["hold_batches"]["mean_holds_per_batch"]
+                .as_f64()
+                .unwrap_or(0.0)
+        );
+        println!(
+            "checkout links           last one {:.1} s after the sale began; {} holds lost their seat without a link; Paystack 429s {}",
+            f["last_link_seconds"].as_f64().unwrap_or(0.0),
+            f["holds_without_link"],
+            f["paystack_refused"]
+        );
+        println!(
+            "webhook burst            {} webhooks sent in {:.2} s; all settled {:.1} s after the first ({:.0}/s)",
+            f["holds"],
+            f["webhooks_sent_seconds"].as_f64().unwrap_or(0.0),
+            f["all_paid_seconds"].as_f64().unwrap_or(0.0),
+            f["settled_per_s"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "sold-out answers/s after {:>10.0}   (PostgreSQL SELECT 1 at 64 clients: {})",
+            f["sold_out_per_s"].as_f64().unwrap_or(0.0),
+            ceiling("select_1_per_s")
         );
         println!(
             "cancel → all refunded    {:>10.1} s   ({} refund calls; paced by PAYSTACK_REFUNDS_PER_SECOND)",
@@ -1111,7 +1521,7 @@ async fn main() -> anyhow::Result<()> {
         );
         let w = &f["webhook_to_ticket"];
         println!(
-            "webhook→tickets          p50 {:.2} ms  p99 {:.2} ms; all paid in {:.2} s",
+            "webhook→tickets (push)   p50 {:.2} ms  p99 {:.2} ms; all paid in {:.2} s",
             w["p50_ms"].as_f64().unwrap_or(0.0),
             w["p99_ms"].as_f64().unwrap_or(0.0),
             f["all_paid_seconds"].as_f64().unwrap_or(0.0)
@@ -1149,20 +1559,10 @@ async fn main() -> anyhow::Result<()> {
     let r = &report["read"];
     if !r.is_null() {
         println!(
-            "== public event read, 64 clients: {:.0} req/s, p99 {:.2} ms",
+            "== public event read, 64 clients: {:.0} req/s, p99 {:.2} ms (PostgreSQL SELECT 1: {})",
             r["req_per_s"].as_f64().unwrap_or(0.0),
-            r["latency"]["p99_ms"].as_f64().unwrap_or(0.0)
+            r["latency"]["p99_ms"].as_f64().unwrap_or(0.0),
+            ceiling("select_1_per_s")
         );
     }
-    println!("{report}");
-    let violations: Vec<&Value> = ["flash", "checkin"]
-        .iter()
-        .filter_map(|k| report[k]["violations"].as_array())
-        .flatten()
-        .collect();
-    if !violations.is_empty() {
-        eprintln!("INVARIANTS VIOLATED: {violations:?}");
-        std::process::exit(1);
-    }
-    Ok(())
 }

@@ -30,6 +30,7 @@ use std::{
     time::Duration,
 };
 
+use futures::{StreamExt, stream::FuturesUnordered};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -72,13 +73,38 @@ pub async fn hold(state: &AppState, event_id: Uuid, tier_id: Uuid, ask: HoldAsk)
         .unwrap_or_else(|_| HoldOutcome::Failed("the hold's batch ended without an answer".into()))
 }
 
-/// One lane: a batch at a time until its queue is empty.
+/// Batches of one lane in flight at once. Two: while one batch holds the tier row through
+/// its commit's flush, the next takes its buyers' locks and counts and then waits at the row,
+/// so the row is never idle between commits. Arrival order is kept (the second batch reaches
+/// the row lock after the first holds it, and takes it once the first committed).
+const IN_FLIGHT: usize = 2;
+
+/// One lane: up to `IN_FLIGHT` batches at a time until its queue is empty.
 async fn run_lane(state: AppState, mut queue: LaneQueue<LaneKey, Queued>) {
     let key = *queue.key();
-    while let Some(batch) = queue.next_batch(MAX_BATCH) {
-        let size = batch.len();
-        run_batch(&state, key, batch).await;
-        queue.done(size);
+    let mut in_flight = FuturesUnordered::new();
+    let batch = |batch: Vec<Queued>| {
+        let state = &state;
+        async move {
+            let size = batch.len();
+            run_batch(state, key, batch).await;
+            size
+        }
+    };
+    loop {
+        if in_flight.is_empty() {
+            // Idle: take what waits, or end the lane (removing it) when nothing does.
+            match queue.next_batch(MAX_BATCH) {
+                Some(b) => in_flight.push(batch(b)),
+                None => return,
+            }
+        }
+        tokio::select! {
+            Some(size) = in_flight.next() => queue.done(size),
+            Some(b) = queue.recv_batch(MAX_BATCH), if in_flight.len() < IN_FLIGHT => {
+                in_flight.push(batch(b));
+            }
+        }
     }
 }
 

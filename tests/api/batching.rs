@@ -63,8 +63,8 @@ async fn two_hundred_buyers_batched_on_two_instances_take_exactly_the_seats_that
     let (event, tier_id) = ids(&event_id, &tier);
     let buyers = attendees(&app, 200).await;
 
-    // Each instance's first batch stops at the locked tier row, and everyone else queues
-    // behind it on their instance's lane.
+    // Each instance's first batches stop at the locked tier row, and everyone else queues
+    // behind them on their instance's lane.
     let lock = TierLock::take(&app, tier_id).await;
     let attempts: Vec<_> = buyers
         .iter()
@@ -121,7 +121,7 @@ async fn two_hundred_buyers_batched_on_two_instances_take_exactly_the_seats_that
     .fetch_one(&app.state.db)
     .await
     .unwrap();
-    assert!(commits <= 4, "50 holds in {commits} transactions");
+    assert!(commits <= 8, "50 holds in {commits} transactions");
     println!("BATCH 200 buyers, 2 instances: 50 held in {commits} commits, 150 sold out");
     let event: Value = app
         .get(&format!("/events/{event_id}"))
@@ -138,10 +138,10 @@ async fn a_batch_whose_transaction_fails_answers_its_own_buyers_503_and_takes_no
     let app = TestApp::spawn().await;
     let (_, event_id, tier) = event_with_tier(&app, PRICE, 10).await;
     let (event, tier_id) = ids(&event_id, &tier);
-    let buyers = attendees(&app, 4).await;
-    // The fourth buyer's order cannot be stored (as a full disk or a broken constraint
+    let buyers = attendees(&app, 5).await;
+    // The last buyer's order cannot be stored (as a full disk or a broken constraint
     // would): any transaction inserting it fails.
-    let poison = app.get_json_auth("/users/profile", &buyers[3]).await["id"]
+    let poison = app.get_json_auth("/users/profile", &buyers[4]).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -171,21 +171,26 @@ async fn a_batch_whose_transaction_fails_answers_its_own_buyers_503_and_takes_no
                 .unwrap()
         })
     };
-    // The first buyer's batch waits at the tier row; the other three queue behind it and
-    // leave together once it commits.
-    let first = send(buyers[0].clone());
+    // A lane runs two batches at once: the first two buyers' batches wait at the tier row,
+    // the other three queue behind them and leave together once one of those commits.
+    let mut first = Vec::new();
+    for (i, buyer) in buyers[..2].iter().enumerate() {
+        first.push(send(buyer.clone()));
+        eventually(Duration::from_secs(10), || async {
+            (lock_waiters(&app).await > i as i64).then_some(())
+        })
+        .await;
+    }
+    let rest: Vec<_> = buyers[2..].iter().cloned().map(send).collect();
     eventually(Duration::from_secs(10), || async {
-        (lock_waiters(&app).await >= 1).then_some(())
-    })
-    .await;
-    let rest: Vec<_> = buyers[1..].iter().cloned().map(send).collect();
-    eventually(Duration::from_secs(10), || async {
-        (app.state.batcher.pending(&(event, tier_id)) == 4).then_some(())
+        (app.state.batcher.pending(&(event, tier_id)) == 5).then_some(())
     })
     .await;
     lock.release().await;
 
-    assert_eq!(first.await.unwrap().status(), StatusCode::CREATED);
+    for attempt in first {
+        assert_eq!(attempt.await.unwrap().status(), StatusCode::CREATED);
+    }
     for attempt in rest {
         let res = attempt.await.unwrap();
         let retry_after = res.headers().get("retry-after").cloned();
@@ -199,14 +204,14 @@ async fn a_batch_whose_transaction_fails_answers_its_own_buyers_503_and_takes_no
     .fetch_one(&app.state.db)
     .await
     .unwrap();
-    assert_eq!((taken, orders), (1, 1), "the failed batch took nothing");
+    assert_eq!((taken, orders), (2, 2), "the failed batch took nothing");
 
     // Its buyers try again and, the fault gone, get their seats.
     sqlx::raw_sql("DROP TRIGGER refuse_order ON orders")
         .execute(&app.state.db)
         .await
         .unwrap();
-    for token in &buyers[1..] {
+    for token in &buyers[2..] {
         let res = purchase(&app, token, &event_id, "Regular", 1).await;
         assert_eq!(res.status(), StatusCode::CREATED);
     }
