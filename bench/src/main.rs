@@ -563,7 +563,8 @@ async fn seed_event(
 // ---------------------------------------------------------------- measuring
 
 fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+    // Up to an hour: at live limits a webhook can wait minutes for its verify slot.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap()
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {

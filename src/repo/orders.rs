@@ -1,8 +1,9 @@
 //! Orders, their idempotency records and their tickets being issued. The ledger, refunds,
 //! payouts and webhook deliveries have modules of their own.
 //!
-//! Every state change is one guarded statement (`... WHERE status = <from>`), so two
-//! webhooks, two workers or two sweepers racing on one order change it once.
+//! Every change of an order's state is one guarded statement (`... WHERE status = <from>`),
+//! so two webhooks, two workers or two sweepers racing on one order change it once. Holds are
+//! created in batches under the tier row's lock (`lock_tier_for_holds`, `insert_holds`).
 
 use std::time::Duration;
 
@@ -44,7 +45,7 @@ pub struct HoldAsk {
 }
 
 /// How a hold lane answered one buyer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum HoldOutcome {
     Held(Box<OrderRow>),
     /// No seats taken: not enough left, the event is closed, the quantity is over the event's
@@ -179,6 +180,9 @@ pub async fn insert_holds(
                FROM unnest($13::uuid[], $14::text[], $15::text[], $16::uuid[])
                     AS k(user_id, key, hash, order_id)
                WHERE EXISTS (SELECT 1 FROM tier)
+               -- One order of insertion for every batch, so two batches waiting on each
+               -- other's keys cannot wait in a circle.
+               ORDER BY k.user_id, k.key
                ON CONFLICT DO NOTHING
                RETURNING order_id
            )

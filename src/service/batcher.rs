@@ -19,9 +19,12 @@
 //! - The per-buyer caps are counted under the same advisory locks as before, taken for the
 //!   whole batch in one sorted order, so one buyer's racing requests still serialise (across
 //!   instances too) and nobody else waits.
-//! - A repeated Idempotency-Key never takes seats twice: duplicates inside a batch wait for
-//!   the first, and a key already stored elsewhere is skipped by the insert and its order taken
-//!   back before the commit; the caller then answers the stored order.
+//! - A repeated Idempotency-Key never takes seats twice: inside a batch the first copy decides
+//!   (granted, the others are answered its order; refused, they are refused alike), and a key
+//!   already stored elsewhere is skipped by the insert and its order taken back before the
+//!   commit; the caller then answers the stored order. (Decisions later in that batch are not
+//!   redone: at the very edge of a sellout such a rare race can refuse a seat the taken-back
+//!   order freed. Never the other way: counters stay exact.)
 //! - A batch whose transaction fails takes no seat (it rolls back) and answers each of its own
 //!   buyers 503 with `Retry-After`; other batches are untouched.
 
@@ -75,8 +78,10 @@ pub async fn hold(state: &AppState, event_id: Uuid, tier_id: Uuid, ask: HoldAsk)
 
 /// Batches of one lane in flight at once. Two: while one batch holds the tier row through
 /// its commit's flush, the next takes its buyers' locks and counts and then waits at the row,
-/// so the row is never idle between commits. Arrival order is kept (the second batch reaches
-/// the row lock after the first holds it, and takes it once the first committed).
+/// so the row is never idle between commits. Within a batch, holds are decided in arrival
+/// order; between two batches in flight, the second usually reaches the row after the first
+/// but may overtake it (a slower connection, a buyer's lock held elsewhere) — fairness is
+/// first come mostly, correctness does not depend on it.
 const IN_FLIGHT: usize = 2;
 
 /// One lane: up to `IN_FLIGHT` batches at a time until its queue is empty.
@@ -110,9 +115,15 @@ async fn run_lane(state: AppState, mut queue: LaneQueue<LaneKey, Queued>) {
 
 /// Decides and commits one batch, then answers each of its buyers.
 async fn run_batch(state: &AppState, (event_id, tier_id): LaneKey, batch: Vec<Queued>) {
-    metrics::histogram!("ticketing_hold_batch_size").record(batch.len() as f64);
-    let (asks, answers): (Vec<HoldAsk>, Vec<oneshot::Sender<HoldOutcome>>) =
-        batch.into_iter().unzip();
+    // A buyer who went away while queued (timeout, disconnect) takes nothing.
+    let (asks, answers): (Vec<HoldAsk>, Vec<oneshot::Sender<HoldOutcome>>) = batch
+        .into_iter()
+        .filter(|(_, answer)| !answer.is_closed())
+        .unzip();
+    if asks.is_empty() {
+        return;
+    }
+    metrics::histogram!("ticketing_hold_batch_size").record(asks.len() as f64);
     let outcomes = match decide_and_commit(state, event_id, tier_id, &asks).await {
         Ok(outcomes) => outcomes,
         Err(e) => {
@@ -124,8 +135,14 @@ async fn run_batch(state: &AppState, (event_id, tier_id): LaneKey, batch: Vec<Qu
         }
     };
     for (answer, outcome) in answers.into_iter().zip(outcomes) {
-        // A buyer who went away is simply not answered; their hold stands (it expires).
-        let _ = answer.send(outcome);
+        if let Err(HoldOutcome::Held(order)) = answer.send(outcome) {
+            // The buyer went away during the commit: the hold stands, and its link is the
+            // paced initializer's to make (a retry with the same key is answered the order,
+            // link to follow), never a hold nobody can pay.
+            if let Err(e) = repo::orders::defer_checkout(&state.db, order.id).await {
+                tracing::warn!(error = %e, order_id = %order.id, "an unanswered hold has no link; it expires");
+            }
+        }
     }
 }
 
@@ -248,16 +265,24 @@ fn decide(
     let discount_open =
         tier.discount_price.is_some() && tier.discount_expires_at.is_some_and(|at| at > now);
     let (hold_cap, free_cap) = (caps.active_holds, caps.free_tickets);
-    let mut keys_seen = HashSet::new();
-    asks.iter()
-        .map(|ask| {
-            let quantity = i64::from(ask.quantity);
-            if let Some((key, _)) = &ask.idempotency
-                && !keys_seen.insert((ask.user_id, key.as_str()))
-            {
-                // The same request twice in one batch: the first decides, this one replays.
-                return Decision::Refuse(HoldOutcome::Duplicate);
+    // The first ask of each (buyer, key) in this batch, by position.
+    let mut firsts: HashMap<(Uuid, &str), usize> = HashMap::new();
+    let mut decided: Vec<Decision> = Vec::with_capacity(asks.len());
+    for (i, ask) in asks.iter().enumerate() {
+        if let Some((key, _)) = &ask.idempotency {
+            if let Some(&first) = firsts.get(&(ask.user_id, key.as_str())) {
+                // The same request twice in one batch: the first decides. Granted, this one
+                // is answered its order (a replay); refused, this one is refused alike.
+                decided.push(match &decided[first] {
+                    Decision::Grant { .. } => Decision::Refuse(HoldOutcome::Duplicate),
+                    Decision::Refuse(outcome) => Decision::Refuse(outcome.clone()),
+                });
+                continue;
             }
+            firsts.insert((ask.user_id, key.as_str()), i);
+        }
+        let decision = 'decide: {
+            let quantity = i64::from(ask.quantity);
             let mine = usage.entry(ask.user_id).or_default();
             if hold_cap > 0 && mine.active_holds >= hold_cap {
                 // Until the first hold expires; one already past its expiry waits for the
@@ -266,7 +291,7 @@ fn decide(
                     Some(at) if at > now => (at - now).unsigned_abs(),
                     _ => caps.sweep_interval,
                 };
-                return Decision::Refuse(HoldOutcome::TooManyHolds {
+                break 'decide Decision::Refuse(HoldOutcome::TooManyHolds {
                     retry_after: wait.max(Duration::from_secs(1)),
                 });
             }
@@ -274,7 +299,7 @@ fn decide(
                 || ask.quantity > tier.max_per_order
                 || taken + quantity > i64::from(tier.quantity)
             {
-                return Decision::Refuse(HoldOutcome::Nothing);
+                break 'decide Decision::Refuse(HoldOutcome::Nothing);
             }
             let discounted = discount_open
                 && tier
@@ -285,7 +310,7 @@ fn decide(
                 _ => tier.price,
             };
             if unit_price == 0 && free_cap > 0 && mine.free_tickets + quantity > free_cap {
-                return Decision::Refuse(HoldOutcome::FreeTicketLimit {
+                break 'decide Decision::Refuse(HoldOutcome::FreeTicketLimit {
                     cap: free_cap,
                     have: mine.free_tickets,
                 });
@@ -302,8 +327,10 @@ fn decide(
                 unit_price,
                 discounted,
             }
-        })
-        .collect()
+        };
+        decided.push(decision);
+    }
+    decided
 }
 
 #[cfg(test)]
@@ -468,6 +495,27 @@ mod tests {
             Decision::Refuse(HoldOutcome::FreeTicketLimit { cap: 3, have: 2 })
         ));
         assert_eq!(granted(&d)[2], Some((0, false)));
+    }
+
+    #[test]
+    fn a_repeated_key_whose_first_copy_is_refused_is_refused_alike() {
+        let buyer = Uuid::now_v7();
+        let asks = [
+            ask(buyer, 5, Some("k")),
+            ask(buyer, 5, Some("k")),
+            ask(buyer, 1, Some("j")),
+        ];
+        // 3 seats left: the first copy does not fit, so neither does its twin.
+        let d = decide(
+            &tier(10, 7),
+            &asks,
+            HashMap::new(),
+            &NO_CAPS,
+            OffsetDateTime::now_utc(),
+        );
+        assert!(matches!(d[0], Decision::Refuse(HoldOutcome::Nothing)));
+        assert!(matches!(d[1], Decision::Refuse(HoldOutcome::Nothing)));
+        assert_eq!(granted(&d)[2], Some((5_000, false)));
     }
 
     #[test]

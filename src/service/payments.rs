@@ -123,7 +123,17 @@ pub async fn verify(
     state: &AppState,
     reference: &str,
 ) -> Result<paystack::Verification, paystack::GatewayError> {
-    if let Some(retry_after) = budget::wait(state, Call::Verify, VERIFY_QUEUE).await {
+    verify_within(state, reference, VERIFY_QUEUE).await
+}
+
+/// `verify`, waiting at most `queue` for a budget slot (the sweeper, whose claims are short,
+/// does not wait: a hold it cannot verify now is looked at again on its next pass).
+pub async fn verify_within(
+    state: &AppState,
+    reference: &str,
+    queue: Duration,
+) -> Result<paystack::Verification, paystack::GatewayError> {
+    if let Some(retry_after) = budget::wait(state, Call::Verify, queue).await {
         return Err(paystack::GatewayError::Limited { retry_after });
     }
     state.gateway.verify(reference).await

@@ -375,7 +375,15 @@ async fn take_seats(
         quantity: req.quantity,
         idempotency: idempotency_key.map(|k| (k.to_owned(), hash.to_owned())),
     };
-    let refused = match batcher::hold(state, event_id, tier_id, ask).await {
+    // Answered before the request's own deadline; if the lane answers later, the hold (if
+    // any) is handed to the paced initializer and a retry with the key finds it.
+    let decided = tokio::time::timeout_at(
+        deadline.into(),
+        batcher::hold(state, event_id, tier_id, ask),
+    )
+    .await
+    .unwrap_or_else(|_| HoldOutcome::Failed("the hold was not decided in time".into()));
+    let refused = match decided {
         HoldOutcome::Held(order) => return Ok(Held::Order(*order)),
         HoldOutcome::Failed(cause) => {
             outcome("batch_failed");
@@ -384,14 +392,9 @@ async fn take_seats(
         // A replay of a request that succeeded before the tier sold out (its key only in
         // PostgreSQL, e.g. after a Redis restart) still answers its order.
         HoldOutcome::Nothing => None,
-        // The same request, stored first: its order is the answer.
-        HoldOutcome::Duplicate => {
-            let key = idempotency_key.unwrap_or_default();
-            return replay(state, user_id, key, hash, deadline)
-                .await?
-                .map(Held::Replayed)
-                .ok_or_else(|| anyhow::anyhow!("idempotency conflict without a record").into());
-        }
+        // The same request, stored first: its order is the answer (found by the replay
+        // below; should it be gone already, the buyer is told there are no seats for it).
+        HoldOutcome::Duplicate => None,
         HoldOutcome::TooManyHolds { retry_after } => {
             outcome("too_many_holds");
             Some(AppError::RateLimited {

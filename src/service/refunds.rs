@@ -271,12 +271,15 @@ impl Driver<'_> {
             return Ok(Some(Driven::Later));
         }
         let wait = lookup_delay(state, self.refund.attempts);
-        // Within the shared verify budget, without waiting: the lease is short.
-        let verified = match budget::try_now(state, Call::Verify).await {
-            Some(retry_after) => Err(GatewayError::Limited { retry_after }),
-            None => state.gateway.verify(&self.refund.reference).await,
-        };
-        let verified = match verified {
+        // Within the shared verify budget, without waiting (the lease is short): when it is
+        // spent, look again once a slot frees — not an error.
+        if let Some(retry_after) = budget::try_now(state, Call::Verify).await {
+            return self
+                .defer(RefundState::Sending, None, retry_after.as_secs_f64())
+                .await
+                .map(Some);
+        }
+        let verified = match state.gateway.verify(&self.refund.reference).await {
             Ok(v) => v,
             Err(e) => {
                 return self

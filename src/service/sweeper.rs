@@ -134,7 +134,7 @@ async fn expire_holds(state: &AppState) -> AppResult<usize> {
         futures::future::join_all(claimed.into_iter().map(|(order_id, reference, expires_at)| {
             let expired = &expired;
             async move {
-                let ended = match payments::verify(state, &reference).await {
+                let ended = match payments::verify_within(state, &reference, std::time::Duration::ZERO).await {
                     Ok(v) if v.status == TxStatus::Success => {
                         // Paid after all (a lost webhook): settle instead of expiring.
                         if let Err(e) = payments::settle(state, &reference).await {
@@ -182,7 +182,7 @@ async fn reverify(state: &AppState) -> AppResult<usize> {
     let n = claimed.len();
     stream::iter(claimed)
         .for_each_concurrent(PARALLEL, |(order_id, reference)| async move {
-            let done = match payments::verify(state, &reference).await {
+            let done = match payments::verify_within(state, &reference, std::time::Duration::ZERO).await {
                 Ok(v) if v.status == TxStatus::Success => payments::settle(state, &reference)
                     .await
                     .map(|_| true)

@@ -491,21 +491,29 @@ pub async fn assert_invariants(app: &TestApp) {
 
 /// `assert_invariants` for a database the test reaches on its own (an app run as a process).
 pub async fn assert_invariants_on(db: &sqlx::PgPool) {
-    let tiers: Vec<(uuid::Uuid, i32, i32, i64, i64)> = sqlx::query_as(
+    let tiers: Vec<(uuid::Uuid, i32, i32, i64, i64, i32, i64)> = sqlx::query_as(
         "SELECT t.id, t.quantity, t.taken,
                 COALESCE((SELECT SUM(o.quantity) FROM orders o WHERE o.tier_id = t.id AND o.holds_seats), 0)::bigint,
-                (SELECT count(*) FROM tickets k WHERE k.tier_id = t.id AND k.status <> 'void')
+                (SELECT count(*) FROM tickets k WHERE k.tier_id = t.id AND k.status <> 'void'),
+                t.discount_taken,
+                COALESCE((SELECT SUM(o.quantity) FROM orders o
+                          WHERE o.tier_id = t.id AND o.holds_seats AND o.discounted), 0)::bigint
          FROM ticket_tiers t",
     )
     .fetch_all(db)
     .await
     .unwrap();
-    for (id, quantity, taken, holding, tickets) in tiers {
+    for (id, quantity, taken, holding, tickets, discount_taken, discounted) in tiers {
         assert!(
             taken <= quantity,
             "tier {id}: taken {taken} > quantity {quantity}"
         );
         assert_eq!(i64::from(taken), holding, "tier {id}: taken = held + sold");
+        assert_eq!(
+            i64::from(discount_taken),
+            discounted,
+            "tier {id}: discount_taken = discounted seats held or sold"
+        );
         let paid: i64 = sqlx::query_scalar(
             "SELECT COALESCE(SUM(quantity), 0)::bigint FROM orders WHERE tier_id = $1 AND status = 'paid'",
         )
