@@ -42,6 +42,11 @@ pub struct HoldAsk {
     pub quantity: i32,
     /// `(key, request hash)` of the Idempotency-Key.
     pub idempotency: Option<(String, String)>,
+    /// Paystack's initialize budget had no slot for this purchase: the order is created
+    /// with its link handed to the paced initializer (`checkout_deferred_at` set at insert —
+    /// setting it afterwards would be a non-HOT update of every deferred order, which cost
+    /// PostgreSQL more than the hold itself).
+    pub deferred: bool,
 }
 
 /// How a hold lane answered one buyer.
@@ -120,6 +125,8 @@ pub struct GrantedHold {
     pub discounted: bool,
     /// `(key, request hash)` of the Idempotency-Key, stored with the order.
     pub idempotency: Option<(String, String)>,
+    /// Its link is the paced initializer's to make (`HoldAsk::deferred`).
+    pub deferred: bool,
 }
 
 /// The orders a batch inserted, and those whose Idempotency-Key was already taken (by the
@@ -164,12 +171,16 @@ pub async fn insert_holds(
                RETURNING id
            ), ord AS (
                INSERT INTO orders (id, reference, user_id, event_id, tier_id, quantity, unit_price,
-                                   total_amount, discounted, currency, status, expires_at)
+                                   total_amount, discounted, currency, status, expires_at,
+                                   checkout_deferred_at)
                SELECT o.id, o.reference, o.user_id, $2, $1, o.quantity, o.unit_price,
                       o.unit_price * o.quantity, o.discounted, $5, 'pending',
-                      now() + make_interval(secs => $6)
-               FROM unnest($7::uuid[], $8::text[], $9::uuid[], $10::int[], $11::bigint[], $12::bool[])
-                    AS o(id, reference, user_id, quantity, unit_price, discounted)
+                      now() + make_interval(secs => $6),
+                      -- A free order never needs a link.
+                      CASE WHEN o.deferred AND o.unit_price > 0 THEN now() END
+               FROM unnest($7::uuid[], $8::text[], $9::uuid[], $10::int[], $11::bigint[], $12::bool[],
+                           $17::bool[])
+                    AS o(id, reference, user_id, quantity, unit_price, discounted, deferred)
                WHERE EXISTS (SELECT 1 FROM tier)
                RETURNING *
            ), idem AS (
@@ -210,6 +221,7 @@ pub async fn insert_holds(
         &key_part(|i| &i.0),
         &key_part(|i| &i.1),
         &keyed.iter().map(|h| h.order_id).collect::<Vec<_>>(),
+        &holds.iter().map(|h| h.deferred).collect::<Vec<_>>(),
     )
     .fetch_all(&mut *tx)
     .await?;

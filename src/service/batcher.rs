@@ -195,6 +195,7 @@ async fn decide_and_commit(
                 unit_price: *unit_price,
                 discounted: *discounted,
                 idempotency: a.idempotency.clone(),
+                deferred: a.deferred,
             }),
             _ => None,
         })
@@ -361,6 +362,7 @@ mod tests {
             user_id,
             quantity,
             idempotency: key.map(|k| (k.to_owned(), "hash".to_owned())),
+            deferred: false,
         }
     }
 

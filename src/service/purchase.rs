@@ -288,7 +288,12 @@ pub async fn purchase(
         hash: &hash,
         deadline,
     };
-    let order = match take_seats(state, event_id, tier_id, &req, &asker).await? {
+    // Whether this purchase may initialize inline, decided before the hold so that a
+    // deferred order is created deferred (one insert, no later update). A slot taken by an
+    // attempt that then takes no seat (sold out at the edge, a free order) is simply unused:
+    // the budget only paces calls, it never lets more through.
+    let deferred = budget::try_now(state, Call::Initialize).await.is_some();
+    let order = match take_seats(state, event_id, tier_id, &req, &asker, deferred).await? {
         Held::Order(order) => order,
         Held::Replayed(p) => return Ok(p),
         Held::Nothing => {
@@ -306,6 +311,13 @@ pub async fn purchase(
             order: repo::orders::find(&state.db, order.id)
                 .await?
                 .unwrap_or(order),
+            replayed: false,
+        });
+    }
+    if deferred {
+        outcome("held_link_pending");
+        return Ok(Purchase {
+            order,
             replayed: false,
         });
     }
@@ -360,6 +372,7 @@ async fn take_seats(
     tier_id: Uuid,
     req: &PurchaseRequest,
     asker: &Asker<'_>,
+    deferred: bool,
 ) -> AppResult<Held> {
     let Asker {
         user_id,
@@ -374,6 +387,7 @@ async fn take_seats(
         user_id,
         quantity: req.quantity,
         idempotency: idempotency_key.map(|k| (k.to_owned(), hash.to_owned())),
+        deferred,
     };
     // Answered before the request's own deadline; if the lane answers later, the hold (if
     // any) is handed to the paced initializer and a retry with the key finds it.
@@ -425,19 +439,17 @@ async fn take_seats(
 }
 
 /// Paystack's checkout for a held order, outside any transaction, within the purchase's
-/// time — inline while Paystack's shared initialize budget has a slot. Past the budget, or
-/// when Paystack answers 429, the seats stay held and the link follows from the paced
-/// initializer (`service::checkout`): 201 with `authorization_url: null`. A buyer never
-/// loses seats or gets a 503 because Paystack is busy (DESIGN.md).
+/// time — inline, the purchase having taken a slot of Paystack's shared initialize budget.
+/// Past the budget (the order was then created deferred) or when Paystack answers 429, the
+/// seats stay held and the link follows from the paced initializer (`service::checkout`):
+/// 201 with `authorization_url: null`. A buyer never loses seats or gets a 503 because
+/// Paystack is busy (DESIGN.md).
 async fn start_checkout(
     state: &AppState,
     email: &str,
     order: OrderRow,
     deadline: Instant,
 ) -> AppResult<Purchase> {
-    if budget::try_now(state, Call::Initialize).await.is_some() {
-        return defer_checkout(state, order).await;
-    }
     let started = within(
         deadline,
         state.gateway.initialize(NewTransaction {
