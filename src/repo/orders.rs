@@ -494,7 +494,8 @@ pub async fn set_checkout(
 pub async fn defer_checkout(db: &sqlx::PgPool, id: Uuid) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE orders SET checkout_deferred_at = now(), updated_at = now()
-         WHERE id = $1 AND status = 'pending' AND authorization_url IS NULL",
+         WHERE id = $1 AND status = 'pending' AND authorization_url IS NULL
+           AND checkout_deferred_at IS NULL AND total_amount > 0",
         id
     )
     .execute(db)

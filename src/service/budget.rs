@@ -79,14 +79,38 @@ pub async fn wait(state: &AppState, call: Call, longest: Duration) -> Option<Dur
 /// One slot now, or `Some(wait)` until one frees; never waits. A Redis that cannot answer
 /// counts as a free slot (as in `take`).
 pub async fn try_now(state: &AppState, call: Call) -> Option<Duration> {
+    try_slot(state, call).await.err()
+}
+
+/// A slot taken by `try_slot`, which its taker may give back unused (`give_back`).
+pub struct Slot(Option<String>);
+
+/// `try_now`, keeping the slot's identity so that a caller that decides before it knows
+/// whether it will call (the purchase, before its hold) can give an unused slot back.
+pub async fn try_slot(state: &AppState, call: Call) -> Result<Slot, Duration> {
     let name = format!("paystack:budget:{}", call.name());
-    match window_slot(state, &name, call.per_second(state)).await {
-        Ok(wait) => wait,
+    let member = uuid::Uuid::now_v7().to_string();
+    match window_slot_as(state, &name, call.per_second(state), &member).await {
+        Ok(None) => Ok(Slot(Some(member))),
+        Ok(Some(wait)) => Err(wait),
         Err(e) => {
             tracing::warn!(error = %e, "paystack budget unavailable; calling anyway");
-            None
+            Ok(Slot(None))
         }
     }
+}
+
+/// Returns an unused slot to the window at once (a purchase that took no seats, or whose
+/// order turned out free), so refused attempts do not eat the links of real holds.
+pub async fn give_back(state: &AppState, call: Call, slot: Slot) {
+    let Some(member) = slot.0 else { return };
+    let name = format!("paystack:budget:{}", call.name());
+    let mut conn = state.redis.conn();
+    let _: Result<i64, _> = redis::cmd("ZREM")
+        .arg(state.redis.key(name))
+        .arg(member)
+        .query_async(&mut conn)
+        .await;
 }
 
 /// How far back a budget looks: a little over a second, so that `per_second` calls spaced by
@@ -120,12 +144,22 @@ pub async fn window_slot(
     name: &str,
     per_second: u32,
 ) -> redis::RedisResult<Option<Duration>> {
+    window_slot_as(state, name, per_second, &uuid::Uuid::now_v7().to_string()).await
+}
+
+/// `window_slot` with the slot's member chosen by the caller (to give it back later).
+async fn window_slot_as(
+    state: &AppState,
+    name: &str,
+    per_second: u32,
+    member: &str,
+) -> redis::RedisResult<Option<Duration>> {
     let mut conn = state.redis.conn();
     let wait_ms: i64 = SLIDING
         .key(state.redis.key(name))
         .arg(WINDOW_MS)
         .arg(per_second.max(1))
-        .arg(uuid::Uuid::now_v7().to_string())
+        .arg(member)
         .invoke_async(&mut conn)
         .await?;
     Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms as u64)))

@@ -1,8 +1,10 @@
 //! The paced checkout (DESIGN.md "Paystack's limits shape the flash sale"). Paystack allows an
 //! integration ~20 initializes a second; a flash sale takes seats far faster. A purchase
 //! initializes inline while the shared budget (`budget::Call::Initialize`) has a slot, and
-//! otherwise (or on a Paystack 429) keeps its seats, answers 201 with `authorization_url:
-//! null` and hands the link over to this initializer (`repo::orders::defer_checkout`).
+//! otherwise keeps its seats, answers 201 with `authorization_url: null` and hands the link
+//! over to this initializer: the order is inserted deferred by its hold's batch
+//! (`HoldAsk::deferred`), or marked afterwards on a Paystack 429
+//! (`repo::orders::defer_checkout`).
 //!
 //! One initializer per instance. It claims deferred holds oldest first (a claim per order,
 //! renewed right before each call, so two instances never initialize one), takes a budget

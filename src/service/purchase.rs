@@ -292,12 +292,25 @@ pub async fn purchase(
     // deferred order is created deferred (one insert, no later update). A slot taken by an
     // attempt that then takes no seat (sold out at the edge, a free order) is simply unused:
     // the budget only paces calls, it never lets more through.
-    let deferred = budget::try_now(state, Call::Initialize).await.is_some();
-    let order = match take_seats(state, event_id, tier_id, &req, &asker, deferred).await? {
-        Held::Order(order) => order,
-        Held::Replayed(p) => return Ok(p),
-        Held::Nothing => {
-            return Err(not_held(state, event_id, tier_id, &req, &shedding.epoch).await);
+    let slot = budget::try_slot(state, Call::Initialize).await;
+    let deferred = slot.is_err();
+    let held = take_seats(state, event_id, tier_id, &req, &asker, deferred).await;
+    let slot = slot.ok();
+    let order = match held {
+        Ok(Held::Order(order)) if order.total_amount > 0 => order,
+        other => {
+            // No call to make (no seats, a replay, a refusal, a free order): the slot goes
+            // back at once, so refused attempts never eat the links of real holds.
+            if let Some(slot) = slot {
+                budget::give_back(state, Call::Initialize, slot).await;
+            }
+            match other? {
+                Held::Order(order) => order,
+                Held::Replayed(p) => return Ok(p),
+                Held::Nothing => {
+                    return Err(not_held(state, event_id, tier_id, &req, &shedding.epoch).await);
+                }
+            }
         }
     };
     if let Some(k) = idempotency_key {

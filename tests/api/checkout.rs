@@ -212,3 +212,29 @@ async fn a_burst_of_paid_webhooks_is_verified_at_the_budgets_pace_and_all_settle
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn an_attempt_that_takes_no_seats_gives_its_initialize_slot_back() {
+    // One initialize a second: a refused attempt that kept its slot would leave the next
+    // buyer (within the same second) without an inline link.
+    let app = TestApp::builder()
+        .env("PAYSTACK_INITIALIZES_PER_SECOND", "1")
+        .spawn()
+        .await;
+    let (_, event_id, _) = event_with_tier(&app, 500_000, 30).await;
+    let buyers = attendees(&app, 2).await;
+    // Over the event's per-order limit (10): refused after the slot was taken.
+    let res = purchase(&app, &buyers[0], &event_id, "Regular", 11).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let order: Value = purchase(&app, &buyers[1], &event_id, "Regular", 1)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        order["authorization_url"].is_string(),
+        "the refused attempt kept the only slot: {order}"
+    );
+    assert_eq!(app.paystack.count("POST /transaction/initialize"), 1);
+    assert_invariants(&app).await;
+}
