@@ -55,6 +55,27 @@ fn ids(event_id: &str, tier: &Value) -> (Uuid, Uuid) {
     )
 }
 
+/// `helpers::purchase` (one ticket of "Regular") on a task of its own, so the test can go on
+/// while the purchase waits in its lane.
+fn spawn_purchase(
+    app: &TestApp,
+    token: &str,
+    event_id: &str,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let (address, client) = (app.address.clone(), app.client.clone());
+    let (token, event_id) = (token.to_owned(), event_id.to_owned());
+    tokio::spawn(async move {
+        client
+            .post(format!("{address}/events/{event_id}/tickets/purchase"))
+            .bearer_auth(&token)
+            .header("idempotency-key", Uuid::now_v7().to_string())
+            .json(&serde_json::json!({ "tier": "Regular", "quantity": 1 }))
+            .send()
+            .await
+            .unwrap()
+    })
+}
+
 #[tokio::test]
 async fn two_hundred_buyers_batched_on_two_instances_take_exactly_the_seats_that_exist() {
     let app = TestApp::spawn().await;
@@ -71,18 +92,7 @@ async fn two_hundred_buyers_batched_on_two_instances_take_exactly_the_seats_that
         .enumerate()
         .map(|(i, token)| {
             let target = if i % 2 == 0 { &app } else { &sibling };
-            let (event_id, token) = (event_id.clone(), token.clone());
-            let (address, client) = (target.address.clone(), target.client.clone());
-            tokio::spawn(async move {
-                client
-                    .post(format!("{address}/events/{event_id}/tickets/purchase"))
-                    .bearer_auth(&token)
-                    .header("idempotency-key", Uuid::now_v7().to_string())
-                    .json(&serde_json::json!({ "tier": "Regular", "quantity": 1 }))
-                    .send()
-                    .await
-                    .unwrap()
-            })
+            spawn_purchase(target, token, &event_id)
         })
         .collect();
     eventually(Duration::from_secs(20), || async {
@@ -157,20 +167,7 @@ async fn a_batch_whose_transaction_fails_answers_its_own_buyers_503_and_takes_no
     .unwrap();
 
     let lock = TierLock::take(&app, tier_id).await;
-    let send = |token: String| {
-        let (address, client, event_id) =
-            (app.address.clone(), app.client.clone(), event_id.clone());
-        tokio::spawn(async move {
-            client
-                .post(format!("{address}/events/{event_id}/tickets/purchase"))
-                .bearer_auth(&token)
-                .header("idempotency-key", Uuid::now_v7().to_string())
-                .json(&serde_json::json!({ "tier": "Regular", "quantity": 1 }))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let send = |token: String| spawn_purchase(&app, &token, &event_id);
     // A lane runs two batches at once: the first two buyers' batches wait at the tier row,
     // the other three queue behind them and leave together once one of those commits.
     let mut first = Vec::new();
