@@ -11,9 +11,13 @@
 //! its socket stops draining it; when the queue is full the hub marks the connection lagging
 //! and it is closed with 1008 `slow_consumer` instead of buffering without bound.
 //!
+//! The same subscription keeps this instance's `memo` fresh: `{"event_id"}`, `{"tier_id"}`
+//! and `{"user_id"}` drop the event documents, sold-out flags and tokens they concern
+//! (`announce`).
+//!
 //! Pub/sub loses what is published while the subscription is down: after every
 //! (re)subscription the hub tells every connection to `Resync` (re-read its orders and push
-//! what changed).
+//! what changed) and starts the memo afresh; while it is down the memo keeps nothing.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -29,7 +33,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::kv::Redis;
+use crate::{
+    kv::Redis,
+    memo::{Change, Memo},
+};
 
 /// Events waiting for one connection before it counts as a slow consumer (API.md: 256).
 pub const QUEUE: usize = 256;
@@ -52,6 +59,8 @@ pub fn channel(redis: &Redis) -> String {
 
 #[derive(Default)]
 struct Inner {
+    /// Messages this instance published and waits to hear back (`announce`).
+    echoes: HashMap<String, tokio::sync::oneshot::Sender<()>>,
     by_reference: HashMap<String, HashSet<u64>>,
     by_user: HashMap<Uuid, HashSet<u64>>,
     conns: HashMap<u64, Conn>,
@@ -70,6 +79,56 @@ pub struct Hub {
     next_id: AtomicU64,
     /// Cancelled at shutdown: connections close with 1001 (going away).
     pub shutdown: CancellationToken,
+    /// What this instance remembers, kept fresh by this subscription.
+    pub memo: Memo,
+}
+
+/// Publishes one message on the instances' channel. Best effort: every reader of what it
+/// announces also bounds its staleness on its own (the memo's age, the sockets' re-checks).
+pub async fn publish(redis: &Redis, message: String) {
+    let mut conn = redis.conn();
+    let published: Result<(), _> = redis::cmd("PUBLISH")
+        .arg(channel(redis))
+        .arg(message)
+        .query_async(&mut conn)
+        .await;
+    if let Err(e) = published {
+        tracing::debug!(error = %e, "change not published");
+    }
+}
+
+/// How long `announce` waits to hear its own message back.
+const ECHO_WAIT: Duration = Duration::from_millis(250);
+
+/// Drops what `change` concerns from this instance's memo at once (its next read sees the
+/// change), then tells every other instance, and waits (briefly) until this instance's own
+/// subscription hears the message back. Redis writes a published message to every
+/// subscriber in the same step, so by then every other instance has it too: a logout is
+/// refused on every instance by the time it is answered (API.md), not a moment later.
+///
+/// A release of seats (`Change::Tier`) does not wait: it is announced inside the releasing
+/// transaction, under the tier row's lock, and a sold-out flag heard late refuses no more
+/// than a purchase racing the release would.
+pub async fn announce(hub: &Hub, redis: &Redis, change: Change) {
+    hub.memo.heard(&change);
+    let mut message = change.message();
+    if let Change::Tier(_) = change {
+        publish(redis, message.to_string()).await;
+        return;
+    }
+    let echo = hub.await_echo();
+    message["echo"] = serde_json::Value::String(echo.id.clone());
+    publish(redis, message.to_string()).await;
+    if hub.memo.events.is_live() {
+        let _ = tokio::time::timeout(ECHO_WAIT, echo.heard).await;
+    }
+    hub.lock().echoes.remove(&echo.id);
+}
+
+/// A message of ours the subscription has yet to hear back.
+struct Echo {
+    id: String,
+    heard: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// A connection's place in the hub; dropping it unregisters the connection.
@@ -163,13 +222,29 @@ impl Hub {
         }
     }
 
-    /// Hands one published message to the connections it concerns.
+    fn await_echo(&self) -> Echo {
+        let id = Uuid::now_v7().simple().to_string();
+        let (tx, heard) = tokio::sync::oneshot::channel();
+        self.lock().echoes.insert(id.clone(), tx);
+        Echo { id, heard }
+    }
+
+    /// Hands one published message to the memo and the connections it concerns.
     pub fn deliver(&self, payload: &str) {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(payload) else {
             tracing::debug!("unreadable realtime message ignored");
             return;
         };
-        let inner = self.lock();
+        let change = Change::from_message(&message);
+        if let Some(change) = &change {
+            self.memo.heard(change);
+        }
+        let mut inner = self.lock();
+        if let Some(echo) = message["echo"].as_str()
+            && let Some(heard) = inner.echoes.remove(echo)
+        {
+            let _ = heard.send(());
+        }
         let (ids, event) = if let Some(reference) = message["reference"].as_str() {
             (
                 inner.by_reference.get(reference),
@@ -177,10 +252,7 @@ impl Hub {
                     reference: reference.to_owned(),
                 },
             )
-        } else if let Some(user) = message["user_id"]
-            .as_str()
-            .and_then(|u| Uuid::parse_str(u).ok())
-        {
+        } else if let Some(Change::User(user)) = change {
             (inner.by_user.get(&user), Event::Auth)
         } else {
             return;
@@ -214,11 +286,15 @@ impl Hub {
             match subscribed {
                 Ok(pubsub) => {
                     backoff = Duration::from_millis(100);
+                    self.memo.subscribed();
                     self.resync_all();
                     let mut messages = pubsub.into_on_message();
                     loop {
                         tokio::select! {
-                            _ = self.shutdown.cancelled() => return,
+                            _ = self.shutdown.cancelled() => {
+                                self.memo.unsubscribed();
+                                return;
+                            }
                             message = messages.next() => match message {
                                 Some(m) => match m.get_payload::<String>() {
                                     Ok(payload) => self.deliver(&payload),
@@ -228,6 +304,7 @@ impl Hub {
                             },
                         }
                     }
+                    self.memo.unsubscribed();
                     tracing::warn!("realtime subscription lost; re-subscribing");
                 }
                 Err(e) => {

@@ -11,6 +11,7 @@ pub mod http;
 pub mod hub;
 pub mod kv;
 pub mod lanes;
+pub mod memo;
 pub mod queue;
 pub mod repo;
 pub mod security;

@@ -23,6 +23,7 @@ use crate::{
         },
         responses::{EventList, EventResponse, OrderResponse, TierResponse, order_response},
     },
+    memo::EventDocument,
     service::events::{self, BrowseQuery, CATEGORIES},
     state::AppState,
 };
@@ -74,7 +75,8 @@ async fn create_event(
 }
 
 /// An event with its tiers. Public. Carries an `ETag`; `If-None-Match` with it answers 304
-/// with no body while nothing (tiers' availability included) has changed.
+/// with no body while nothing (tiers' availability included) has changed. Served from the
+/// instance's memo: at most a second old, and dropped at once when the event is changed.
 #[utoipa::path(get, path = "/events/{event_id}", tag = "events",
     params(
         ("event_id" = Uuid, Path),
@@ -89,17 +91,17 @@ async fn get_event(
     PathId(id): PathId,
     headers: axum::http::HeaderMap,
 ) -> AppResult<Response> {
-    let (event, tiers) = events::with_tiers(&state, id).await?;
-    let mut body = EventResponse::at(event, state.clock.now());
-    body.tiers = Some(tiers.into_iter().map(TierResponse::from).collect());
-    let bytes = serde_json::to_vec(&body).map_err(anyhow::Error::from)?;
-    // Strong: the tag is a digest of the exact bytes, so equal tags mean equal answers.
-    let etag = format!(
-        "\"{}\"",
-        &hex::encode(sha2::Digest::finalize(
-            <sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)
-        ))[..32]
-    );
+    let document = match state.hub.memo.events.get(&id) {
+        Some(document) => document,
+        None => {
+            let memo = &state.hub.memo.events;
+            let ticket = memo.ticket();
+            let document = event_document(&state, id).await?;
+            memo.put(ticket, id, document.clone());
+            document
+        }
+    };
+    let etag = document.etag;
     let cache = [
         (header::ETAG, etag.clone()),
         // Clients may keep it but must ask again (a tier's availability moves).
@@ -118,9 +120,29 @@ async fn get_event(
     Ok((
         cache,
         [(header::CONTENT_TYPE, "application/json".to_owned())],
-        bytes,
+        document.bytes,
     )
         .into_response())
+}
+
+/// The public document of an event as served, read from PostgreSQL (two queries) and
+/// rendered once: `get_event` keeps it in the instance's memo for up to a second.
+async fn event_document(state: &AppState, id: uuid::Uuid) -> AppResult<EventDocument> {
+    let (event, tiers) = events::with_tiers(state, id).await?;
+    let mut body = EventResponse::at(event, state.clock.now());
+    body.tiers = Some(tiers.into_iter().map(TierResponse::from).collect());
+    let bytes = serde_json::to_vec(&body).map_err(anyhow::Error::from)?;
+    // Strong: the tag is a digest of the exact bytes, so equal tags mean equal answers.
+    let etag = format!(
+        "\"{}\"",
+        &hex::encode(sha2::Digest::finalize(
+            <sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)
+        ))[..32]
+    );
+    Ok(EventDocument {
+        bytes: bytes.into(),
+        etag,
+    })
 }
 
 /// Change an event (its organizer only; not once cancelled or ended).

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::{
     domain::email::EmailAddress,
     error::{AppError, AppResult, OnConstraint},
+    memo::{Change, TokenSeen},
     repo::{self, users::UserRow},
     security::{crypto, jwt::Claims, password, totp},
     service::{
@@ -359,18 +360,11 @@ pub async fn forget_user(state: &AppState, user_id: Uuid) {
     publish_revocation(state, user_id).await;
 }
 
-/// Tells every instance's websockets of this user to check their token again (a reset,
-/// a deletion or a logout may have revoked it). Lost messages are covered by the sockets'
-/// periodic re-check.
+/// Tells every instance (its websockets and its memo of tokens seen valid) that this user's
+/// tokens may have been revoked: a reset, a deletion or a logout. A lost message is bounded
+/// by the memo's age (a second) and the sockets' periodic re-check.
 async fn publish_revocation(state: &AppState, user_id: Uuid) {
-    let mut conn = state.redis.conn();
-    let message = serde_json::json!({ "user_id": user_id }).to_string();
-    if let Err(e) = conn
-        .publish::<_, _, ()>(crate::hub::channel(&state.redis), message)
-        .await
-    {
-        tracing::debug!(error = %e, "revocation not published");
-    }
+    crate::hub::announce(&state.hub, &state.redis, Change::User(user_id)).await;
 }
 
 /// A token version read from PostgreSQL on a cache miss, with the cache generation seen
@@ -448,15 +442,44 @@ struct Cached {
 /// the truth: the door keeps admitting through a Redis outage. Only Redis's own failures
 /// send later requests straight to PostgreSQL (`kv::Redis::failed`): a slow database must not
 /// move more load onto itself.
+///
+/// A token that passed within the last second on this instance passes again without either
+/// (`memo::Memo::tokens`): every revocation is announced to every instance, which drops the
+/// user's tokens at once, and a lost announcement lets a revoked token pass here for at most
+/// that second.
 pub async fn authenticate(state: &AppState, token: &str) -> AppResult<(Claims, String)> {
+    let claims = state
+        .jwt
+        .verify(token)
+        .ok_or_else(|| AppError::not_authenticated("A valid access token is required."))?;
+    let memo = &state.hub.memo.tokens;
+    if let Some(seen) = memo.get(&claims.jti)
+        && seen.user_id == claims.sub
+        && seen.version == claims.ver
+    {
+        return Ok((claims, seen.email));
+    }
+    let ticket = memo.ticket();
+    let email = check_token(state, &claims).await?;
+    let seen = TokenSeen {
+        user_id: claims.sub,
+        version: claims.ver,
+        email: email.clone(),
+    };
+    memo.put(ticket, claims.jti, seen);
+    Ok((claims, email))
+}
+
+/// Every check of `authenticate` past the signature, from Redis or PostgreSQL: the user's
+/// email when the token passes.
+async fn check_token(state: &AppState, claims: &Claims) -> AppResult<String> {
     let unauthorized = || AppError::not_authenticated("A valid access token is required.");
-    let claims = state.jwt.verify(token).ok_or_else(unauthorized)?;
     let current = |found: Option<(i32, String)>| match found {
-        Some((v, email)) if v == claims.ver => Ok((claims.clone(), email)),
+        Some((v, email)) if v == claims.ver => Ok(email),
         _ => Err(unauthorized()),
     };
     if state.redis.worth_trying() {
-        match tokio::time::timeout(REDIS_AUTH_BUDGET, cached(state, &claims)).await {
+        match tokio::time::timeout(REDIS_AUTH_BUDGET, cached(state, claims)).await {
             Ok(Ok(c)) if c.revoked => return Err(unauthorized()),
             Ok(Ok(c)) if c.loaded => {
                 if let Some((v, email)) = c.user.as_deref().and_then(|u| u.split_once('\n')) {

@@ -161,6 +161,7 @@ pub async fn update(
         // Cancelled or ended between the read and the write.
         ensure_open(&load(state, id).await?, state.clock.now())?;
     }
+    changed(state, id).await;
     load(state, id).await
 }
 
@@ -195,6 +196,7 @@ pub async fn cancel(
     let moved = repo::orders::owe_back_paid(&mut *tx, &paid, RefundReason::EventCancelled).await?;
     let owed = repo::ledger::reverse_and_refund(&mut tx, &paid, reason).await?;
     tx.commit().await?;
+    changed(state, id).await;
     for (_, _, reference) in &moved {
         holds::publish_status(state, reference, OrderStatus::RefundPending).await;
     }
@@ -212,6 +214,14 @@ pub async fn cancel(
     metrics::counter!("ticketing_events_cancelled_total").increment(1);
     tracing::info!(event_id = %id, refunds = owed.len(), "event cancelled");
     load(state, id).await
+}
+
+/// Every instance drops its copy of the event's public document (`GET /events/:id` is served
+/// from a per-instance memo, at most a second old): called after anything but a sale changes
+/// it — its fields, its status, its tiers. A sale moves only availability, which API.md lets
+/// lag by up to that second.
+pub async fn changed(state: &AppState, id: Uuid) {
+    crate::hub::announce(&state.hub, &state.redis, crate::memo::Change::Event(id)).await;
 }
 
 pub async fn with_tiers(state: &AppState, id: Uuid) -> AppResult<(EventRow, Vec<TierRow>)> {

@@ -6,12 +6,12 @@
 //! Used by the purchase (a checkout that could not start), settlement (a payment that cannot
 //! be honoured), cancellation (voided holds) and the sweeper (expired holds).
 
-use redis::AsyncCommands;
 use uuid::Uuid;
 
 use crate::{
     domain::{ids::OrderId, status::OrderStatus},
     error::AppResult,
+    memo::Change,
     repo::{self, orders::OrderRow},
     state::AppState,
 };
@@ -31,8 +31,10 @@ pub fn epoch_key(state: &AppState, tier_id: Uuid) -> String {
     state.redis.key(format!("epoch:{tier_id}"))
 }
 
-/// Called (before commit) by whatever gives seats back.
+/// Called (before commit) by whatever gives seats back. Every instance forgets its memo of
+/// the tier's sold-out flag too (`memo`), which the epoch alone would not reach.
 pub async fn seats_released(state: &AppState, tier_id: Uuid) {
+    crate::hub::announce(&state.hub, &state.redis, Change::Tier(tier_id)).await;
     let mut conn = state.redis.conn();
     let r: Result<i64, _> = redis::cmd("INCR")
         .arg(epoch_key(state, tier_id))
@@ -154,10 +156,6 @@ pub async fn expire_unverified(state: &AppState, order_id: OrderId) -> AppResult
 
 /// Tells every instance's websocket subscribers about a status change.
 pub async fn publish_status(state: &AppState, reference: &str, status: OrderStatus) {
-    let mut conn = state.redis.conn();
     let message = serde_json::json!({ "reference": reference, "status": status }).to_string();
-    let channel = crate::hub::channel(&state.redis);
-    if let Err(e) = conn.publish::<_, _, ()>(channel, message).await {
-        tracing::debug!(error = %e, "status not published");
-    }
+    crate::hub::publish(&state.redis, message).await;
 }

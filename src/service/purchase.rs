@@ -117,18 +117,29 @@ pub struct Buyer<'a> {
     pub deadline: Instant,
 }
 
-/// `PURCHASE_RATE_LIMIT_PER_MINUTE` per user and a higher limit per address, counted in one
-/// Redis round trip. If Redis cannot count, the attempt goes on: the hold caps are kept in
-/// PostgreSQL and still bound what one account can take.
-async fn rate_limit(state: &AppState, buyer: &Buyer<'_>) -> AppResult<()> {
+/// `PURCHASE_RATE_LIMIT_PER_MINUTE` per user and a higher limit per address.
+fn limits_of(state: &AppState, buyer: &Buyer<'_>) -> Vec<(String, u32)> {
     let limits = &state.config.limits;
-    let user = format!("purchase:user:{}", buyer.id);
-    let address = buyer.address.map(|a| format!("purchase:addr:{a}"));
-    let mut counted = vec![(user.as_str(), limits.purchases_per_user_per_minute)];
-    if let Some(a) = &address {
-        counted.push((a.as_str(), limits.purchases_per_address_per_minute));
+    let mut counted = vec![(
+        format!("purchase:user:{}", buyer.id),
+        limits.purchases_per_user_per_minute,
+    )];
+    if let Some(a) = buyer.address {
+        counted.push((
+            format!("purchase:addr:{a}"),
+            limits.purchases_per_address_per_minute,
+        ));
     }
-    match rate_limit::hit_all(&state.redis, &counted, Duration::from_secs(60)).await {
+    counted
+}
+
+/// The rate limits alone, in their own round trip (a tier not resolved yet). If Redis cannot
+/// count, the attempt goes on: the hold caps are kept in PostgreSQL and still bound what one
+/// account can take.
+async fn count_attempt(state: &AppState, buyer: &Buyer<'_>) -> AppResult<()> {
+    let limits = limits_of(state, buyer);
+    let limits: Vec<(&str, u32)> = limits.iter().map(|(k, l)| (k.as_str(), *l)).collect();
+    match rate_limit::hit_all(&state.redis, &limits, Duration::from_secs(60)).await {
         Err(AppError::Unavailable(cause)) => {
             tracing::warn!(cause, "purchase rate limit not counted");
             Ok(())
@@ -199,40 +210,94 @@ struct Shedding {
     maybe_replay: bool,
 }
 
-/// The sold-out flag, the release epoch and the mirrored idempotency key, in one MGET.
-async fn read_shedding(
+/// The purchase's one Redis round trip before PostgreSQL: the attempt counted against the
+/// rate limits (`count`), and the sold-out flag, the release epoch and the mirrored
+/// idempotency key read. A tier this instance saw sold out within the last second
+/// (`memo::Memo::sold_out`, dropped on every instance the moment seats are released) needs
+/// no flag or epoch read, so a sold-out answer costs that one trip, or none without a key
+/// and limits. If Redis cannot answer, the attempt goes on uncounted (the hold caps in
+/// PostgreSQL still bound one account), nothing is shed and PostgreSQL tells a replay.
+async fn first_trip(
     state: &AppState,
+    buyer: &Buyer<'_>,
+    count: bool,
     tier_id: Uuid,
-    user_id: Uuid,
     idempotency_key: Option<&str>,
-) -> Shedding {
-    let mut keys = vec![
-        holds::soldout_key(state, tier_id),
-        holds::epoch_key(state, tier_id),
-    ];
+) -> AppResult<Shedding> {
+    let memo = &state.hub.memo.sold_out;
+    let ticket = memo.ticket();
+    let remembered = memo.get(&tier_id);
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    let limits = if count {
+        limits_of(state, buyer)
+    } else {
+        Vec::new()
+    };
+    let limits: Vec<(&str, u32)> = limits.iter().map(|(k, l)| (k.as_str(), *l)).collect();
+    let counted = rate_limit::count_into(&mut pipe, &state.redis, &limits, Duration::from_secs(60));
+    let mut keys = Vec::new();
+    if remembered.is_none() {
+        keys.push(holds::soldout_key(state, tier_id));
+        keys.push(holds::epoch_key(state, tier_id));
+    }
     if let Some(k) = idempotency_key {
-        keys.push(idem_key(state, user_id, k));
+        keys.push(idem_key(state, buyer.id, k));
+    }
+    if !keys.is_empty() {
+        pipe.cmd("MGET").arg(&keys);
+    }
+    if counted.is_empty() && keys.is_empty() {
+        return Ok(remembered_sold_out(remembered));
     }
     let mut conn = state.redis.conn();
-    let read: Option<Vec<Option<String>>> = redis::cmd("MGET")
-        .arg(&keys)
-        .query_async(&mut conn)
-        .await
-        .ok();
-    let Some(values) = read else {
-        // Redis cannot answer: shed nothing, and let PostgreSQL tell a replay.
-        return Shedding {
-            epoch: "0".to_owned(),
-            sold_out: false,
-            maybe_replay: idempotency_key.is_some(),
-        };
+    let replies: Vec<redis::Value> = match pipe.query_async(&mut conn).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "purchase rate limit not counted, nothing shed");
+            return Ok(Shedding {
+                epoch: "0".to_owned(),
+                sold_out: false,
+                maybe_replay: idempotency_key.is_some(),
+            });
+        }
     };
+    let counts: Vec<u64> = replies
+        .iter()
+        .take(counted.len())
+        .map(|v| redis::from_redis_value_ref(v).unwrap_or(0))
+        .collect();
+    counted.judge(&counts)?;
+    let values: Vec<Option<String>> = replies
+        .get(counted.len())
+        .and_then(|v| redis::from_redis_value_ref(v).ok())
+        .unwrap_or_default();
     let get = |i: usize| values.get(i).cloned().flatten();
-    let epoch = get(1).unwrap_or_else(|| "0".to_owned());
-    Shedding {
-        sold_out: get(0).as_deref() == Some(epoch.as_str()),
-        maybe_replay: get(2).is_some(),
+    let Some(epoch) = remembered else {
+        let epoch = get(1).unwrap_or_else(|| "0".to_owned());
+        let sold_out = get(0).as_deref() == Some(epoch.as_str());
+        if sold_out {
+            memo.put(ticket, tier_id, epoch.clone());
+        }
+        return Ok(Shedding {
+            sold_out,
+            maybe_replay: get(2).is_some(),
+            epoch,
+        });
+    };
+    Ok(Shedding {
+        sold_out: true,
+        maybe_replay: get(0).is_some(),
         epoch,
+    })
+}
+
+/// What the memo alone says: the tier was seen sold out at this epoch, or nothing is known.
+fn remembered_sold_out(remembered: Option<String>) -> Shedding {
+    Shedding {
+        sold_out: remembered.is_some(),
+        epoch: remembered.unwrap_or_else(|| "0".to_owned()),
+        maybe_replay: false,
     }
 }
 
@@ -259,18 +324,30 @@ pub async fn purchase(
     // Everything below, Paystack included, must be answered inside the request timeout.
     let deadline = checkout_deadline(state, buyer.deadline);
     let user_id = buyer.id;
-    rate_limit(state, &buyer)
-        .await
-        .inspect_err(|_| outcome("rate_limited"))?;
     let hash = request_hash(event_id, &req);
-    if !(1..=100).contains(&req.quantity) {
-        outcome("invalid");
-        return Err(quantity_error(100));
-    }
-    let tier_id = resolve_tier(state, event_id, &req.tier)
-        .await
-        .inspect_err(|_| outcome("invalid"))?;
-    let shedding = read_shedding(state, tier_id, user_id, idempotency_key).await;
+    // `PURCHASE_RATE_LIMIT_PER_MINUTE` per user and a higher limit per address, counted
+    // first. A known tier counts them in the same round trip as its shedding reads; an
+    // unknown one first, so a stream of bad tiers is limited before it reaches PostgreSQL.
+    let (tier_id, shedding) = match cached_tier(state, event_id, &req.tier) {
+        Some(tier_id) => {
+            let shedding = first_trip(state, &buyer, true, tier_id, idempotency_key)
+                .await
+                .inspect_err(|_| outcome("rate_limited"))?;
+            check_quantity(&req)?;
+            (tier_id, shedding)
+        }
+        None => {
+            count_attempt(state, &buyer)
+                .await
+                .inspect_err(|_| outcome("rate_limited"))?;
+            check_quantity(&req)?;
+            let tier_id = resolve_tier(state, event_id, &req.tier)
+                .await
+                .inspect_err(|_| outcome("invalid"))?;
+            let shedding = first_trip(state, &buyer, false, tier_id, idempotency_key).await?;
+            (tier_id, shedding)
+        }
+    };
     if let Some(key) = idempotency_key
         && shedding.maybe_replay
         && let Some(p) = replay(state, user_id, key, &hash, deadline).await?
@@ -508,6 +585,14 @@ async fn defer_checkout(state: &AppState, order: OrderRow) -> AppResult<Purchase
         order,
         replayed: false,
     })
+}
+
+fn check_quantity(req: &PurchaseRequest) -> AppResult<()> {
+    if !(1..=100).contains(&req.quantity) {
+        outcome("invalid");
+        return Err(quantity_error(100));
+    }
+    Ok(())
 }
 
 fn quantity_error(max: i32) -> AppError {

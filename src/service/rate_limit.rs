@@ -23,37 +23,74 @@ pub async fn hit_all(
     limits: &[(&str, u32)],
     window: Duration,
 ) -> Result<(), AppError> {
-    let limits: Vec<_> = limits.iter().filter(|(_, limit)| *limit > 0).collect();
-    if limits.is_empty() {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    let counted = count_into(&mut pipe, redis, limits, window);
+    if counted.is_empty() {
         return Ok(());
     }
+    let mut conn = redis.conn();
+    let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+    counted.judge(&counts)
+}
+
+/// One hit against several limits, as commands added to a caller's pipeline, so that the
+/// count shares a round trip with the caller's own reads (the purchase). The pipeline's first
+/// `len()` replies are the counts, for `judge`.
+pub fn count_into(
+    pipe: &mut redis::Pipeline,
+    redis: &Redis,
+    limits: &[(&str, u32)],
+    window: Duration,
+) -> Counted {
     let window_secs = window.as_secs().max(1);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let index = now.as_secs() / window_secs;
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    for (name, _) in &limits {
+    let mut counted = Vec::new();
+    for (name, limit) in limits.iter().filter(|(_, limit)| *limit > 0) {
         let key = redis.key(format!("rl:{name}:{index}"));
         pipe.incr(&key, 1u64)
             .expire(&key, window_secs as i64 + 1)
             .ignore();
+        counted.push(*limit);
     }
-    let mut conn = redis.conn();
-    let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
-    let over = counts
-        .iter()
-        .zip(&limits)
-        .any(|(count, (_, limit))| *count > u64::from(*limit));
-    if over {
-        let window_end = Duration::from_secs((index + 1) * window_secs);
-        return Err(AppError::RateLimited {
-            code: "rate_limited",
-            retry_after: window_end.saturating_sub(now),
-        });
+    Counted {
+        limits: counted,
+        retry_after: Duration::from_secs((index + 1) * window_secs).saturating_sub(now),
     }
-    Ok(())
+}
+
+/// The limits `count_into` counted, to judge their counts.
+pub struct Counted {
+    limits: Vec<u32>,
+    retry_after: Duration,
+}
+
+impl Counted {
+    pub fn len(&self) -> usize {
+        self.limits.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.limits.is_empty()
+    }
+
+    /// Refused when any count is over its limit, with the time left in the window.
+    pub fn judge(&self, counts: &[u64]) -> Result<(), AppError> {
+        let over = counts
+            .iter()
+            .zip(&self.limits)
+            .any(|(count, limit)| *count > u64::from(*limit));
+        if over {
+            return Err(AppError::RateLimited {
+                code: "rate_limited",
+                retry_after: self.retry_after,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// How many hits `name` has in the current window of `window` (counted by `hit`).

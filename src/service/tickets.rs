@@ -30,7 +30,7 @@ pub async fn add_tier(
     let event = events::load(state, event_id).await?;
     events::ensure_owner(&event, user_id)?;
     events::ensure_open(&event, state.clock.now())?;
-    repo::tiers::insert(
+    let tier = repo::tiers::insert(
         &state.db,
         NewTier {
             id: Uuid::now_v7(),
@@ -43,7 +43,9 @@ pub async fn add_tier(
         },
     )
     .await
-    .on_constraint("ticket_tiers_event_name_key", AppError::tier_name_taken)
+    .on_constraint("ticket_tiers_event_name_key", AppError::tier_name_taken)?;
+    events::changed(state, event_id).await;
+    Ok(tier)
 }
 
 /// Ends a tier's discount. Ownership is checked against the tier's own event.
@@ -61,7 +63,9 @@ pub async fn remove_discount(
         .ok_or_else(AppError::tier_not_found)?;
     debug_assert_eq!(tier.event_id, event.id);
     events::ensure_open(&event, state.clock.now())?;
-    Ok(repo::tiers::remove_discount(&state.db, tier.id).await?)
+    let tier = repo::tiers::remove_discount(&state.db, tier.id).await?;
+    events::changed(state, event_id).await;
+    Ok(tier)
 }
 
 pub struct Sales {

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("domain", 0),
     ("db", 0),
     ("kv", 0),
+    ("memo", 0),
     ("security", 1),
     ("error", 1),
     ("config", 2),

@@ -17,6 +17,7 @@ mod foundation;
 mod helpers;
 mod hostile;
 mod mail;
+mod memo;
 mod money;
 mod organizers;
 mod process;
