@@ -102,13 +102,14 @@ const ECHO_WAIT: Duration = Duration::from_millis(250);
 
 /// Drops what `change` concerns from this instance's memo at once (its next read sees the
 /// change), then tells every other instance, and waits (briefly) until this instance's own
-/// subscription hears the message back. Redis writes a published message to every
-/// subscriber in the same step, so by then every other instance has it too: a logout is
-/// refused on every instance by the time it is answered (API.md), not a moment later.
+/// subscription hears the message back: Redis hands a published message to every subscriber
+/// in the same step, so the other instances have it too, give or take their own scheduling.
+/// That is the best effort for event documents; revocations do not rely on it
+/// (`service::auth::publish_revocation` waits out the memo's age).
 ///
 /// A release of seats (`Change::Tier`) does not wait: it is announced inside the releasing
-/// transaction, under the tier row's lock, and a sold-out flag heard late refuses no more
-/// than a purchase racing the release would.
+/// transaction, under the tier row's lock, after the epoch moved in Redis, and purchases trust
+/// a remembered sold-out flag only when they make no Redis trip at all.
 pub async fn announce(hub: &Hub, redis: &Redis, change: Change) {
     hub.memo.heard(&change);
     let mut message = change.message();
@@ -116,19 +117,26 @@ pub async fn announce(hub: &Hub, redis: &Redis, change: Change) {
         publish(redis, message.to_string()).await;
         return;
     }
-    let echo = hub.await_echo();
+    let mut echo = hub.await_echo();
     message["echo"] = serde_json::Value::String(echo.id.clone());
     publish(redis, message.to_string()).await;
     if hub.memo.events.is_live() {
-        let _ = tokio::time::timeout(ECHO_WAIT, echo.heard).await;
+        let _ = tokio::time::timeout(ECHO_WAIT, &mut echo.heard).await;
     }
-    hub.lock().echoes.remove(&echo.id);
 }
 
-/// A message of ours the subscription has yet to hear back.
-struct Echo {
+/// A message of ours the subscription has yet to hear back; dropping it (answered, timed
+/// out or the request gone) forgets it, so nothing waits in the hub forever.
+struct Echo<'a> {
+    hub: &'a Hub,
     id: String,
     heard: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Drop for Echo<'_> {
+    fn drop(&mut self) {
+        self.hub.lock().echoes.remove(&self.id);
+    }
 }
 
 /// A connection's place in the hub; dropping it unregisters the connection.
@@ -222,11 +230,15 @@ impl Hub {
         }
     }
 
-    fn await_echo(&self) -> Echo {
+    fn await_echo(&self) -> Echo<'_> {
         let id = Uuid::now_v7().simple().to_string();
         let (tx, heard) = tokio::sync::oneshot::channel();
         self.lock().echoes.insert(id.clone(), tx);
-        Echo { id, heard }
+        Echo {
+            hub: self,
+            id,
+            heard,
+        }
     }
 
     /// Hands one published message to the memo and the connections it concerns.

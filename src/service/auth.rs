@@ -357,14 +357,27 @@ pub async fn forget_user(state: &AppState, user_id: Uuid) {
     if let Err(e) = dropped {
         tracing::error!(error = %e, %user_id, "could not drop a cached token version");
     }
-    publish_revocation(state, user_id).await;
+    crate::hub::announce(&state.hub, &state.redis, Change::User(user_id)).await;
 }
 
 /// Tells every instance (its websockets and its memo of tokens seen valid) that this user's
-/// tokens may have been revoked: a reset, a deletion or a logout. A lost message is bounded
-/// by the memo's age (a second) and the sockets' periodic re-check.
+/// tokens may have been revoked: a reset, a deletion or a logout, already written to Redis
+/// and PostgreSQL. Then waits out the memo's age: any copy of a token's checks an instance
+/// still holds was read before that write and has expired by then, so the revocation holds on
+/// every instance by the time it is answered (API.md), whatever became of the message.
+/// Revocations are rare; the second is the price of no Redis trip on every other request.
 async fn publish_revocation(state: &AppState, user_id: Uuid) {
+    let written = tokio::time::Instant::now();
     crate::hub::announce(&state.hub, &state.redis, Change::User(user_id)).await;
+    tokio::time::sleep_until(written + crate::memo::MAX_AGE).await;
+}
+
+/// `forget_user` once the change is committed: answered only when the old tokens are refused
+/// on every instance (`publish_revocation`).
+pub async fn forget_user_everywhere(state: &AppState, user_id: Uuid) {
+    let written = tokio::time::Instant::now();
+    forget_user(state, user_id).await;
+    tokio::time::sleep_until(written + crate::memo::MAX_AGE).await;
 }
 
 /// A token version read from PostgreSQL on a cache miss, with the cache generation seen
@@ -1005,7 +1018,7 @@ pub async fn complete_password_reset(
     forget_user(state, user_id).await;
     repo::users::set_password(&mut *tx, user_id, &hash).await?;
     tx.commit().await?;
-    forget_user(state, user_id).await;
+    forget_user_everywhere(state, user_id).await;
     reset_metric("completed");
     tracing::info!(%user_id, "password reset; all sessions revoked");
     Ok(())

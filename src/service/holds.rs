@@ -34,7 +34,6 @@ pub fn epoch_key(state: &AppState, tier_id: Uuid) -> String {
 /// Called (before commit) by whatever gives seats back. Every instance forgets its memo of
 /// the tier's sold-out flag too (`memo`), which the epoch alone would not reach.
 pub async fn seats_released(state: &AppState, tier_id: Uuid) {
-    crate::hub::announce(&state.hub, &state.redis, Change::Tier(tier_id)).await;
     let mut conn = state.redis.conn();
     let r: Result<i64, _> = redis::cmd("INCR")
         .arg(epoch_key(state, tier_id))
@@ -44,6 +43,8 @@ pub async fn seats_released(state: &AppState, tier_id: Uuid) {
         // Shedding then stays on a stale flag until it expires: bounded by its TTL.
         tracing::warn!(error = %e, %tier_id, "release epoch not bumped");
     }
+    // After the epoch moved: a purchase that misses the dropped entry reads the new epoch.
+    crate::hub::announce(&state.hub, &state.redis, Change::Tier(tier_id)).await;
 }
 
 /// pending → `to` inside the caller's transaction, giving the seats back. `None` when the

@@ -212,11 +212,13 @@ struct Shedding {
 
 /// The purchase's one Redis round trip before PostgreSQL: the attempt counted against the
 /// rate limits (`count`), and the sold-out flag, the release epoch and the mirrored
-/// idempotency key read. A tier this instance saw sold out within the last second
-/// (`memo::Memo::sold_out`, dropped on every instance the moment seats are released) needs
-/// no flag or epoch read, so a sold-out answer costs that one trip, or none without a key
-/// and limits. If Redis cannot answer, the attempt goes on uncounted (the hold caps in
-/// PostgreSQL still bound one account), nothing is shed and PostgreSQL tells a replay.
+/// idempotency key read. Only when there is nothing to count and no key to look up does a
+/// tier this instance saw sold out within the last second (`memo::Memo::sold_out`, dropped
+/// on every instance as seats are released) answer without the trip; whenever the trip is
+/// made anyway, the flag rides along and Redis's epoch decides, so a remembered flag never
+/// outlives a release it did not hear of. If Redis cannot answer, the attempt goes on
+/// uncounted (the hold caps in PostgreSQL still bound one account), nothing is shed and
+/// PostgreSQL tells a replay.
 async fn first_trip(
     state: &AppState,
     buyer: &Buyer<'_>,
@@ -226,7 +228,6 @@ async fn first_trip(
 ) -> AppResult<Shedding> {
     let memo = &state.hub.memo.sold_out;
     let ticket = memo.ticket();
-    let remembered = memo.get(&tier_id);
     let mut pipe = redis::pipe();
     pipe.atomic();
     let limits = if count {
@@ -236,20 +237,24 @@ async fn first_trip(
     };
     let limits: Vec<(&str, u32)> = limits.iter().map(|(k, l)| (k.as_str(), *l)).collect();
     let counted = rate_limit::count_into(&mut pipe, &state.redis, &limits, Duration::from_secs(60));
-    let mut keys = Vec::new();
-    if remembered.is_none() {
-        keys.push(holds::soldout_key(state, tier_id));
-        keys.push(holds::epoch_key(state, tier_id));
+    if counted.is_empty()
+        && idempotency_key.is_none()
+        && let Some(epoch) = memo.get(&tier_id)
+    {
+        return Ok(Shedding {
+            sold_out: true,
+            epoch,
+            maybe_replay: false,
+        });
     }
+    let mut keys = vec![
+        holds::soldout_key(state, tier_id),
+        holds::epoch_key(state, tier_id),
+    ];
     if let Some(k) = idempotency_key {
         keys.push(idem_key(state, buyer.id, k));
     }
-    if !keys.is_empty() {
-        pipe.cmd("MGET").arg(&keys);
-    }
-    if counted.is_empty() && keys.is_empty() {
-        return Ok(remembered_sold_out(remembered));
-    }
+    pipe.cmd("MGET").arg(&keys);
     let mut conn = state.redis.conn();
     let replies: Vec<redis::Value> = match pipe.query_async(&mut conn).await {
         Ok(r) => r,
@@ -273,32 +278,16 @@ async fn first_trip(
         .and_then(|v| redis::from_redis_value_ref(v).ok())
         .unwrap_or_default();
     let get = |i: usize| values.get(i).cloned().flatten();
-    let Some(epoch) = remembered else {
-        let epoch = get(1).unwrap_or_else(|| "0".to_owned());
-        let sold_out = get(0).as_deref() == Some(epoch.as_str());
-        if sold_out {
-            memo.put(ticket, tier_id, epoch.clone());
-        }
-        return Ok(Shedding {
-            sold_out,
-            maybe_replay: get(2).is_some(),
-            epoch,
-        });
-    };
+    let epoch = get(1).unwrap_or_else(|| "0".to_owned());
+    let sold_out = get(0).as_deref() == Some(epoch.as_str());
+    if sold_out {
+        memo.put(ticket, tier_id, epoch.clone());
+    }
     Ok(Shedding {
-        sold_out: true,
-        maybe_replay: get(0).is_some(),
+        sold_out,
+        maybe_replay: get(2).is_some(),
         epoch,
     })
-}
-
-/// What the memo alone says: the tier was seen sold out at this epoch, or nothing is known.
-fn remembered_sold_out(remembered: Option<String>) -> Shedding {
-    Shedding {
-        sold_out: remembered.is_some(),
-        epoch: remembered.unwrap_or_else(|| "0".to_owned()),
-        maybe_replay: false,
-    }
 }
 
 /// Mirrors the key in Redis, so that a replay is recognised even once the tier is shed.

@@ -58,7 +58,7 @@ pub async fn delete_account(
     repo::mail::erase_for(&mut *tx, &user.email).await?;
     repo::users::erase(&mut tx, user_id).await?;
     tx.commit().await?;
-    crate::service::auth::forget_user(state, user_id).await;
+    crate::service::auth::forget_user_everywhere(state, user_id).await;
     tracing::info!(%user_id, "account deleted");
     Ok(())
 }

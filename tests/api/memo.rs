@@ -258,8 +258,8 @@ async fn a_revoked_token_stops_passing_on_another_instance_within_a_second() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // A logout that is announced: refused on the other instance by the time it is answered,
-    // though that instance remembered the token a moment before.
+    // A logout: refused on the other instance by the time it is answered, though that
+    // instance remembered the token a moment before (the logout waits out the memo's age).
     let second = attendees(&app, 1).await.remove(0);
     assert_eq!(profile(&sibling, &second).await, StatusCode::OK);
     assert!(
