@@ -37,13 +37,19 @@ impl TierLock {
     }
 }
 
-/// Transactions of the app waiting for a lock (a batch stopped at the tier row).
+/// Transactions of the app waiting for a lock (a batch stopped at the tier row). On a
+/// connection of its own: the app's small pool is busy with the very batches being counted,
+/// and a CI run timed out waiting for it.
 async fn lock_waiters(app: &TestApp) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&app.env["DATABASE_URL"])
+        .await
+        .unwrap();
     sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity
          WHERE datname = current_database() AND wait_event_type = 'Lock'",
     )
-    .fetch_one(&app.state.db)
+    .fetch_one(&mut conn)
     .await
     .unwrap()
 }
