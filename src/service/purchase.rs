@@ -138,7 +138,6 @@ fn limits_of(state: &AppState, buyer: &Buyer<'_>) -> Vec<(String, u32)> {
 /// account can take.
 async fn count_attempt(state: &AppState, buyer: &Buyer<'_>) -> AppResult<()> {
     let limits = limits_of(state, buyer);
-    let limits: Vec<(&str, u32)> = limits.iter().map(|(k, l)| (k.as_str(), *l)).collect();
     match rate_limit::hit_all(&state.redis, &limits, Duration::from_secs(60)).await {
         Err(AppError::Unavailable(cause)) => {
             tracing::warn!(cause, "purchase rate limit not counted");
@@ -235,7 +234,6 @@ async fn first_trip(
     } else {
         Vec::new()
     };
-    let limits: Vec<(&str, u32)> = limits.iter().map(|(k, l)| (k.as_str(), *l)).collect();
     let counted = rate_limit::count_into(&mut pipe, &state.redis, &limits, Duration::from_secs(60));
     if counted.is_empty()
         && idempotency_key.is_none()

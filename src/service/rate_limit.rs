@@ -20,7 +20,7 @@ pub async fn hit(redis: &Redis, name: &str, limit: u32, window: Duration) -> Res
 /// zero is off (and is not counted).
 pub async fn hit_all(
     redis: &Redis,
-    limits: &[(&str, u32)],
+    limits: &[(impl AsRef<str>, u32)],
     window: Duration,
 ) -> Result<(), AppError> {
     let mut pipe = redis::pipe();
@@ -40,7 +40,7 @@ pub async fn hit_all(
 pub fn count_into(
     pipe: &mut redis::Pipeline,
     redis: &Redis,
-    limits: &[(&str, u32)],
+    limits: &[(impl AsRef<str>, u32)],
     window: Duration,
 ) -> Counted {
     let window_secs = window.as_secs().max(1);
@@ -50,7 +50,7 @@ pub fn count_into(
     let index = now.as_secs() / window_secs;
     let mut counted = Vec::new();
     for (name, limit) in limits.iter().filter(|(_, limit)| *limit > 0) {
-        let key = redis.key(format!("rl:{name}:{index}"));
+        let key = redis.key(format!("rl:{}:{index}", name.as_ref()));
         pipe.incr(&key, 1u64)
             .expire(&key, window_secs as i64 + 1)
             .ignore();

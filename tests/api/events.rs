@@ -589,24 +589,14 @@ async fn an_event_read_carries_an_etag_that_answers_304_until_availability_chang
     assert_eq!(body["tiers"][0]["available"], 10);
 
     // The same representation: 304, no body, the same tag.
-    let again = app
-        .client
-        .get(app.url(&path))
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let again = app.get_if_none_match(&path, &etag).await;
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(again.headers()["etag"], etag.as_str());
     assert!(again.bytes().await.unwrap().is_empty());
     // A list of tags, weak or strong, matches too.
     let listed = app
-        .client
-        .get(app.url(&path))
-        .header("if-none-match", format!("\"nope\", W/{etag}"))
-        .send()
-        .await
-        .unwrap();
+        .get_if_none_match(&path, &format!("\"nope\", W/{etag}"))
+        .await;
     assert_eq!(listed.status(), StatusCode::NOT_MODIFIED);
 
     // A sale changes availability: within the second API.md lets it lag (the instance's
@@ -614,13 +604,7 @@ async fn an_event_read_carries_an_etag_that_answers_304_until_availability_chang
     let buyer = signup(&app, "etag@example.com").await;
     hold(&app, &buyer, &event_id, "Regular", 2).await;
     let body: Value = crate::helpers::eventually(Duration::from_secs(2), || async {
-        let changed = app
-            .client
-            .get(app.url(&path))
-            .header("if-none-match", &etag)
-            .send()
-            .await
-            .unwrap();
+        let changed = app.get_if_none_match(&path, &etag).await;
         if changed.status() == StatusCode::NOT_MODIFIED {
             return None;
         }

@@ -231,6 +231,16 @@ impl TestApp {
         self.client.get(self.url(path)).send().await.unwrap()
     }
 
+    /// A conditional GET: `If-None-Match` with `tags`.
+    pub async fn get_if_none_match(&self, path: &str, tags: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .header("if-none-match", tags)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn get_auth(&self, path: &str, token: &str) -> Response {
         self.client
             .get(self.url(path))

@@ -145,12 +145,8 @@ async fn an_unchanged_cached_event_still_answers_304_with_its_etag() {
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
     for instance in [&sibling, &app] {
         let res = instance
-            .client
-            .get(instance.url(&format!("/events/{event_id}")))
-            .header("if-none-match", &etag)
-            .send()
-            .await
-            .unwrap();
+            .get_if_none_match(&format!("/events/{event_id}"), &etag)
+            .await;
         assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(res.headers()["etag"], etag.as_str());
     }
