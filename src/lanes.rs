@@ -1,5 +1,6 @@
 //! Lanes: per-key queues whose runner takes everything waiting as one batch, for work that
-//! gets cheaper done together (many holds of one tier in one commit: `service::batcher`).
+//! gets cheaper done together (many holds of one tier in one commit: `service::batcher`; the
+//! scans of one event's door in one commit: `service::admission`).
 //!
 //! A lane exists only while it has work: the first message for a key starts its runner (the
 //! caller spawns it), the runner takes batches until its queue is empty and then removes
@@ -9,6 +10,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     hash::Hash,
     sync::{
         Arc, Mutex,
@@ -16,7 +18,8 @@ use std::{
     },
 };
 
-use tokio::sync::mpsc;
+use futures::{StreamExt, stream::FuturesUnordered};
+use tokio::sync::{mpsc, oneshot};
 
 struct Lane<M> {
     tx: mpsc::UnboundedSender<M>,
@@ -88,6 +91,36 @@ impl<K: Hash + Eq + Clone, M> Lanes<K, M> {
     }
 }
 
+impl<K, A, O> Lanes<K, (A, oneshot::Sender<O>)>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    A: Send + 'static,
+    O: Send + 'static,
+{
+    /// Queues `ask` on `key`'s lane and waits for its answer. When the key has no lane, one
+    /// is started on a task of its own, running batches of at most `max` through `work`, up to
+    /// `in_flight` at once (`run`). The batch runs on the lane's task, so a caller who goes
+    /// away cancels nobody else's work. `None`: no answer came (the lanes are unusable, or
+    /// the batch ended without answering).
+    pub async fn ask<Fut>(
+        &self,
+        key: K,
+        ask: A,
+        (max, in_flight): (usize, usize),
+        work: impl Fn(K, Vec<(A, oneshot::Sender<O>)>) -> Fut + Send + Sync + 'static,
+    ) -> Option<O>
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        self.send(key, (ask, answer), |queue| {
+            tokio::spawn(run(queue, max, in_flight, work));
+        })
+        .ok()?;
+        answered.await.ok()
+    }
+}
+
 /// A lane's queue, owned by its runner.
 pub struct LaneQueue<K: Hash + Eq, M> {
     key: K,
@@ -144,6 +177,46 @@ impl<K: Hash + Eq, M> LaneQueue<K, M> {
     /// The runner finished `n` messages (answered them).
     pub fn done(&self, n: usize) {
         self.pending.fetch_sub(n, Ordering::SeqCst);
+    }
+}
+
+/// Runs a lane until its queue is empty (the lane is then removed): batches of at most
+/// `max`, each handed to `work` with the lane's key, up to `in_flight` of them at once. A
+/// batch leaves as soon as the previous one has left and a slot is free, so an idle lane adds
+/// no waiting (a batch of one goes at once) and a busy one gathers while its batches run.
+pub async fn run<K, M, Fut>(
+    mut queue: LaneQueue<K, M>,
+    max: usize,
+    in_flight: usize,
+    work: impl Fn(K, Vec<M>) -> Fut,
+) where
+    K: Hash + Eq + Clone,
+    Fut: Future<Output = ()>,
+{
+    let key = queue.key().clone();
+    let mut running = FuturesUnordered::new();
+    let start = |batch: Vec<M>| {
+        let size = batch.len();
+        let done = work(key.clone(), batch);
+        async move {
+            done.await;
+            size
+        }
+    };
+    loop {
+        if running.is_empty() {
+            // Idle: take what waits, or end the lane (removing it) when nothing does.
+            match queue.next_batch(max) {
+                Some(b) => running.push(start(b)),
+                None => return,
+            }
+        }
+        tokio::select! {
+            Some(size) = running.next() => queue.done(size),
+            Some(b) = queue.recv_batch(max), if running.len() < in_flight => {
+                running.push(start(b));
+            }
+        }
     }
 }
 

@@ -28,6 +28,13 @@ pub type HoldQueued = (
     tokio::sync::oneshot::Sender<crate::repo::orders::HoldOutcome>,
 );
 
+/// A scan waiting on its event's admission lane (`service::admission`), with where to
+/// answer it.
+pub type ScanQueued = (
+    crate::repo::tickets::ScanAsk,
+    tokio::sync::oneshot::Sender<crate::repo::tickets::ScanOutcome>,
+);
+
 /// Largest JSON body any route accepts. Poster uploads raise it on their own route.
 pub const JSON_BODY_LIMIT: usize = 64 * 1024;
 
@@ -68,6 +75,9 @@ pub struct Shared {
         Arc<std::sync::Mutex<std::collections::HashMap<(uuid::Uuid, String), uuid::Uuid>>>,
     /// This instance's hold lanes, one per busy tier (`service::batcher`).
     pub batcher: crate::lanes::Lanes<(uuid::Uuid, uuid::Uuid), HoldQueued>,
+    /// This instance's admission lanes, one per event with scans waiting
+    /// (`service::admission`).
+    pub admissions: crate::lanes::Lanes<uuid::Uuid, ScanQueued>,
 }
 
 impl AppState {
@@ -132,6 +142,7 @@ impl AppState {
             clock: Default::default(),
             tier_ids: Arc::default(),
             batcher: Default::default(),
+            admissions: Default::default(),
             gateway,
             media,
             jwt,

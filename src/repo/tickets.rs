@@ -1,5 +1,7 @@
 //! Tickets as their holders and the door see them.
 
+use std::collections::HashMap;
+
 use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -97,55 +99,127 @@ pub async fn for_order(db: impl PgExecutor<'_>, order_id: Uuid) -> sqlx::Result<
     .await
 }
 
-/// Checks a ticket in: valid → used, for this event only. One guarded statement, so two
-/// gates scanning the same ticket at the same instant admit it once. `None` when nothing
-/// changed (unknown key, other event, already used, void): the caller asks `find_by_key` why.
-pub async fn check_in(
+/// What a gate asks of its event's admission lane (`service::admission`).
+#[derive(Debug, Clone)]
+pub struct ScanAsk {
+    /// Who scans: the event's owner, or the scan is refused.
+    pub user_id: Uuid,
+    pub access_key: String,
+    pub gate: String,
+}
+
+/// How an admission lane answered one scan.
+#[derive(Debug, Clone)]
+pub enum ScanOutcome {
+    Admitted(Box<TicketRow>),
+    /// Not admitted: where the ticket stands (`None`: no such key).
+    Refused(Option<KeyState>),
+    /// No such event, or the scanner does not own it (the caller tells which).
+    NotOwner,
+    /// The batch's statement failed: nothing was admitted.
+    Failed(String),
+}
+
+/// Checks in a batch of online scans of one event in one statement, so they share one
+/// commit (`service::admission`). Each scan is still its own guarded update (`valid` → `used`,
+/// this event only): PostgreSQL re-checks the condition on the latest row version after
+/// waiting for a concurrent scan of the same ticket, so two gates, two batches or two
+/// instances admit a ticket once. `keys` must be distinct, `gates` beside them; returns the
+/// index of each admitted scan with its ticket. Rows are locked in the order given, so two
+/// batches given keys in one order (sorted) cannot deadlock.
+pub async fn check_in_many(
     db: impl PgExecutor<'_>,
     event_id: Uuid,
-    access_key: &str,
-    gate: &str,
-) -> sqlx::Result<Option<TicketRow>> {
-    sqlx::query_as!(
-        TicketRow,
-        r#"WITH used AS (
-               -- Located by the unique access key through a subquery, so the plan is always
-               -- that index, whatever the (event_id, status) index and stale statistics say:
-               -- a generic plan on that index scanned the whole event per scan (419/s at
-               -- 50,000 tickets).
-               UPDATE tickets SET status = 'used', checked_in_at = now(), checked_in_gate = $3,
-                                  changed_at = clock_timestamp()
-               WHERE id = (SELECT id FROM tickets WHERE access_key = $2)
-                 AND event_id = $1 AND status = 'valid'
-               RETURNING id, order_id, access_key, status, checked_in_at, created_at, event_id, tier_id
+    keys: &[String],
+    gates: &[String],
+) -> sqlx::Result<Vec<(usize, TicketRow)>> {
+    let rows = sqlx::query!(
+        r#"WITH scans AS MATERIALIZED (
+               -- Each key is located by the unique access-key index through a scalar
+               -- subquery, so the plan is always that index (a generic plan on the
+               -- (event_id, status) index once scanned the whole event per scan), and the
+               -- tickets are then reached by primary key in the scans' order.
+               SELECT s.ord, s.gate, (SELECT id FROM tickets WHERE access_key = s.access_key) AS id
+               FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS s(access_key, gate, ord)
+           ), used AS (
+               UPDATE tickets t SET status = 'used', checked_in_at = now(), checked_in_gate = s.gate,
+                                    changed_at = clock_timestamp()
+               FROM scans s
+               WHERE t.id = s.id AND t.event_id = $1 AND t.status = 'valid'
+               RETURNING s.ord, t.id, t.order_id, t.access_key, t.status, t.checked_in_at,
+                         t.created_at, t.event_id, t.tier_id
            )
-           SELECT u.id AS "id!", u.order_id AS "order_id!", u.access_key AS "access_key!",
-                  u.status AS "status!: TicketStatus", u.checked_in_at, u.created_at AS "created_at!",
+           SELECT u.ord AS "ord!", u.id AS "id!", u.order_id AS "order_id!",
+                  u.access_key AS "access_key!", u.status AS "status!: TicketStatus",
+                  u.checked_in_at, u.created_at AS "created_at!",
                   e.id AS event_id, e.title AS event_title, e.starts_at AS event_starts_at,
                   e.venue AS event_venue, tt.id AS tier_id, tt.name AS tier_name
            FROM used u
            JOIN events e ON e.id = u.event_id
            JOIN ticket_tiers tt ON tt.id = u.tier_id"#,
         event_id,
-        access_key,
-        gate
+        keys,
+        gates
     )
-    .fetch_optional(db)
-    .await
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                usize::try_from(r.ord - 1).unwrap_or(usize::MAX),
+                TicketRow {
+                    id: r.id,
+                    order_id: r.order_id,
+                    access_key: r.access_key,
+                    status: r.status,
+                    checked_in_at: r.checked_in_at,
+                    created_at: r.created_at,
+                    event_id: r.event_id,
+                    event_title: r.event_title,
+                    event_starts_at: r.event_starts_at,
+                    event_venue: r.event_venue,
+                    tier_id: r.tier_id,
+                    tier_name: r.tier_name,
+                },
+            )
+        })
+        .collect())
 }
 
-/// `(event_id, status, checked_in_at)` of a ticket by its access key.
-pub async fn find_by_key(
+/// Where a ticket stands, for a scan that did not admit it.
+#[derive(Debug, Clone)]
+pub struct KeyState {
+    pub event_id: Uuid,
+    pub status: TicketStatus,
+    pub checked_in_at: Option<OffsetDateTime>,
+}
+
+/// The state of each known ticket among `keys`, by access key.
+pub async fn find_by_keys(
     db: impl PgExecutor<'_>,
-    access_key: &str,
-) -> sqlx::Result<Option<(Uuid, TicketStatus, Option<OffsetDateTime>)>> {
-    let row = sqlx::query!(
-        r#"SELECT event_id, status AS "status: TicketStatus", checked_in_at FROM tickets WHERE access_key = $1"#,
-        access_key
+    keys: &[String],
+) -> sqlx::Result<HashMap<String, KeyState>> {
+    let rows = sqlx::query!(
+        r#"SELECT access_key, event_id, status AS "status: TicketStatus", checked_in_at
+           FROM tickets WHERE access_key = ANY($1)"#,
+        keys
     )
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    Ok(row.map(|r| (r.event_id, r.status, r.checked_in_at)))
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.access_key,
+                KeyState {
+                    event_id: r.event_id,
+                    status: r.status,
+                    checked_in_at: r.checked_in_at,
+                },
+            )
+        })
+        .collect())
 }
 
 /// What a ticket looks like to the door after a scan was applied.

@@ -33,12 +33,11 @@ use std::{
     time::Duration,
 };
 
-use futures::{StreamExt, stream::FuturesUnordered};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::{
-    lanes::{LaneQueue, Lanes},
+    lanes::Lanes,
     repo::{
         self,
         orders::{BuyerUsage, GrantedHold, OrderRow, TierForHolds},
@@ -62,18 +61,20 @@ pub type Batcher = Lanes<LaneKey, Queued>;
 /// commit that decides it. The batch runs on the lane's own task: a buyer who goes away
 /// does not cancel anyone else's hold.
 pub async fn hold(state: &AppState, event_id: Uuid, tier_id: Uuid, ask: HoldAsk) -> HoldOutcome {
-    let (answer, answered) = oneshot::channel();
-    let sent = state
+    let lane_state = state.clone();
+    state
         .batcher
-        .send((event_id, tier_id), (ask, answer), |queue| {
-            tokio::spawn(run_lane(state.clone(), queue));
-        });
-    if sent.is_err() {
-        return HoldOutcome::Failed("hold lanes unavailable".into());
-    }
-    answered
+        .ask(
+            (event_id, tier_id),
+            ask,
+            (MAX_BATCH, IN_FLIGHT),
+            move |key, batch| {
+                let state = lane_state.clone();
+                async move { run_batch(&state, key, batch).await }
+            },
+        )
         .await
-        .unwrap_or_else(|_| HoldOutcome::Failed("the hold's batch ended without an answer".into()))
+        .unwrap_or_else(|| HoldOutcome::Failed("the hold's batch ended without an answer".into()))
 }
 
 /// Batches of one lane in flight at once. Two: while one batch holds the tier row through
@@ -83,35 +84,6 @@ pub async fn hold(state: &AppState, event_id: Uuid, tier_id: Uuid, ask: HoldAsk)
 /// but may overtake it (a slower connection, a buyer's lock held elsewhere) — fairness is
 /// first come mostly, correctness does not depend on it.
 const IN_FLIGHT: usize = 2;
-
-/// One lane: up to `IN_FLIGHT` batches at a time until its queue is empty.
-async fn run_lane(state: AppState, mut queue: LaneQueue<LaneKey, Queued>) {
-    let key = *queue.key();
-    let mut in_flight = FuturesUnordered::new();
-    let batch = |batch: Vec<Queued>| {
-        let state = &state;
-        async move {
-            let size = batch.len();
-            run_batch(state, key, batch).await;
-            size
-        }
-    };
-    loop {
-        if in_flight.is_empty() {
-            // Idle: take what waits, or end the lane (removing it) when nothing does.
-            match queue.next_batch(MAX_BATCH) {
-                Some(b) => in_flight.push(batch(b)),
-                None => return,
-            }
-        }
-        tokio::select! {
-            Some(size) = in_flight.next() => queue.done(size),
-            Some(b) = queue.recv_batch(MAX_BATCH), if in_flight.len() < IN_FLIGHT => {
-                in_flight.push(batch(b));
-            }
-        }
-    }
-}
 
 /// Decides and commits one batch, then answers each of its buyers.
 async fn run_batch(state: &AppState, (event_id, tier_id): LaneKey, batch: Vec<Queued>) {

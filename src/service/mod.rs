@@ -1,6 +1,7 @@
 //! Business rules and transactions, one module per area. Handlers and workers call these;
 //! these call `repo/`, `clients/`, `queue/` and `security/`.
 
+pub mod admission;
 pub mod attendees;
 pub mod auth;
 pub mod banks;

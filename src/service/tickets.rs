@@ -1,5 +1,7 @@
 //! Tiers (added and discounted by the event's owner) and the tickets attendees hold.
 
+use std::time::Duration;
+
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -7,8 +9,13 @@ use crate::{
     domain::ids::{EventId, UserId},
     domain::status::TicketStatus,
     error::{AppError, AppResult, OnConstraint},
-    repo::{self, events::TierRow, tiers::NewTier},
-    service::events,
+    repo::{
+        self,
+        events::TierRow,
+        tickets::{ScanAsk, ScanOutcome},
+        tiers::NewTier,
+    },
+    service::{admission, events},
     state::AppState,
 };
 
@@ -113,7 +120,8 @@ pub async fn owned_for_door(
 }
 
 /// The door, online: checks a ticket in for the event's organizer, as a scan at the
-/// server's time at `gate`. Admitted once, ever.
+/// server's time at `gate`. Admitted once, ever. The scans of one event arriving together
+/// share one commit (`service::admission`); each is answered after it.
 pub async fn check_in(
     state: &AppState,
     user_id: UserId,
@@ -121,36 +129,60 @@ pub async fn check_in(
     access_key: &str,
     gate: &str,
 ) -> AppResult<repo::tickets::TicketRow> {
-    let event_id: Uuid = owned_for_door(state, user_id, event_id).await?.id;
-    if let Some(ticket) = repo::tickets::check_in(&state.db, event_id, access_key, gate).await? {
-        checkin_metric("admitted");
-        return Ok(ticket);
-    }
-    let (ticket_event, status, checked_in_at) = repo::tickets::find_by_key(&state.db, access_key)
-        .await?
-        .ok_or_else(|| {
-            checkin_metric("unknown");
-            AppError::not_found("Ticket")
-        })?;
-    if ticket_event != event_id {
+    let ask = ScanAsk {
+        user_id: user_id.into(),
+        access_key: access_key.to_owned(),
+        gate: gate.to_owned(),
+    };
+    let refused = match admission::admit(state, event_id.into(), ask).await {
+        ScanOutcome::Admitted(ticket) => {
+            checkin_metric("admitted");
+            return Ok(*ticket);
+        }
+        ScanOutcome::Refused(ticket) => ticket,
+        ScanOutcome::NotOwner => {
+            // No such event, or not the caller's: the slow path says which.
+            owned_for_door(state, user_id, event_id).await?;
+            return Err(AppError::not_event_owner());
+        }
+        ScanOutcome::Failed(cause) => {
+            checkin_metric("failed");
+            return Err(AppError::UnavailableFor(cause, Duration::from_secs(1)));
+        }
+    };
+    let Some(ticket) = refused else {
+        checkin_metric("unknown");
+        return Err(AppError::not_found("Ticket"));
+    };
+    if ticket.event_id != Uuid::from(event_id) {
         checkin_metric("wrong_event");
         return Err(AppError::conflict(
             "ticket_not_for_event",
             "This ticket is for another event.",
         ));
     }
-    if status == TicketStatus::Void {
-        checkin_metric("void");
-        return Err(AppError::conflict("ticket_void", "This ticket is void."));
+    match ticket.status {
+        TicketStatus::Void => {
+            checkin_metric("void");
+            Err(AppError::conflict("ticket_void", "This ticket is void."))
+        }
+        TicketStatus::Used => {
+            checkin_metric("already_used");
+            let at = ticket
+                .checked_in_at
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            Err(AppError::TicketAlreadyUsed { checked_in_at: at })
+        }
+        // Valid yet not admitted: only if it changed between the batch's two statements.
+        TicketStatus::Valid => Err(AppError::UnavailableFor(
+            "the ticket changed while it was scanned".into(),
+            Duration::from_secs(1),
+        )),
     }
-    checkin_metric("already_used");
-    let at = checked_in_at
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default();
-    Err(AppError::TicketAlreadyUsed { checked_in_at: at })
 }
 
 /// The caller's tickets, newest first: one page and the cursor of the next.

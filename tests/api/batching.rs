@@ -7,51 +7,23 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use sqlx::Connection;
 use uuid::Uuid;
 
 use crate::helpers::{
-    TestApp, assert_invariants, attendees, event_with_tier, eventually, problem, purchase,
+    RowLock, TestApp, assert_invariants, attendees, event_with_tier, eventually, lock_waiters,
+    problem, purchase,
 };
 
 const PRICE: i64 = 500_000;
 
-/// A connection of the test's own holding the tier row's lock until `release`.
-struct TierLock(sqlx::PgConnection);
-
-impl TierLock {
-    async fn take(app: &TestApp, tier_id: Uuid) -> Self {
-        let url = app.env["DATABASE_URL"].clone();
-        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
-        sqlx::query("SELECT 1 FROM ticket_tiers WHERE id = $1 FOR UPDATE")
-            .bind(tier_id)
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        Self(conn)
-    }
-
-    async fn release(mut self) {
-        sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
-    }
-}
-
-/// Transactions of the app waiting for a lock (a batch stopped at the tier row). On a
-/// connection of its own: the app's small pool is busy with the very batches being counted,
-/// and a CI run timed out waiting for it.
-async fn lock_waiters(app: &TestApp) -> i64 {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&app.env["DATABASE_URL"])
-        .await
-        .unwrap();
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity
-         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+/// The tier row's lock, held by the test as a slow commit of another instance would.
+async fn lock_tier(app: &TestApp, tier_id: Uuid) -> RowLock {
+    RowLock::take(
+        app,
+        "SELECT 1 FROM ticket_tiers WHERE id = $1::uuid FOR UPDATE",
+        &tier_id.to_string(),
     )
-    .fetch_one(&mut conn)
     .await
-    .unwrap()
 }
 
 fn ids(event_id: &str, tier: &Value) -> (Uuid, Uuid) {
@@ -92,7 +64,7 @@ async fn two_hundred_buyers_batched_on_two_instances_take_exactly_the_seats_that
 
     // Each instance's first batches stop at the locked tier row, and everyone else queues
     // behind them on their instance's lane.
-    let lock = TierLock::take(&app, tier_id).await;
+    let lock = lock_tier(&app, tier_id).await;
     let attempts: Vec<_> = buyers
         .iter()
         .enumerate()
@@ -172,7 +144,7 @@ async fn a_batch_whose_transaction_fails_answers_its_own_buyers_503_and_takes_no
     .await
     .unwrap();
 
-    let lock = TierLock::take(&app, tier_id).await;
+    let lock = lock_tier(&app, tier_id).await;
     let send = |token: String| spawn_purchase(&app, &token, &event_id);
     // A lane runs two batches at once: the first two buyers' batches wait at the tier row,
     // the other three queue behind them and leave together once one of those commits.

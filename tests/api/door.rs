@@ -1,12 +1,14 @@
 //! The door, online and offline (API.md: validate, the door list, batch uploads).
 
-use std::collections::HashSet;
+use std::{collections::HashSet, time::Duration};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{TestApp, event_with_tier, hold, problem, signup};
+use crate::helpers::{
+    RowLock, TestApp, event_with_tier, eventually, hold, lock_waiters, problem, signup,
+};
 
 /// A door app: free tickets without the per-account cap, so tests get keys fast.
 async fn door_app() -> TestApp {
@@ -287,4 +289,210 @@ async fn the_door_list_pages_hashes_keys_and_syncs_only_changes() {
     problem(bad, StatusCode::BAD_REQUEST, "invalid_query").await;
     let bad = app.get_auth(&format!("{path}?since=garbage"), &owner).await;
     problem(bad, StatusCode::BAD_REQUEST, "invalid_query").await;
+}
+
+/// The lock of the ticket behind `key`, held by the test as a slow scan elsewhere would.
+async fn lock_ticket(app: &TestApp, key: &str) -> RowLock {
+    RowLock::take(
+        app,
+        "SELECT 1 FROM tickets WHERE access_key = $1 FOR UPDATE",
+        key,
+    )
+    .await
+}
+
+/// An online scan on a task of its own, so the test can go on while it waits in its lane.
+fn spawn_scan(
+    app: &TestApp,
+    token: &str,
+    event_id: &str,
+    key: &str,
+    gate: &str,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let (address, client) = (app.address.clone(), app.client.clone());
+    let (token, path) = (
+        token.to_owned(),
+        format!("/events/{event_id}/tickets/validate"),
+    );
+    let body = json!({ "access_key": key, "gate": gate });
+    tokio::spawn(async move {
+        client
+            .post(format!("{address}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    })
+}
+
+/// Answers of one ticket's scans: the admission and the refusals, each refusal checked to
+/// name the admission's time.
+async fn one_admission(scans: Vec<tokio::task::JoinHandle<reqwest::Response>>) -> Value {
+    let mut admitted = Vec::new();
+    let mut refused = Vec::new();
+    for scan in scans {
+        let res = scan.await.unwrap();
+        match res.status() {
+            StatusCode::OK => admitted.push(res.json::<Value>().await.unwrap()),
+            _ => refused.push(problem(res, StatusCode::CONFLICT, "ticket_already_used").await),
+        }
+    }
+    assert_eq!(
+        admitted.len(),
+        1,
+        "admitted {admitted:?}, refused {refused:?}"
+    );
+    for r in &refused {
+        assert_eq!(r["checked_in_at"], admitted[0]["checked_in_at"]);
+    }
+    admitted.remove(0)
+}
+
+#[tokio::test]
+async fn scans_arriving_together_share_one_commit_and_two_instances_admit_a_ticket_once() {
+    let app = door_app().await;
+    let sibling = app.spawn_sibling().await;
+    let (owner, event_id, keys) = event_with_tickets(&app, 5).await;
+    let (other_owner, other_event, other_keys) = event_with_tickets(&app, 1).await;
+    let stranger = signup(&app, "not-the-owner@example.com").await;
+    let event: uuid::Uuid = event_id.parse().unwrap();
+
+    // Ticket 0 is held by a slow transaction elsewhere: the first scans of it on both
+    // instances wait at its row, two batches on this instance (all it runs at once) and one
+    // on the other, so everything scanned here next queues behind them.
+    let lock = lock_ticket(&app, &keys[0]).await;
+    let mut first = Vec::new();
+    for (i, (target, gate)) in [(&app, "a-1"), (&app, "a-2"), (&sibling, "b-1")]
+        .into_iter()
+        .enumerate()
+    {
+        first.push(spawn_scan(target, &owner, &event_id, &keys[0], gate));
+        eventually(Duration::from_secs(10), || async {
+            (lock_waiters(&app).await > i as i64).then_some(())
+        })
+        .await;
+    }
+    let scan = |token: &str, key: &str, gate: &str| spawn_scan(&app, token, &event_id, key, gate);
+    let repeated = vec![scan(&owner, &keys[1], "a-3"), scan(&owner, &keys[1], "a-4")];
+    let others = [
+        scan(&owner, &keys[2], "a-5"),
+        scan(&owner, &keys[3], "a-6"),
+        scan(&stranger, &keys[4], "a-7"),
+        scan(&owner, "no-such-key", "a-8"),
+        scan(&owner, &other_keys[0], "a-9"),
+    ];
+    eventually(Duration::from_secs(10), || async {
+        (app.state.admissions.pending(&event) == 2 + 7).then_some(())
+    })
+    .await;
+    lock.release().await;
+
+    // Three gates, two instances, one admission.
+    one_admission(first).await;
+    // The same ticket twice in one batch: applied once, the second told when.
+    let batch = one_admission(repeated).await;
+    let [two, three, stranger_scan, unknown, elsewhere] = others;
+    for scan in [two, three] {
+        let res = scan.await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let admitted: Value = res.json().await.unwrap();
+        assert_eq!(admitted["ticket"]["status"], "used");
+        // One transaction: its `now()` is every admission's time.
+        assert_eq!(admitted["checked_in_at"], batch["checked_in_at"]);
+    }
+    problem(
+        stranger_scan.await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "not_organizer",
+    )
+    .await;
+    problem(unknown.await.unwrap(), StatusCode::NOT_FOUND, "not_found").await;
+    problem(
+        elsewhere.await.unwrap(),
+        StatusCode::CONFLICT,
+        "ticket_not_for_event",
+    )
+    .await;
+
+    // The stranger's scan rode in the batch and admitted nothing; the other event's ticket
+    // is still valid at its own door.
+    for (token, event, key) in [
+        (&owner, &event_id, &keys[4]),
+        (&other_owner, &other_event, &other_keys[0]),
+    ] {
+        let res = app
+            .post_json_auth(
+                &format!("/events/{event}/tickets/validate"),
+                token,
+                &json!({ "access_key": key }),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn a_batch_whose_statement_fails_admits_nothing_and_answers_its_own_gates_503() {
+    let app = door_app().await;
+    let (owner, event_id, keys) = event_with_tickets(&app, 4).await;
+    let event: uuid::Uuid = event_id.parse().unwrap();
+    // Ticket 3 cannot be written (as a full disk or a broken constraint would): any
+    // statement updating it fails.
+    let poison: uuid::Uuid = sqlx::query_scalar("SELECT id FROM tickets WHERE access_key = $1")
+        .bind(&keys[3])
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    // The id is a UUID read from the database: safe to place in the trigger's text.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION refuse_scan() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'cannot store this scan'; END $$;
+         CREATE TRIGGER refuse_scan BEFORE UPDATE ON tickets FOR EACH ROW
+         WHEN (NEW.id = '{poison}') EXECUTE FUNCTION refuse_scan();"
+    )))
+    .execute(&app.state.db)
+    .await
+    .unwrap();
+
+    // Two batches wait at ticket 0's row; the next three scans queue and leave together.
+    let lock = lock_ticket(&app, &keys[0]).await;
+    let mut first = Vec::new();
+    for (i, gate) in ["g-1", "g-2"].into_iter().enumerate() {
+        first.push(spawn_scan(&app, &owner, &event_id, &keys[0], gate));
+        eventually(Duration::from_secs(10), || async {
+            (lock_waiters(&app).await > i as i64).then_some(())
+        })
+        .await;
+    }
+    let rest: Vec<_> = keys[1..]
+        .iter()
+        .map(|key| spawn_scan(&app, &owner, &event_id, key, "g-3"))
+        .collect();
+    eventually(Duration::from_secs(10), || async {
+        (app.state.admissions.pending(&event) == 5).then_some(())
+    })
+    .await;
+    lock.release().await;
+
+    one_admission(first).await;
+    for scan in rest {
+        let res = scan.await.unwrap();
+        let retry_after = res.headers().get("retry-after").cloned();
+        problem(res, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").await;
+        assert_eq!(retry_after.unwrap(), "1");
+    }
+    // Nothing of the failed batch was admitted: with the fault gone, its tickets are
+    // admitted now, once.
+    sqlx::raw_sql("DROP TRIGGER refuse_scan ON tickets")
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    let path = format!("/events/{event_id}/tickets/validate");
+    for key in &keys[1..] {
+        let res = app
+            .post_json_auth(&path, &owner, &json!({ "access_key": key }))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
 }

@@ -357,6 +357,50 @@ where
     }
 }
 
+/// A connection of the test's own holding one row's lock until `release`, as a slow
+/// transaction of another instance would: the app's statements that need the row wait
+/// behind it, so batches form on purpose.
+pub struct RowLock(sqlx::PgConnection);
+
+impl RowLock {
+    /// Locks the rows `select` (`SELECT … FOR UPDATE`, one text parameter) finds.
+    pub async fn take(app: &TestApp, select: &'static str, param: &str) -> Self {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&app.env["DATABASE_URL"])
+            .await
+            .unwrap();
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        let locked = sqlx::query(select)
+            .bind(param)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(locked.rows_affected(), 1, "{select} locked no row");
+        Self(conn)
+    }
+
+    pub async fn release(mut self) {
+        sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
+    }
+}
+
+/// Transactions of the app waiting for a lock. On a connection of its own: the app's small
+/// pool is busy with the very statements being counted, and a CI run timed out waiting for
+/// it.
+pub async fn lock_waiters(app: &TestApp) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&app.env["DATABASE_URL"])
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
+}
+
 // ---- common calls ----
 
 pub const PASSWORD: &str = "a good password";
