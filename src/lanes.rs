@@ -2,8 +2,8 @@
 //! gets cheaper done together (many holds of one tier in one commit: `service::batcher`; the
 //! scans of one event's door in one commit: `service::admission`).
 //!
-//! A lane exists only while it has work: the first message for a key starts its runner (the
-//! caller spawns it), the runner takes batches until its queue is empty and then removes
+//! A lane exists only while it has work: the first message for a key starts its runner (`ask`
+//! spawns it on a task of its own; `send` hands its queue to the caller), the runner takes batches until its queue is empty and then removes
 //! the lane. Messages are sent under the registry's lock and a runner removes its lane only
 //! under that lock after seeing its queue empty, so no message is ever left in a lane nobody
 //! runs.

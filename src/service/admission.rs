@@ -15,10 +15,16 @@
 //!   order; the other scans are answered as the ticket stands after it (already used, at that
 //!   admission), like a second gate a moment later.
 //! - The keys go to PostgreSQL sorted, so two batches lock shared tickets in one order and
-//!   cannot deadlock.
-//! - A batch whose statement fails admits nothing and answers its own scans 503 with
-//!   `Retry-After`; other batches are untouched. A scan whose gate went away while it waited
-//!   is not applied.
+//!   do not deadlock each other; a deadlock with another writer of many tickets (a refund
+//!   voiding an order's tickets) is retried once.
+//! - A batch whose statement fails admits nothing (it is one statement) and answers its own
+//!   scans 503 with `Retry-After`; other batches are untouched. (If the connection is lost
+//!   after PostgreSQL committed, the gates hear 503 all the same and a retry is told
+//!   `ticket_already_used` with the admission's time: the truth, seconds old.) A scan whose
+//!   gate went away while it waited is not applied.
+//! - Known cost: a ticket row locked elsewhere holds up its batch, and with two batches
+//!   waiting, that event's later scans on this instance, until the lock is released. Ticket
+//!   rows are locked only by short transactions (a refund's or a cancellation's void).
 //! - The event is read once per batch and every scan's scanner checked against its owner, so
 //!   a stranger's scan admits nothing whatever batch it rides in.
 
@@ -78,6 +84,26 @@ async fn run_batch(state: &AppState, event_id: Uuid, batch: Vec<ScanQueued>) {
     }
 }
 
+/// `repo::tickets::check_in_many`, tried a second time if PostgreSQL broke a deadlock by
+/// cancelling it (the statement is atomic, so nothing of it stands). Two batches lock shared
+/// tickets in one order, but another writer of many tickets (a refund voiding an order's
+/// tickets) does not, and a door should not answer 503 for that.
+async fn check_in_many(
+    state: &AppState,
+    event_id: Uuid,
+    keys: &[String],
+    gates: &[String],
+) -> sqlx::Result<Vec<(usize, repo::tickets::TicketRow)>> {
+    let first = repo::tickets::check_in_many(&state.db, event_id, keys, gates).await;
+    match first {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("40P01") => {
+            metrics::counter!("ticketing_admission_deadlocks_total").increment(1);
+            repo::tickets::check_in_many(&state.db, event_id, keys, gates).await
+        }
+        other => other,
+    }
+}
+
 /// The outcomes of `asks`, in their order.
 async fn check_in_batch(state: &AppState, event_id: Uuid, asks: &[ScanAsk]) -> Vec<ScanOutcome> {
     let failed = |e: &sqlx::Error, what: &str| {
@@ -110,7 +136,7 @@ async fn check_in_batch(state: &AppState, event_id: Uuid, asks: &[ScanAsk]) -> V
         .map(|(key, &i)| ((*key).to_owned(), asks[i].gate.clone()))
         .unzip();
     if !keys.is_empty() {
-        match repo::tickets::check_in_many(&state.db, event_id, &keys, &gates).await {
+        match check_in_many(state, event_id, &keys, &gates).await {
             Ok(admitted) => {
                 for (n, ticket) in admitted {
                     if let Some(&i) = applied.get(n) {
@@ -146,9 +172,12 @@ async fn check_in_batch(state: &AppState, event_id: Uuid, asks: &[ScanAsk]) -> V
                     }
                 }
             }
-            // The admitted are still answered as admitted; only the others fail.
+            // The admitted are still answered as admitted; only the others fail (the batch
+            // itself did not: no failed-batch count).
             Err(e) => {
-                let outcome = failed(&e, "refused scans could not be explained");
+                tracing::warn!(error = %e, %event_id, "refused scans could not be explained");
+                let outcome =
+                    ScanOutcome::Failed(format!("refused scans could not be explained: {e}"));
                 for o in outcomes.iter_mut().filter(|o| o.is_none()) {
                     *o = Some(outcome.clone());
                 }

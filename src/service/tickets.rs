@@ -178,10 +178,13 @@ pub async fn check_in(
             Err(AppError::TicketAlreadyUsed { checked_in_at: at })
         }
         // Valid yet not admitted: only if it changed between the batch's two statements.
-        TicketStatus::Valid => Err(AppError::UnavailableFor(
-            "the ticket changed while it was scanned".into(),
-            Duration::from_secs(1),
-        )),
+        TicketStatus::Valid => {
+            checkin_metric("failed");
+            Err(AppError::UnavailableFor(
+                "the ticket changed while it was scanned".into(),
+                Duration::from_secs(1),
+            ))
+        }
     }
 }
 

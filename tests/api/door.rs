@@ -326,9 +326,9 @@ fn spawn_scan(
     })
 }
 
-/// Answers of one ticket's scans: the admission and the refusals, each refusal checked to
-/// name the admission's time.
-async fn one_admission(scans: Vec<tokio::task::JoinHandle<reqwest::Response>>) -> Value {
+/// Answers of the scans of the ticket behind `key`: one admission, of that very ticket, and
+/// refusals, each checked to name the admission's time.
+async fn one_admission(key: &str, scans: Vec<tokio::task::JoinHandle<reqwest::Response>>) -> Value {
     let mut admitted = Vec::new();
     let mut refused = Vec::new();
     for scan in scans {
@@ -343,6 +343,7 @@ async fn one_admission(scans: Vec<tokio::task::JoinHandle<reqwest::Response>>) -
         1,
         "admitted {admitted:?}, refused {refused:?}"
     );
+    assert_eq!(admitted[0]["ticket"]["access_key"], key);
     for r in &refused {
         assert_eq!(r["checked_in_at"], admitted[0]["checked_in_at"]);
     }
@@ -389,15 +390,16 @@ async fn scans_arriving_together_share_one_commit_and_two_instances_admit_a_tick
     lock.release().await;
 
     // Three gates, two instances, one admission.
-    one_admission(first).await;
+    one_admission(&keys[0], first).await;
     // The same ticket twice in one batch: applied once, the second told when.
-    let batch = one_admission(repeated).await;
+    let batch = one_admission(&keys[1], repeated).await;
     let [two, three, stranger_scan, unknown, elsewhere] = others;
-    for scan in [two, three] {
+    for (scan, key) in [(two, &keys[2]), (three, &keys[3])] {
         let res = scan.await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let admitted: Value = res.json().await.unwrap();
         assert_eq!(admitted["ticket"]["status"], "used");
+        assert_eq!(admitted["ticket"]["access_key"], key.as_str());
         // One transaction: its `now()` is every admission's time.
         assert_eq!(admitted["checked_in_at"], batch["checked_in_at"]);
     }
@@ -475,7 +477,7 @@ async fn a_batch_whose_statement_fails_admits_nothing_and_answers_its_own_gates_
     .await;
     lock.release().await;
 
-    one_admission(first).await;
+    one_admission(&keys[0], first).await;
     for scan in rest {
         let res = scan.await.unwrap();
         let retry_after = res.headers().get("retry-after").cloned();
