@@ -498,3 +498,64 @@ async fn a_batch_whose_statement_fails_admits_nothing_and_answers_its_own_gates_
         assert_eq!(res.status(), StatusCode::OK);
     }
 }
+
+#[tokio::test]
+async fn a_batch_caught_in_a_deadlock_is_tried_again_and_admits_its_scans() {
+    let app = door_app().await;
+    let (owner, event_id, keys) = event_with_tickets(&app, 3).await;
+    let event: uuid::Uuid = event_id.parse().unwrap();
+    let stall = &keys[0];
+    // A batch locks its tickets in key order: it takes `low`, then waits for `high`.
+    let (low, high) = if keys[1] < keys[2] {
+        (&keys[1], &keys[2])
+    } else {
+        (&keys[2], &keys[1])
+    };
+    // Another writer of many tickets (as a refund voiding an order's tickets) holds `high`
+    // and will reach for `low`. It waits long before looking for a deadlock, so PostgreSQL
+    // breaks the cycle by cancelling the batch's statement.
+    let mut writer = lock_ticket(&app, high).await;
+    writer.execute("SET LOCAL deadlock_timeout = '30s'").await;
+
+    // Two batches wait at `stall`, so `low` and `high` queue and leave together as the third.
+    let stalled = lock_ticket(&app, stall).await;
+    let mut first = Vec::new();
+    for (i, gate) in ["g-1", "g-2"].into_iter().enumerate() {
+        first.push(spawn_scan(&app, &owner, &event_id, stall, gate));
+        eventually(Duration::from_secs(10), || async {
+            (lock_waiters(&app).await > i as i64).then_some(())
+        })
+        .await;
+    }
+    let both = [
+        spawn_scan(&app, &owner, &event_id, low, "g-3"),
+        spawn_scan(&app, &owner, &event_id, high, "g-4"),
+    ];
+    eventually(Duration::from_secs(10), || async {
+        (app.state.admissions.pending(&event) == 4).then_some(())
+    })
+    .await;
+    stalled.release().await;
+    one_admission(stall, first).await;
+    // The third batch holds `low` and waits for `high`.
+    eventually(Duration::from_secs(10), || async {
+        (lock_waiters(&app).await == 1).then_some(())
+    })
+    .await;
+    // The writer reaches for `low`: a cycle. PostgreSQL cancels the batch (after its own
+    // deadlock_timeout, a second), the writer gets `low`, and the batch, tried again, waits
+    // for the writer to finish.
+    writer
+        .also(
+            "SELECT 1 FROM tickets WHERE access_key = $1 FOR UPDATE",
+            low,
+        )
+        .await;
+    writer.release().await;
+    for (scan, key) in both.into_iter().zip([low, high]) {
+        let res = scan.await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{key}");
+        let admitted: Value = res.json().await.unwrap();
+        assert_eq!(admitted["ticket"]["access_key"], key.as_str());
+    }
+}

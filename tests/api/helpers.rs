@@ -379,6 +379,20 @@ impl RowLock {
         Self(conn)
     }
 
+    /// Locks more rows in the same transaction (waiting for them if need be).
+    pub async fn also(&mut self, select: &'static str, param: &str) {
+        sqlx::query(select)
+            .bind(param)
+            .execute(&mut self.0)
+            .await
+            .unwrap();
+    }
+
+    /// Runs `sql` in the lock's transaction (a `SET LOCAL`, say).
+    pub async fn execute(&mut self, sql: &'static str) {
+        sqlx::raw_sql(sql).execute(&mut self.0).await.unwrap();
+    }
+
     pub async fn release(mut self) {
         sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
     }
