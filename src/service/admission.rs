@@ -44,9 +44,10 @@ use crate::{
 const MAX_BATCH: usize = 256;
 
 /// Batches of one event's lane in flight at once. Scans of different tickets do not contend,
-/// so a second batch commits beside the first (PostgreSQL flushes concurrent commits
-/// together); two bound the connections one event's door takes from the pool.
-const IN_FLIGHT: usize = 2;
+/// so batches commit beside each other (PostgreSQL flushes concurrent commits together);
+/// four bound the connections one event's door takes from the pool while keeping a busy
+/// door's gates from queueing behind a single round trip.
+pub const IN_FLIGHT: usize = 4;
 
 /// Queues a scan on its event's lane and waits for the commit that decides it.
 pub async fn admit(state: &AppState, event_id: Uuid, ask: ScanAsk) -> ScanOutcome {
@@ -90,15 +91,15 @@ async fn run_batch(state: &AppState, event_id: Uuid, batch: Vec<ScanQueued>) {
 /// tickets) does not, and a door should not answer 503 for that.
 async fn check_in_many(
     state: &AppState,
-    event_id: Uuid,
+    event: &repo::events::EventRow,
     keys: &[String],
     gates: &[String],
 ) -> sqlx::Result<Vec<(usize, repo::tickets::TicketRow)>> {
-    let first = repo::tickets::check_in_many(&state.db, event_id, keys, gates).await;
+    let first = repo::tickets::check_in_many(&state.db, event, keys, gates).await;
     match first {
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("40P01") => {
             metrics::counter!("ticketing_admission_deadlocks_total").increment(1);
-            repo::tickets::check_in_many(&state.db, event_id, keys, gates).await
+            repo::tickets::check_in_many(&state.db, event, keys, gates).await
         }
         other => other,
     }
@@ -111,13 +112,14 @@ async fn check_in_batch(state: &AppState, event_id: Uuid, asks: &[ScanAsk]) -> V
         metrics::counter!("ticketing_admission_batches_failed_total").increment(1);
         ScanOutcome::Failed(format!("{what}: {e}"))
     };
-    let owner = match repo::events::find(&state.db, event_id).await {
-        Ok(event) => event.map(|e| e.organizer_user_id),
+    let event = match repo::events::find(&state.db, event_id).await {
+        Ok(event) => event,
         Err(e) => {
             let outcome = failed(&e, "the event could not be read; nothing admitted");
             return asks.iter().map(|_| outcome.clone()).collect();
         }
     };
+    let owner = event.as_ref().map(|e| e.organizer_user_id);
     let mut outcomes: Vec<Option<ScanOutcome>> = asks
         .iter()
         .map(|a| (owner != Some(a.user_id)).then_some(ScanOutcome::NotOwner))
@@ -135,8 +137,8 @@ async fn check_in_batch(state: &AppState, event_id: Uuid, asks: &[ScanAsk]) -> V
         .iter()
         .map(|(key, &i)| ((*key).to_owned(), asks[i].gate.clone()))
         .unzip();
-    if !keys.is_empty() {
-        match check_in_many(state, event_id, &keys, &gates).await {
+    if let (false, Some(event)) = (keys.is_empty(), &event) {
+        match check_in_many(state, event, &keys, &gates).await {
             Ok(admitted) => {
                 for (n, ticket) in admitted {
                     if let Some(&i) = applied.get(n) {

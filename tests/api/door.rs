@@ -6,15 +6,19 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use ticketing::service::admission::IN_FLIGHT;
+
 use crate::helpers::{
     RowLock, TestApp, event_with_tier, eventually, hold, lock_waiters, problem, signup,
 };
 
-/// A door app: free tickets without the per-account cap, so tests get keys fast.
+/// A door app: free tickets without the per-account cap, so tests get keys fast; a pool
+/// with room beside a lane's batches held at a locked row (the tests stall them on purpose).
 async fn door_app() -> TestApp {
     TestApp::builder()
         .env("MAX_FREE_TICKETS_PER_USER", "0")
         .env("MAX_ACTIVE_HOLDS_PER_USER", "0")
+        .env("DATABASE_MAX_CONNECTIONS", (IN_FLIGHT + 4).to_string())
         .spawn()
         .await
 }
@@ -326,6 +330,26 @@ fn spawn_scan(
     })
 }
 
+/// Scans of `key` on `app`, one per batch its lane runs at once (`IN_FLIGHT`), each seen
+/// waiting at the ticket's locked row before the next is sent: the lane is then full, and
+/// what is scanned next queues behind them.
+async fn stall_lane(
+    app: &TestApp,
+    owner: &str,
+    event_id: &str,
+    key: &str,
+) -> Vec<tokio::task::JoinHandle<reqwest::Response>> {
+    let mut stalled = Vec::new();
+    for i in 0..IN_FLIGHT {
+        stalled.push(spawn_scan(app, owner, event_id, key, &format!("stall-{i}")));
+        eventually(Duration::from_secs(10), || async {
+            (lock_waiters(app).await > i as i64).then_some(())
+        })
+        .await;
+    }
+    stalled
+}
+
 /// Answers of the scans of the ticket behind `key`: one admission, of that very ticket, and
 /// refusals, each checked to name the admission's time.
 async fn one_admission(key: &str, scans: Vec<tokio::task::JoinHandle<reqwest::Response>>) -> Value {
@@ -360,20 +384,15 @@ async fn scans_arriving_together_share_one_commit_and_two_instances_admit_a_tick
     let event: uuid::Uuid = event_id.parse().unwrap();
 
     // Ticket 0 is held by a slow transaction elsewhere: the first scans of it on both
-    // instances wait at its row, two batches on this instance (all it runs at once) and one
-    // on the other, so everything scanned here next queues behind them.
+    // instances wait at its row, as many batches as this instance's lane runs at once and
+    // one on the other, so everything scanned here next queues behind them.
     let lock = lock_ticket(&app, &keys[0]).await;
-    let mut first = Vec::new();
-    for (i, (target, gate)) in [(&app, "a-1"), (&app, "a-2"), (&sibling, "b-1")]
-        .into_iter()
-        .enumerate()
-    {
-        first.push(spawn_scan(target, &owner, &event_id, &keys[0], gate));
-        eventually(Duration::from_secs(10), || async {
-            (lock_waiters(&app).await > i as i64).then_some(())
-        })
-        .await;
-    }
+    let mut first = stall_lane(&app, &owner, &event_id, &keys[0]).await;
+    first.push(spawn_scan(&sibling, &owner, &event_id, &keys[0], "b-1"));
+    eventually(Duration::from_secs(10), || async {
+        (lock_waiters(&app).await > IN_FLIGHT as i64).then_some(())
+    })
+    .await;
     let scan = |token: &str, key: &str, gate: &str| spawn_scan(&app, token, &event_id, key, gate);
     let repeated = vec![scan(&owner, &keys[1], "a-3"), scan(&owner, &keys[1], "a-4")];
     let others = [
@@ -384,7 +403,7 @@ async fn scans_arriving_together_share_one_commit_and_two_instances_admit_a_tick
         scan(&owner, &other_keys[0], "a-9"),
     ];
     eventually(Duration::from_secs(10), || async {
-        (app.state.admissions.pending(&event) == 2 + 7).then_some(())
+        (app.state.admissions.pending(&event) == IN_FLIGHT + 7).then_some(())
     })
     .await;
     lock.release().await;
@@ -457,22 +476,16 @@ async fn a_batch_whose_statement_fails_admits_nothing_and_answers_its_own_gates_
     .await
     .unwrap();
 
-    // Two batches wait at ticket 0's row; the next three scans queue and leave together.
+    // The lane's batches wait at ticket 0's row; the next three scans queue and leave
+    // together.
     let lock = lock_ticket(&app, &keys[0]).await;
-    let mut first = Vec::new();
-    for (i, gate) in ["g-1", "g-2"].into_iter().enumerate() {
-        first.push(spawn_scan(&app, &owner, &event_id, &keys[0], gate));
-        eventually(Duration::from_secs(10), || async {
-            (lock_waiters(&app).await > i as i64).then_some(())
-        })
-        .await;
-    }
+    let first = stall_lane(&app, &owner, &event_id, &keys[0]).await;
     let rest: Vec<_> = keys[1..]
         .iter()
         .map(|key| spawn_scan(&app, &owner, &event_id, key, "g-3"))
         .collect();
     eventually(Duration::from_secs(10), || async {
-        (app.state.admissions.pending(&event) == 5).then_some(())
+        (app.state.admissions.pending(&event) == IN_FLIGHT + 3).then_some(())
     })
     .await;
     lock.release().await;
@@ -517,27 +530,20 @@ async fn a_batch_caught_in_a_deadlock_is_tried_again_and_admits_its_scans() {
     let mut writer = lock_ticket(&app, high).await;
     writer.execute("SET LOCAL deadlock_timeout = '30s'").await;
 
-    // Two batches wait at `stall`, so `low` and `high` queue and leave together as the third.
+    // The lane's batches wait at `stall`, so `low` and `high` queue and leave together.
     let stalled = lock_ticket(&app, stall).await;
-    let mut first = Vec::new();
-    for (i, gate) in ["g-1", "g-2"].into_iter().enumerate() {
-        first.push(spawn_scan(&app, &owner, &event_id, stall, gate));
-        eventually(Duration::from_secs(10), || async {
-            (lock_waiters(&app).await > i as i64).then_some(())
-        })
-        .await;
-    }
+    let first = stall_lane(&app, &owner, &event_id, stall).await;
     let both = [
         spawn_scan(&app, &owner, &event_id, low, "g-3"),
         spawn_scan(&app, &owner, &event_id, high, "g-4"),
     ];
     eventually(Duration::from_secs(10), || async {
-        (app.state.admissions.pending(&event) == 4).then_some(())
+        (app.state.admissions.pending(&event) == IN_FLIGHT + 2).then_some(())
     })
     .await;
     stalled.release().await;
     one_admission(stall, first).await;
-    // The third batch holds `low` and waits for `high`.
+    // The batch of the two holds `low` and waits for `high`.
     eventually(Duration::from_secs(10), || async {
         (lock_waiters(&app).await == 1).then_some(())
     })
