@@ -31,8 +31,10 @@ pub fn epoch_key(state: &AppState, tier_id: Uuid) -> String {
     state.redis.key(format!("epoch:{tier_id}"))
 }
 
-/// Called (before commit) by whatever gives seats back. Every instance forgets its memo of
-/// the tier's sold-out flag too (`memo`), which the epoch alone would not reach.
+/// Called by whatever gives seats back, after its update of the tier row and before its
+/// commit (the row locked in between, so no purchase can see the tier full at the new
+/// epoch). Every instance forgets its memo of the tier's sold-out flag too (`memo`), which
+/// the epoch alone would not reach.
 pub async fn seats_released(state: &AppState, tier_id: Uuid) {
     let mut conn = state.redis.conn();
     let r: Result<i64, _> = redis::cmd("INCR")
@@ -58,8 +60,12 @@ pub async fn end_in(
     let Some(order) = repo::orders::end_hold(&mut *tx, order_id, to).await? else {
         return Ok(None);
     };
-    seats_released(state, order.tier_id).await;
+    // Seats first, then the epoch: from the update on, the tier row stays locked until the
+    // commit, so a purchase that reads the new epoch reaches the row only after the seats are
+    // back. (Epoch first left a gap in which such a purchase could still find the tier full
+    // and flag it sold out at the new epoch, refusing the freed seats until the flag expired.)
     repo::tiers::release_seats(&mut *tx, order.tier_id, order.quantity, order.discounted).await?;
+    seats_released(state, order.tier_id).await;
     Ok(Some(order))
 }
 
