@@ -525,19 +525,24 @@ pub struct DeferredCheckout {
 }
 
 /// Claims (as `claim`) up to `limit` live deferred holds still without a link, oldest first,
-/// for `lease_seconds`; holds another initializer claims are skipped.
+/// for `lease_seconds`; holds another initializer claims are skipped. Live: pending, and
+/// unexpired or deferred less than `link_wait_seconds` ago (the sweeper leaves those alone:
+/// `claim_expired_holds`).
 pub async fn claim_deferred_checkouts(
     db: &sqlx::PgPool,
     limit: i64,
     lease_seconds: f64,
     claim: Uuid,
+    link_wait_seconds: f64,
 ) -> sqlx::Result<Vec<DeferredCheckout>> {
     sqlx::query_as!(
         DeferredCheckout,
         r#"WITH due AS (
                SELECT id FROM orders
                WHERE status = 'pending' AND authorization_url IS NULL
-                 AND checkout_deferred_at IS NOT NULL AND expires_at > now()
+                 AND checkout_deferred_at IS NOT NULL
+                 AND (expires_at > now()
+                      OR checkout_deferred_at > now() - make_interval(secs => $4))
                  AND (checkout_claimed_until IS NULL OR checkout_claimed_until < now())
                ORDER BY checkout_deferred_at
                LIMIT $1
@@ -555,7 +560,8 @@ pub async fn claim_deferred_checkouts(
            ORDER BY c.checkout_deferred_at"#,
         limit,
         lease_seconds,
-        claim
+        claim,
+        link_wait_seconds
     )
     .fetch_all(db)
     .await
@@ -568,14 +574,18 @@ pub async fn reassert_checkout_claim(
     id: Uuid,
     claim: Uuid,
     lease_seconds: f64,
+    link_wait_seconds: f64,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         "UPDATE orders SET checkout_claimed_until = now() + make_interval(secs => $3)
          WHERE id = $1 AND checkout_claim = $2 AND checkout_claimed_until > now()
-           AND status = 'pending' AND authorization_url IS NULL AND expires_at > now()",
+           AND status = 'pending' AND authorization_url IS NULL
+           AND (expires_at > now()
+                OR checkout_deferred_at > now() - make_interval(secs => $4))",
         id,
         claim,
-        lease_seconds
+        lease_seconds,
+        link_wait_seconds
     )
     .execute(db)
     .await?;
@@ -717,23 +727,29 @@ pub async fn mark_mail_queued(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result
 /// Claims up to `limit` holds past their expiry for this sweeper, for `lease_seconds`: rows
 /// another instance is claiming right now are skipped (`SKIP LOCKED`), rows it holds a lease
 /// on are left alone, so no two instances ask Paystack about the same hold.
-/// `(id, reference, expires_at)`.
+/// A deferred hold still waiting for its link is not expired while it has waited less than
+/// `link_wait_seconds` (its time runs from the link: a buyer never loses seats because
+/// Paystack's budget made them queue). `(id, reference, expires_at)`.
 pub async fn claim_expired_holds(
     db: impl PgExecutor<'_>,
     lease_seconds: f64,
     limit: i64,
+    link_wait_seconds: f64,
 ) -> sqlx::Result<Vec<(Uuid, String, OffsetDateTime)>> {
     let rows = sqlx::query!(
         r#"UPDATE orders o SET verify_claimed_until = now() + make_interval(secs => $1)
            FROM (SELECT id FROM orders
                  WHERE status = 'pending' AND expires_at < now()
                    AND (verify_claimed_until IS NULL OR verify_claimed_until < now())
+                   AND NOT (authorization_url IS NULL AND checkout_deferred_at IS NOT NULL
+                            AND checkout_deferred_at > now() - make_interval(secs => $3))
                  ORDER BY expires_at LIMIT $2
                  FOR UPDATE SKIP LOCKED) claimed
            WHERE o.id = claimed.id
            RETURNING o.id, o.reference, o.expires_at"#,
         lease_seconds,
-        limit
+        limit,
+        link_wait_seconds
     )
     .fetch_all(db)
     .await?;

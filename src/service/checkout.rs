@@ -32,6 +32,13 @@ use crate::{
 /// Holds claimed per round: a little over a second of the live budget.
 const BATCH: i64 = 25;
 
+/// How long a deferred hold may wait for its link. Its time (`HOLD_TTL_SECONDS`) runs from the
+/// link, so until then the sweeper leaves it alone: at Paystack's 20 links a second a sale of
+/// 20,000 deferred holds needs ~17 minutes, past the default hold time. The bound keeps seats
+/// from being held for ever when Paystack will not make links at all (at 20 a second, an hour
+/// is 72,000 links).
+pub const LINK_WAIT_LIMIT: Duration = Duration::from_secs(3_600);
+
 /// How long a round's claim lasts before each order's own is renewed (right before its call).
 const CLAIM_SECONDS: f64 = 30.0;
 
@@ -55,16 +62,21 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     let parallel = state.config.paystack_initializes_per_second.clamp(1, 20) as usize;
     while !shutdown.is_cancelled() {
         let claim = Uuid::now_v7();
-        let claimed =
-            match repo::orders::claim_deferred_checkouts(&state.db, BATCH, CLAIM_SECONDS, claim)
-                .await
-            {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    tracing::warn!(error = %e, "checkout initializer: orders unavailable");
-                    Vec::new()
-                }
-            };
+        let claimed = match repo::orders::claim_deferred_checkouts(
+            &state.db,
+            BATCH,
+            CLAIM_SECONDS,
+            claim,
+            LINK_WAIT_LIMIT.as_secs_f64(),
+        )
+        .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(error = %e, "checkout initializer: orders unavailable");
+                Vec::new()
+            }
+        };
         if claimed.is_empty() {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -123,6 +135,7 @@ async fn initialize(
         order.id,
         claim,
         call_claim_seconds(state),
+        LINK_WAIT_LIMIT.as_secs_f64(),
     )
     .await
     {

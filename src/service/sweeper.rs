@@ -124,9 +124,13 @@ async fn expire_holds(state: &AppState) -> AppResult<usize> {
     let give_up_after = time::Duration::try_from(state.config.hold_ttl).unwrap_or_default();
     let mut seen = 0;
     while seen < HOLDS_PER_PASS {
-        let claimed =
-            repo::orders::claim_expired_holds(&state.db, claim_lease(state), PARALLEL as i64)
-                .await?;
+        let claimed = repo::orders::claim_expired_holds(
+            &state.db,
+            claim_lease(state),
+            PARALLEL as i64,
+            crate::service::checkout::LINK_WAIT_LIMIT.as_secs_f64(),
+        )
+        .await?;
         if claimed.is_empty() {
             break;
         }

@@ -238,3 +238,43 @@ async fn an_attempt_that_takes_no_seats_gives_its_initialize_slot_back() {
     assert_eq!(app.paystack.count("POST /transaction/initialize"), 1);
     assert_invariants(&app).await;
 }
+
+#[tokio::test]
+async fn a_deferred_hold_waiting_past_its_hold_time_for_its_link_keeps_its_seats() {
+    // A hold of one second, swept every second; the link comes later than that.
+    let app = TestApp::builder()
+        .env("HOLD_TTL_SECONDS", "1")
+        .env("SWEEP_INTERVAL_SECONDS", "1")
+        .spawn()
+        .await;
+    let (_, event_id, _) = event_with_tier(&app, 500_000, 1).await;
+    let buyer = signup(&app, "queued-for-a-link@example.com").await;
+    // Paystack refuses the inline initialize and the initializer's first try, each for three
+    // seconds: the link exists three seconds or more after the purchase, past the hold's
+    // one second (as for the last of 20,000 links at 20 a second against 15 minutes).
+    app.paystack.fail_route(
+        "POST /transaction/initialize",
+        &[Fault::RateLimited(3), Fault::RateLimited(3)],
+    );
+    let res = purchase(&app, &buyer, &event_id, "Regular", 1).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let order: Value = res.json().await.unwrap();
+    assert!(order["authorization_url"].is_null());
+    let reference = order["reference"].as_str().unwrap();
+    let settled = eventually(Duration::from_secs(30), || async {
+        let now = order_status(&app, &buyer, reference).await;
+        (now["status"] != "pending" || now["authorization_url"].is_string()).then_some(now)
+    })
+    .await;
+    assert_eq!(
+        settled["status"], "pending",
+        "the hold ended while it waited for its link: {settled}"
+    );
+    assert!(settled["authorization_url"].is_string());
+    // Its time runs from the link.
+    assert!(expires_at(&settled) > expires_at(&order));
+    // The seat was kept all along: the buyer pays and gets the ticket.
+    app.paystack.pay(reference).await;
+    wait_for_status(&app, &buyer, reference, "paid").await;
+    assert_invariants(&app).await;
+}
