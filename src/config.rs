@@ -119,8 +119,8 @@ pub struct Config {
     pub payout_account_cooldown: Duration,
     /// Per Paystack call; a timeout on a write is an unknown outcome, looked up before resending.
     pub paystack_timeout: Duration,
-    /// The shared Paystack budget (all instances, a Redis window per second) for the calls
-    /// that move money out: `POST /refund` and `POST /transfer`.
+    /// The shared Paystack budget (all instances, a Redis window per second) for
+    /// `POST /refund`; transfers have their own (`paystack_transfers_per_second`).
     pub paystack_refunds_per_second: u32,
     /// The shared budget for `POST /transaction/initialize` (Paystack live: ~20 a second).
     /// Past it a purchase keeps its seats and its link follows (`service::checkout`).

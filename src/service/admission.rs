@@ -22,8 +22,8 @@
 //!   after PostgreSQL committed, the gates hear 503 all the same and a retry is told
 //!   `ticket_already_used` with the admission's time: the truth, seconds old.) A scan whose
 //!   gate went away while it waited is not applied.
-//! - Known cost: a ticket row locked elsewhere holds up its batch, and with two batches
-//!   waiting, that event's later scans on this instance, until the lock is released. Ticket
+//! - Known cost: a ticket row locked elsewhere holds up its batch, and with every batch in
+//!   flight waiting, that event's later scans on this instance, until the lock is released. Ticket
 //!   rows are locked only by short transactions (a refund's or a cancellation's void).
 //! - The event is read once per batch and every scan's scanner checked against its owner, so
 //!   a stranger's scan admits nothing whatever batch it rides in.
