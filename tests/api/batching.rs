@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::helpers::{
     RowLock, TestApp, assert_invariants, attendees, event_with_tier, eventually, lock_waiters,
-    problem, purchase,
+    problem, purchase, refuse_writes,
 };
 
 const PRICE: i64 = 500_000;
@@ -132,17 +132,9 @@ async fn a_batch_whose_transaction_fails_answers_its_own_buyers_503_and_takes_no
     let poison = app.get_json_auth("/users/profile", &buyers[4]).await["id"]
         .as_str()
         .unwrap()
-        .to_owned();
-    // The id is a UUID the app returned: safe to place in the trigger's text.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE FUNCTION refuse_order() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN RAISE EXCEPTION 'cannot store this order'; END $$;
-         CREATE TRIGGER refuse_order BEFORE INSERT ON orders FOR EACH ROW
-         WHEN (NEW.user_id = '{poison}') EXECUTE FUNCTION refuse_order();"
-    )))
-    .execute(&app.state.db)
-    .await
-    .unwrap();
+        .parse()
+        .unwrap();
+    refuse_writes(&app, "refuse_order", "INSERT", "orders", "user_id", poison).await;
 
     let lock = lock_tier(&app, tier_id).await;
     let send = |token: String| spawn_purchase(&app, &token, &event_id);

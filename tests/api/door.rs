@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 use ticketing::service::admission::IN_FLIGHT;
 
 use crate::helpers::{
-    RowLock, TestApp, event_with_tier, eventually, hold, lock_waiters, problem, signup,
+    RowLock, TestApp, event_with_tier, eventually, hold, lock_waiters, problem, refuse_writes,
+    signup,
 };
 
 /// A door app: free tickets without the per-account cap, so tests get keys fast; a pool
@@ -465,16 +466,7 @@ async fn a_batch_whose_statement_fails_admits_nothing_and_answers_its_own_gates_
         .fetch_one(&app.state.db)
         .await
         .unwrap();
-    // The id is a UUID read from the database: safe to place in the trigger's text.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE FUNCTION refuse_scan() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN RAISE EXCEPTION 'cannot store this scan'; END $$;
-         CREATE TRIGGER refuse_scan BEFORE UPDATE ON tickets FOR EACH ROW
-         WHEN (NEW.id = '{poison}') EXECUTE FUNCTION refuse_scan();"
-    )))
-    .execute(&app.state.db)
-    .await
-    .unwrap();
+    refuse_writes(&app, "refuse_scan", "UPDATE", "tickets", "id", poison).await;
 
     // The lane's batches wait at ticket 0's row; the next three scans queue and leave
     // together.

@@ -398,6 +398,28 @@ impl RowLock {
     }
 }
 
+/// Makes every `event` (`INSERT`, `UPDATE`) on `table` fail for the rows whose `column` is
+/// `id`, as a full disk or a broken constraint would, through a trigger called `name` (gone
+/// with `DROP TRIGGER name ON table`). The id is a UUID: safe to place in the trigger's text.
+pub async fn refuse_writes(
+    app: &TestApp,
+    name: &str,
+    event: &str,
+    table: &str,
+    column: &str,
+    id: uuid::Uuid,
+) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'cannot store this row'; END $$;
+         CREATE TRIGGER {name} BEFORE {event} ON {table} FOR EACH ROW
+         WHEN (NEW.{column} = '{id}') EXECUTE FUNCTION {name}();"
+    )))
+    .execute(&app.state.db)
+    .await
+    .unwrap();
+}
+
 /// Transactions of the app waiting for a lock. On a connection of its own: the app's small
 /// pool is busy with the very statements being counted, and a CI run timed out waiting for
 /// it.
