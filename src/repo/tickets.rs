@@ -128,11 +128,11 @@ pub enum ScanOutcome {
 /// this event only): PostgreSQL re-checks the condition on the latest row version after
 /// waiting for a concurrent scan of the same ticket, so two gates, two batches or two
 /// instances admit a ticket once. `keys` must be distinct, `gates` beside them; returns the
-/// index of each admitted scan with its ticket. The plan is driven by the list of keys, in
-/// the order given (checked with `plan_cache_mode = force_generic_plan` at 50,000 tickets
-/// of one event among 200 events: a nested loop over the list, each ticket by the
-/// `(event_id, id)` index), so two batches given keys in one order (sorted) lock shared
-/// tickets in that order.
+/// index of each admitted scan with its ticket. The rows are locked in the order given
+/// (`locked`), so two batches given keys in one order (sorted) lock shared tickets in that
+/// order. At scale the plan is driven by the list of keys (checked with
+/// `plan_cache_mode = force_generic_plan` at 50,000 tickets of one event among 200 events:
+/// a nested loop over the list, each ticket by index).
 pub async fn check_in_many(
     db: impl PgExecutor<'_>,
     event: &EventRow,
@@ -147,11 +147,20 @@ pub async fn check_in_many(
                -- tickets are then reached by primary key in the scans' order.
                SELECT s.ord, s.gate, (SELECT id FROM tickets WHERE access_key = s.access_key) AS id
                FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS s(access_key, gate, ord)
+           ), locked AS (
+               -- The rows are locked in the keys' order (the caller sorts them), whatever
+               -- plan PostgreSQL picks for the update (in a small table, a hash join in
+               -- heap order): FOR UPDATE locks the sorted rows one by one.
+               SELECT t.id FROM tickets t JOIN scans s ON t.id = s.id
+               WHERE t.event_id = $1 AND t.status = 'valid'
+               ORDER BY s.ord
+               FOR UPDATE OF t
            ), used AS (
                UPDATE tickets t SET status = 'used', checked_in_at = now(), checked_in_gate = s.gate,
                                     changed_at = clock_timestamp()
                FROM scans s
-               WHERE t.id = s.id AND t.event_id = $1 AND t.status = 'valid'
+               WHERE t.id = s.id AND t.id IN (SELECT id FROM locked)
+                 AND t.event_id = $1 AND t.status = 'valid'
                RETURNING s.ord, t.id, t.order_id, t.access_key, t.status, t.checked_in_at,
                          t.created_at, t.event_id, t.tier_id
            )

@@ -16,7 +16,7 @@
 //!   admission), like a second gate a moment later.
 //! - The keys go to PostgreSQL sorted, so two batches lock shared tickets in one order and
 //!   do not deadlock each other; a deadlock with another writer of many tickets (a refund
-//!   voiding an order's tickets) is retried once.
+//!   voiding an order's tickets) is tried again, up to three tries.
 //! - A batch whose statement fails admits nothing (it is one statement) and answers its own
 //!   scans 503 with `Retry-After`; other batches are untouched. (If the connection is lost
 //!   after PostgreSQL committed, the gates hear 503 all the same and a retry is told
@@ -85,23 +85,36 @@ async fn run_batch(state: &AppState, event_id: Uuid, batch: Vec<ScanQueued>) {
     }
 }
 
-/// `repo::tickets::check_in_many`, tried a second time if PostgreSQL broke a deadlock by
-/// cancelling it (the statement is atomic, so nothing of it stands). Two batches lock shared
-/// tickets in one order, but another writer of many tickets (a refund voiding an order's
-/// tickets) does not, and a door should not answer 503 for that.
+/// Tries after a deadlock: PostgreSQL broke it by cancelling the batch's statement (atomic,
+/// so nothing of it stands). Two batches lock shared tickets in one order, but another writer
+/// of many tickets (a refund voiding an order's tickets) does not, and a door should not
+/// answer 503 for that.
+const DEADLOCK_TRIES: u32 = 3;
+
+/// `repo::tickets::check_in_many`, tried again (up to `DEADLOCK_TRIES` in all) after a
+/// deadlock, each time after a short pause. The pause is not there to hide a race: a retry
+/// sent at once can take the row the cancelled statement held before the other writer,
+/// woken by the cancellation, takes it (an aborted lock needs no queue), and so make the
+/// same cycle again; a few milliseconds let that writer finish first. Seen in a loaded test
+/// run: two deadlocks in a row.
 async fn check_in_many(
     state: &AppState,
     event: &repo::events::EventRow,
     keys: &[String],
     gates: &[String],
 ) -> sqlx::Result<Vec<(usize, repo::tickets::TicketRow)>> {
-    let first = repo::tickets::check_in_many(&state.db, event, keys, gates).await;
-    match first {
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("40P01") => {
-            metrics::counter!("ticketing_admission_deadlocks_total").increment(1);
-            repo::tickets::check_in_many(&state.db, event, keys, gates).await
+    let mut tries = 1;
+    loop {
+        match repo::tickets::check_in_many(&state.db, event, keys, gates).await {
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("40P01") && tries < DEADLOCK_TRIES =>
+            {
+                metrics::counter!("ticketing_admission_deadlocks_total").increment(1);
+                tokio::time::sleep(std::time::Duration::from_millis(25 * u64::from(tries))).await;
+                tries += 1;
+            }
+            other => return other,
         }
-        other => other,
     }
 }
 

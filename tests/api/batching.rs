@@ -73,7 +73,7 @@ async fn two_hundred_buyers_batched_on_two_instances_take_exactly_the_seats_that
             spawn_purchase(target, token, &event_id)
         })
         .collect();
-    eventually(Duration::from_secs(20), || async {
+    eventually(Duration::from_secs(40), || async {
         let queued = app.state.batcher.pending(&(event, tier_id))
             + sibling.state.batcher.pending(&(event, tier_id));
         (lock_waiters(&app).await >= 2 && queued == 200).then_some(())
