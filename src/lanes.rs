@@ -3,31 +3,59 @@
 //! scans of one event's door in one commit: `service::admission`).
 //!
 //! A lane exists only while it has work: the first message for a key starts its runner (`ask`
-//! spawns it on a task of its own; `send` hands its queue to the caller), the runner takes batches until its queue is empty and then removes
-//! the lane. Messages are sent under the registry's lock and a runner removes its lane only
-//! under that lock after seeing its queue empty, so no message is ever left in a lane nobody
-//! runs.
+//! spawns it on a task of its own; `send` hands its queue to the caller), the runner takes
+//! batches until its queue is empty and then removes the lane. Messages are queued under the
+//! registry's lock and a runner removes its lane only under that lock after seeing its queue
+//! empty, so no message is ever left in a lane nobody runs. A runner that dies (its task
+//! panicked or was dropped) takes its lane out of the registry as it goes, and the messages
+//! still queued are dropped with it, so their askers hear "no answer" at once instead of
+//! waiting on a lane nobody runs.
+//!
+//! A batch may also *gather* later: work whose batches wait for something shared (the holds'
+//! tier row, locked by another instance's batch) takes what arrived meanwhile once the wait
+//! is over (`Gather::take`), so a batch leaves with everything that queued behind it.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     future::Future,
     hash::Hash,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicUsize, Ordering},
     },
 };
 
 use futures::{StreamExt, stream::FuturesUnordered};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 struct Lane<M> {
-    tx: mpsc::UnboundedSender<M>,
-    /// Messages sent and not yet reported done by the runner.
-    pending: Arc<AtomicUsize>,
+    waiting: Mutex<VecDeque<M>>,
+    /// One permit per message queued since the runner last looked (`Notify::notify_one`
+    /// keeps one permit when nobody waits, so a message queued between the runner's look and
+    /// its wait is not missed).
+    arrived: Notify,
+    /// Messages queued and not yet reported done by the runner.
+    pending: AtomicUsize,
 }
 
-type Registry<K, M> = Arc<Mutex<HashMap<K, Lane<M>>>>;
+impl<M> Lane<M> {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<M>> {
+        // Nothing panics while holding it (pushes and drains only); a poisoned queue is
+        // still a consistent queue.
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Up to `max` of the messages waiting, in arrival order.
+    fn drain(&self, max: usize) -> Vec<M> {
+        let mut queue = self.queue();
+        let n = queue.len().min(max);
+        queue.drain(..n).collect()
+    }
+}
+
+type Registry<K, M> = Arc<Mutex<HashMap<K, Arc<Lane<M>>>>>;
 
 /// One instance's lanes.
 pub struct Lanes<K, M> {
@@ -43,45 +71,34 @@ impl<K, M> Default for Lanes<K, M> {
 }
 
 impl<K: Hash + Eq + Clone, M> Lanes<K, M> {
-    /// Queues `msg` on `key`'s lane. When the key has no lane (or its runner died), a new
-    /// lane is made and `start` is given its queue, to run on a task of its own.
-    /// `Err(msg)` only if the registry's lock is poisoned.
+    /// Queues `msg` on `key`'s lane. When the key has no lane, a new lane is made and `start`
+    /// is given its queue, to run on a task of its own. `Err(msg)` only if the registry's
+    /// lock is poisoned.
     pub fn send(&self, key: K, msg: M, start: impl FnOnce(LaneQueue<K, M>)) -> Result<(), M> {
         let Ok(mut lanes) = self.registry.lock() else {
             return Err(msg);
         };
-        let unsent = match lanes.get(&key) {
-            Some(lane) => {
-                lane.pending.fetch_add(1, Ordering::SeqCst);
-                lane.tx.send(msg).err().map(|e| {
-                    lane.pending.fetch_sub(1, Ordering::SeqCst);
-                    e.0
-                })
-            }
-            None => Some(msg),
-        };
-        if let Some(msg) = unsent {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let pending = Arc::new(AtomicUsize::new(1));
-            let _ = tx.send(msg);
-            lanes.insert(
-                key.clone(),
-                Lane {
-                    tx,
-                    pending: pending.clone(),
-                },
-            );
-            start(LaneQueue {
-                key,
-                rx,
-                pending,
-                registry: self.registry.clone(),
-            });
+        if let Some(lane) = lanes.get(&key) {
+            lane.pending.fetch_add(1, Ordering::SeqCst);
+            lane.queue().push_back(msg);
+            lane.arrived.notify_one();
+            return Ok(());
         }
+        let lane = Arc::new(Lane {
+            waiting: Mutex::new(VecDeque::from([msg])),
+            arrived: Notify::new(),
+            pending: AtomicUsize::new(1),
+        });
+        lanes.insert(key.clone(), lane.clone());
+        start(LaneQueue {
+            key,
+            lane,
+            registry: self.registry.clone(),
+        });
         Ok(())
     }
 
-    /// Messages of `key`'s lane not reported done yet (waiting, or in the batch being run).
+    /// Messages of `key`'s lane not reported done yet (waiting, or in a batch being run).
     pub fn pending(&self, key: &K) -> usize {
         self.registry.lock().map_or(0, |lanes| {
             lanes
@@ -107,7 +124,10 @@ where
         key: K,
         ask: A,
         (max, in_flight): (usize, usize),
-        work: impl Fn(K, Vec<(A, oneshot::Sender<O>)>) -> Fut + Send + Sync + 'static,
+        work: impl Fn(K, Vec<(A, oneshot::Sender<O>)>, Gather<(A, oneshot::Sender<O>)>) -> Fut
+        + Send
+        + Sync
+        + 'static,
     ) -> Option<O>
     where
         Fut: Future<Output = ()> + Send + 'static,
@@ -121,11 +141,11 @@ where
     }
 }
 
-/// A lane's queue, owned by its runner.
+/// A lane's queue, owned by its runner. Dropping it (the runner ended or died) takes the lane
+/// out of the registry if it is still there.
 pub struct LaneQueue<K: Hash + Eq, M> {
     key: K,
-    rx: mpsc::UnboundedReceiver<M>,
-    pending: Arc<AtomicUsize>,
+    lane: Arc<Lane<M>>,
     registry: Registry<K, M>,
 }
 
@@ -138,13 +158,7 @@ impl<K: Hash + Eq, M> LaneQueue<K, M> {
     /// removed (the runner ends; the next message starts a new lane).
     pub fn next_batch(&mut self, max: usize) -> Option<Vec<M>> {
         loop {
-            let mut batch = Vec::new();
-            while batch.len() < max {
-                match self.rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
+            let batch = self.lane.drain(max);
             if !batch.is_empty() {
                 return Some(batch);
             }
@@ -152,7 +166,7 @@ impl<K: Hash + Eq, M> LaneQueue<K, M> {
                 return None;
             };
             // Checked again under the lock senders hold: empty now is empty for good.
-            if self.rx.is_empty() {
+            if self.lane.queue().is_empty() {
                 lanes.remove(&self.key);
                 return None;
             }
@@ -160,61 +174,96 @@ impl<K: Hash + Eq, M> LaneQueue<K, M> {
     }
 
     /// Waits for at least one message, then takes everything waiting, at most `max`.
-    /// Cancel-safe (nothing is taken unless it is returned). `None` only if the registry
-    /// itself is gone.
-    pub async fn recv_batch(&mut self, max: usize) -> Option<Vec<M>> {
-        let first = self.rx.recv().await?;
-        let mut batch = vec![first];
-        while batch.len() < max {
-            match self.rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+    /// Cancel-safe (nothing is taken unless it is returned).
+    pub async fn recv_batch(&mut self, max: usize) -> Vec<M> {
+        loop {
+            let batch = self.lane.drain(max);
+            if !batch.is_empty() {
+                return batch;
             }
+            self.lane.arrived.notified().await;
         }
-        Some(batch)
+    }
+
+    /// A handle a batch uses to take what queued after it left (`Gather::take`).
+    pub fn gather(&self) -> Gather<M> {
+        Gather {
+            lane: self.lane.clone(),
+            taken: Arc::default(),
+        }
     }
 
     /// The runner finished `n` messages (answered them).
     pub fn done(&self, n: usize) {
-        self.pending.fetch_sub(n, Ordering::SeqCst);
+        self.lane.pending.fetch_sub(n, Ordering::SeqCst);
+    }
+}
+
+impl<K: Hash + Eq, M> Drop for LaneQueue<K, M> {
+    fn drop(&mut self) {
+        if let Ok(mut lanes) = self.registry.lock()
+            && lanes
+                .get(&self.key)
+                .is_some_and(|l| Arc::ptr_eq(l, &self.lane))
+        {
+            lanes.remove(&self.key);
+        }
+    }
+}
+
+/// One batch's hold on its lane's queue, to take the messages that arrived after the batch
+/// left (they are then the batch's to answer; the runner counts them done with it).
+pub struct Gather<M> {
+    lane: Arc<Lane<M>>,
+    taken: Arc<AtomicUsize>,
+}
+
+impl<M> Gather<M> {
+    /// Up to `max` of the messages waiting now, in arrival order; never waits.
+    pub fn take(&self, max: usize) -> Vec<M> {
+        let more = self.lane.drain(max);
+        self.taken.fetch_add(more.len(), Ordering::SeqCst);
+        more
     }
 }
 
 /// Runs a lane until its queue is empty (the lane is then removed): batches of at most
-/// `max`, each handed to `work` with the lane's key, up to `in_flight` of them at once. A
-/// batch leaves as soon as the previous one has left and a slot is free, so an idle lane adds
-/// no waiting (a batch of one goes at once) and a busy one gathers while its batches run.
+/// `max`, each handed to `work` with the lane's key and a `Gather` for what queues later, up
+/// to `in_flight` of them at once. A batch leaves as soon as a slot is free, so an idle lane
+/// adds no waiting (a batch of one goes at once) and a busy one gathers while its batches run.
 pub async fn run<K, M, Fut>(
     mut queue: LaneQueue<K, M>,
     max: usize,
     in_flight: usize,
-    work: impl Fn(K, Vec<M>) -> Fut,
+    work: impl Fn(K, Vec<M>, Gather<M>) -> Fut,
 ) where
     K: Hash + Eq + Clone,
     Fut: Future<Output = ()>,
 {
     let key = queue.key().clone();
     let mut running = FuturesUnordered::new();
-    let start = |batch: Vec<M>| {
+    let start = |batch: Vec<M>, gather: Gather<M>| {
         let size = batch.len();
-        let done = work(key.clone(), batch);
+        let taken = gather.taken.clone();
+        let done = work(key.clone(), batch, gather);
         async move {
             done.await;
-            size
+            size + taken.load(Ordering::SeqCst)
         }
     };
     loop {
         if running.is_empty() {
             // Idle: take what waits, or end the lane (removing it) when nothing does.
             match queue.next_batch(max) {
-                Some(b) => running.push(start(b)),
+                Some(b) => running.push(start(b, queue.gather())),
                 None => return,
             }
         }
         tokio::select! {
             Some(size) = running.next() => queue.done(size),
-            Some(b) = queue.recv_batch(max), if running.len() < in_flight => {
-                running.push(start(b));
+            b = queue.recv_batch(max), if running.len() < in_flight => {
+                let gather = queue.gather();
+                running.push(start(b, gather));
             }
         }
     }
@@ -247,5 +296,51 @@ mod tests {
         let mut restarted = None;
         lanes.send(1, 13, |q| restarted = Some(q)).unwrap();
         assert_eq!(restarted.unwrap().next_batch(8), Some(vec![13]));
+    }
+
+    #[test]
+    fn a_batch_gathers_what_queued_after_it_left_and_counts_it_done() {
+        let lanes: Lanes<u8, u32> = Lanes::default();
+        let mut started = None;
+        lanes.send(1, 10, |q| started = Some(q)).unwrap();
+        let mut queue = started.unwrap();
+        let batch = queue.next_batch(8).unwrap();
+        let gather = queue.gather();
+        lanes.send(1, 11, |_| panic!("the lane exists")).unwrap();
+        lanes.send(1, 12, |_| panic!("the lane exists")).unwrap();
+        lanes.send(1, 13, |_| panic!("the lane exists")).unwrap();
+        assert_eq!((batch, gather.take(2)), (vec![10], vec![11, 12]));
+        assert_eq!(gather.taken.load(Ordering::SeqCst), 2);
+        queue.done(3);
+        assert_eq!(lanes.pending(&1), 1);
+        assert_eq!(queue.next_batch(8), Some(vec![13]));
+        assert_eq!(gather.take(8), Vec::<u32>::new());
+    }
+
+    #[tokio::test]
+    async fn a_lane_whose_runner_dies_is_removed_and_its_askers_hear_no_answer() {
+        let lanes: Lanes<u8, (u32, oneshot::Sender<u32>)> = Lanes::default();
+        // The work panics: the runner's task dies with the batch, the queued ask with it.
+        let work = |_: u8, _: Vec<(u32, oneshot::Sender<u32>)>, _| async { panic!("boom") };
+        // A deadline, not a pause: a lane left behind by its dead runner never answers.
+        let (first, second) = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            tokio::join!(
+                lanes.ask(1, 10, (1, 1), work),
+                lanes.ask(1, 11, (1, 1), work)
+            )
+        })
+        .await
+        .expect("the queued ask hears that no answer comes");
+        assert_eq!((first, second), (None, None));
+        assert_eq!(lanes.pending(&1), 0, "the dead lane is gone");
+        // The next ask starts a new lane that answers.
+        let answer = lanes
+            .ask(1, 12, (8, 1), |_, batch, _| async move {
+                for (n, tx) in batch {
+                    let _ = tx.send(n + 1);
+                }
+            })
+            .await;
+        assert_eq!(answer, Some(13));
     }
 }

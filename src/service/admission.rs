@@ -58,7 +58,9 @@ pub async fn admit(state: &AppState, event_id: Uuid, ask: ScanAsk) -> ScanOutcom
             event_id,
             ask,
             (MAX_BATCH, IN_FLIGHT),
-            move |event_id, batch| {
+            // Scans do not queue at one shared row (each locks its own tickets), so a batch
+            // has no wait to gather behind: what arrives meanwhile leaves in the next batch.
+            move |event_id, batch, _gather| {
                 let state = lane_state.clone();
                 async move { run_batch(&state, event_id, batch).await }
             },

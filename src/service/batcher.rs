@@ -4,9 +4,17 @@
 //! through the disk flush (~0.7 ms here), so a tier took at most ~1,300 holds a second
 //! however many cores served it (`docs/inventory.md`). Here each instance keeps one *lane*
 //! per tier: a task that takes every hold waiting for that tier, decides them together under
-//! the tier row's lock and commits them in one transaction (group commit). While one batch
-//! commits, the next gathers, so an idle tier adds no waiting at all (a batch of one leaves at
-//! once) and a busy one pays one flush for up to `MAX_BATCH` holds.
+//! the tier row's lock and commits them in one transaction (group commit). An idle tier adds
+//! no waiting at all (a batch of one leaves at once) and a busy one pays one flush for up to
+//! `MAX_BATCH` holds.
+//!
+//! A batch gathers until it has the row: it locks the tier row first and only then takes
+//! every hold that queued on its lane while it waited (`lanes::Gather`). So the time another
+//! batch holds the row — this instance's previous one, or another instance's — is time this
+//! instance's buyers spend joining the next batch, not forming batches of their own that then
+//! queue at the row one by one. With two instances each lane sees half the buyers; gathering
+//! at the row keeps their batches as large as one instance's, and the row's commits as few
+//! (measured: README, Performance).
 //!
 //! What stays true:
 //! - PostgreSQL is the only truth. The tier row is locked (`FOR UPDATE`) before the seats are
@@ -18,7 +26,10 @@
 //!   order as before.
 //! - The per-buyer caps are counted under the same advisory locks as before, taken for the
 //!   whole batch in one sorted order, so one buyer's racing requests still serialise (across
-//!   instances too) and nobody else waits.
+//!   instances too) and nobody else waits. Lock order: the tier row, then the buyers' locks
+//!   (sorted). Every batch takes them so and nothing else takes these advisory locks, so no
+//!   two batches wait on each other in a cycle (a batch holds at most one tier row, and only
+//!   the holder of a row ever waits for a buyer's lock).
 //! - A repeated Idempotency-Key never takes seats twice: inside a batch the first copy decides
 //!   (granted, the others are answered its order; refused, they are refused alike), and a key
 //!   already stored elsewhere is skipped by the insert and its order taken back before the
@@ -37,7 +48,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::{
-    lanes::Lanes,
+    lanes::{Gather, Lanes},
     repo::{
         self,
         orders::{BuyerUsage, GrantedHold, OrderRow, TierForHolds},
@@ -68,35 +79,55 @@ pub async fn hold(state: &AppState, event_id: Uuid, tier_id: Uuid, ask: HoldAsk)
             (event_id, tier_id),
             ask,
             (MAX_BATCH, IN_FLIGHT),
-            move |key, batch| {
+            move |key, batch, gather| {
                 let state = lane_state.clone();
-                async move { run_batch(&state, key, batch).await }
+                async move { run_batch(&state, key, batch, gather).await }
             },
         )
         .await
         .unwrap_or_else(|| HoldOutcome::Failed("the hold's batch ended without an answer".into()))
 }
 
-/// Batches of one lane in flight at once. Two: while one batch holds the tier row through
-/// its commit's flush, the next takes its buyers' locks and counts and then waits at the row,
-/// so the row is never idle between commits. Within a batch, holds are decided in arrival
-/// order; between two batches in flight, the second usually reaches the row after the first
-/// but may overtake it (a slower connection, a buyer's lock held elsewhere) — fairness is
-/// first come mostly, correctness does not depend on it.
-const IN_FLIGHT: usize = 2;
+/// Batches of one lane in flight at once. One: a batch gathers at the row everything that
+/// queued while it began and waited, so a second batch in flight on the same instance would
+/// only split that queue in two and queue at the row itself. The row is idle between one
+/// batch's commit and the next one's lock (a round trip or two) on one instance; with two,
+/// the other instance's batch is waiting and takes it. Measured on the bench's flash sale
+/// (holds-only runs, 2026-12-03): one in flight 6,539–6,572 holds/s on one instance and
+/// 5,206–5,680 on two; two in flight 5,575–5,881 and 4,107–4,425; three 5,528–5,604 and
+/// 3,642–3,857 (`docs/bench-2026-12-03.txt`).
+const IN_FLIGHT: usize = 1;
 
-/// Decides and commits one batch, then answers each of its buyers.
-async fn run_batch(state: &AppState, (event_id, tier_id): LaneKey, batch: Vec<Queued>) {
-    // A buyer who went away while queued (timeout, disconnect) takes nothing.
-    let (asks, answers): (Vec<HoldAsk>, Vec<oneshot::Sender<HoldOutcome>>) = batch
+/// The holds of `batch` whose buyers still wait (one who went away while queued — timeout,
+/// disconnect — takes nothing), as asks and the answers they wait on.
+fn still_waiting(batch: Vec<Queued>) -> (Vec<HoldAsk>, Vec<oneshot::Sender<HoldOutcome>>) {
+    batch
         .into_iter()
         .filter(|(_, answer)| !answer.is_closed())
-        .unzip();
+        .unzip()
+}
+
+/// Decides and commits one batch (with what it gathers at the row), then answers each of its
+/// buyers.
+async fn run_batch(
+    state: &AppState,
+    (event_id, tier_id): LaneKey,
+    batch: Vec<Queued>,
+    gather: Gather<Queued>,
+) {
+    let (mut asks, mut answers) = still_waiting(batch);
     if asks.is_empty() {
         return;
     }
+    let decided = decide_and_commit(
+        state,
+        (event_id, tier_id),
+        (&mut asks, &mut answers),
+        &gather,
+    )
+    .await;
     metrics::histogram!("ticketing_hold_batch_size").record(asks.len() as f64);
-    let outcomes = match decide_and_commit(state, event_id, tier_id, &asks).await {
+    let outcomes = match decided {
         Ok(outcomes) => outcomes,
         Err(e) => {
             tracing::warn!(error = %e, %tier_id, holds = asks.len(), "hold batch failed; nothing taken");
@@ -118,17 +149,27 @@ async fn run_batch(state: &AppState, (event_id, tier_id): LaneKey, batch: Vec<Qu
     }
 }
 
-/// The batch's transaction: the buyers' locks and counts, the tier row's lock and counts,
-/// the decision in arrival order, one insert, one commit. Outcomes are in `asks`' order.
+/// The batch's transaction: the tier row's lock and counts, then what queued meanwhile
+/// (appended to `asks` and `answers`), the buyers' locks and counts, the decision in arrival
+/// order, one insert, one commit. Outcomes are in `asks`' order.
 async fn decide_and_commit(
     state: &AppState,
-    event_id: Uuid,
-    tier_id: Uuid,
-    asks: &[HoldAsk],
+    (event_id, tier_id): LaneKey,
+    (asks, answers): (&mut Vec<HoldAsk>, &mut Vec<oneshot::Sender<HoldOutcome>>),
+    gather: &Gather<Queued>,
 ) -> anyhow::Result<Vec<HoldOutcome>> {
     let limits = &state.config.limits;
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
+    let Some(tier) = repo::orders::lock_tier_for_holds(&mut *tx, tier_id, event_id, now).await?
+    else {
+        return Ok(asks.iter().map(|_| HoldOutcome::Nothing).collect());
+    };
+    // The row is ours: everyone who queued while we waited for it joins this batch.
+    let (more, more_answers) = still_waiting(gather.take(MAX_BATCH.saturating_sub(asks.len())));
+    asks.extend(more);
+    answers.extend(more_answers);
+    let asks: &[HoldAsk] = asks;
     let capped = limits.max_active_holds_per_user > 0 || limits.max_free_tickets_per_user > 0;
     let usage = if capped {
         let buyers: Vec<Uuid> = asks
@@ -141,10 +182,6 @@ async fn decide_and_commit(
         repo::orders::buyers_usage(&mut *tx, &buyers, event_id).await?
     } else {
         HashMap::new()
-    };
-    let Some(tier) = repo::orders::lock_tier_for_holds(&mut *tx, tier_id, event_id, now).await?
-    else {
-        return Ok(asks.iter().map(|_| HoldOutcome::Nothing).collect());
     };
     let caps = Caps {
         active_holds: i64::from(limits.max_active_holds_per_user),

@@ -62,21 +62,26 @@ async fn two_hundred_buyers_batched_on_two_instances_take_exactly_the_seats_that
     let (event, tier_id) = ids(&event_id, &tier);
     let buyers = attendees(&app, 200).await;
 
-    // Each instance's first batches stop at the locked tier row, and everyone else queues
-    // behind them on their instance's lane.
+    // Each instance's first batch (one buyer, sent one at a time) stops at the locked tier
+    // row, as behind another instance's commit; everyone else queues behind it on their
+    // instance's lane.
     let lock = lock_tier(&app, tier_id).await;
-    let attempts: Vec<_> = buyers
-        .iter()
-        .enumerate()
-        .map(|(i, token)| {
-            let target = if i % 2 == 0 { &app } else { &sibling };
-            spawn_purchase(target, token, &event_id)
+    let target = |i: usize| if i.is_multiple_of(2) { &app } else { &sibling };
+    let mut attempts = Vec::new();
+    for (i, token) in buyers[..2].iter().enumerate() {
+        attempts.push(spawn_purchase(target(i), token, &event_id));
+        eventually(Duration::from_secs(10), || async {
+            (lock_waiters(&app).await > i as i64).then_some(())
         })
-        .collect();
+        .await;
+    }
+    for (i, token) in buyers.iter().enumerate().skip(2) {
+        attempts.push(spawn_purchase(target(i), token, &event_id));
+    }
     eventually(Duration::from_secs(40), || async {
         let queued = app.state.batcher.pending(&(event, tier_id))
             + sibling.state.batcher.pending(&(event, tier_id));
-        (lock_waiters(&app).await >= 2 && queued == 200).then_some(())
+        (queued == 200).then_some(())
     })
     .await;
     lock.release().await;
@@ -109,7 +114,10 @@ async fn two_hundred_buyers_batched_on_two_instances_take_exactly_the_seats_that
     .fetch_one(&app.state.db)
     .await
     .unwrap();
-    assert!(commits <= 8, "50 holds in {commits} transactions");
+    // The first batch to get the row gathered everyone its instance queued meanwhile (99
+    // buyers), so all 50 seats went in its one commit; without gathering, the two batches of
+    // one formed before the row was free would each have committed first.
+    assert_eq!(commits, 1, "50 holds in {commits} transactions");
     println!("BATCH 200 buyers, 2 instances: 50 held in {commits} commits, 150 sold out");
     let event: Value = app
         .get(&format!("/events/{event_id}"))
@@ -136,30 +144,36 @@ async fn a_batch_whose_transaction_fails_answers_its_own_buyers_503_and_takes_no
         .unwrap();
     refuse_writes(&app, "refuse_order", "INSERT", "orders", "user_id", poison).await;
 
-    let lock = lock_tier(&app, tier_id).await;
-    let send = |token: String| spawn_purchase(&app, &token, &event_id);
-    // A lane runs two batches at once: the first two buyers' batches wait at the tier row,
-    // the other three queue behind them and leave together once one of those commits.
-    let mut first = Vec::new();
-    for (i, buyer) in buyers[..2].iter().enumerate() {
-        first.push(send(buyer.clone()));
-        eventually(Duration::from_secs(10), || async {
-            (lock_waiters(&app).await > i as i64).then_some(())
-        })
-        .await;
+    let send = |token: &String| spawn_purchase(&app, token, &event_id);
+    // A batch of `tokens`: the first buyer's batch waits at the locked tier row, the others
+    // queue behind it and are gathered once it has the row.
+    let batch = |tokens: &'static [usize]| {
+        let (app, buyers) = (&app, &buyers);
+        async move {
+            let lock = lock_tier(app, tier_id).await;
+            let mut sent = vec![send(&buyers[tokens[0]])];
+            eventually(Duration::from_secs(10), || async {
+                (lock_waiters(app).await == 1).then_some(())
+            })
+            .await;
+            sent.extend(tokens[1..].iter().map(|&i| send(&buyers[i])));
+            eventually(Duration::from_secs(10), || async {
+                (app.state.batcher.pending(&(event, tier_id)) == tokens.len()).then_some(())
+            })
+            .await;
+            lock.release().await;
+            let mut answers = Vec::new();
+            for attempt in sent {
+                answers.push(attempt.await.unwrap());
+            }
+            answers
+        }
+    };
+    for res in batch(&[0, 1]).await {
+        assert_eq!(res.status(), StatusCode::CREATED);
     }
-    let rest: Vec<_> = buyers[2..].iter().cloned().map(send).collect();
-    eventually(Duration::from_secs(10), || async {
-        (app.state.batcher.pending(&(event, tier_id)) == 5).then_some(())
-    })
-    .await;
-    lock.release().await;
-
-    for attempt in first {
-        assert_eq!(attempt.await.unwrap().status(), StatusCode::CREATED);
-    }
-    for attempt in rest {
-        let res = attempt.await.unwrap();
+    // The next batch carries the poisoned order: its three buyers hear 503, nothing taken.
+    for res in batch(&[2, 3, 4]).await {
         let retry_after = res.headers().get("retry-after").cloned();
         problem(res, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").await;
         assert_eq!(retry_after.unwrap(), "1");
