@@ -30,9 +30,9 @@ use tokio::sync::{Notify, oneshot};
 
 struct Lane<M> {
     waiting: Mutex<VecDeque<M>>,
-    /// One permit per message queued since the runner last looked (`Notify::notify_one`
-    /// keeps one permit when nobody waits, so a message queued between the runner's look and
-    /// its wait is not missed).
+    /// Woken on every message queued. `Notify::notify_one` keeps a permit (one at most) when
+    /// nobody waits, so a message queued between the runner's look and its wait is not
+    /// missed; the runner drains everything each time it wakes.
     arrived: Notify,
     /// Messages queued and not yet reported done by the runner.
     pending: AtomicUsize,
@@ -57,6 +57,15 @@ impl<M> Lane<M> {
 
 type Registry<K, M> = Arc<Mutex<HashMap<K, Arc<Lane<M>>>>>;
 
+/// The registry's map. Nothing panics while holding it (lookups, inserts and removals only),
+/// so a poisoned lock still guards a consistent map; going on keeps the promise that no
+/// message is left in a lane nobody runs.
+fn lanes_of<K, M>(registry: &Registry<K, M>) -> MutexGuard<'_, HashMap<K, Arc<Lane<M>>>> {
+    registry
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// One instance's lanes.
 pub struct Lanes<K, M> {
     registry: Registry<K, M>,
@@ -72,39 +81,38 @@ impl<K, M> Default for Lanes<K, M> {
 
 impl<K: Hash + Eq + Clone, M> Lanes<K, M> {
     /// Queues `msg` on `key`'s lane. When the key has no lane, a new lane is made and `start`
-    /// is given its queue, to run on a task of its own. `Err(msg)` only if the registry's
-    /// lock is poisoned.
-    pub fn send(&self, key: K, msg: M, start: impl FnOnce(LaneQueue<K, M>)) -> Result<(), M> {
-        let Ok(mut lanes) = self.registry.lock() else {
-            return Err(msg);
+    /// is given its queue, to run on a task of its own. `start` is called after the registry's
+    /// lock is released (a queue dropped at once — a task refused at shutdown — takes its
+    /// lane out again under that lock; messages queued meanwhile go with it).
+    pub fn send(&self, key: K, msg: M, start: impl FnOnce(LaneQueue<K, M>)) {
+        let queue = {
+            let mut lanes = lanes_of(&self.registry);
+            if let Some(lane) = lanes.get(&key) {
+                lane.pending.fetch_add(1, Ordering::SeqCst);
+                lane.queue().push_back(msg);
+                lane.arrived.notify_one();
+                return;
+            }
+            let lane = Arc::new(Lane {
+                waiting: Mutex::new(VecDeque::from([msg])),
+                arrived: Notify::new(),
+                pending: AtomicUsize::new(1),
+            });
+            lanes.insert(key.clone(), lane.clone());
+            LaneQueue {
+                key,
+                lane,
+                registry: self.registry.clone(),
+            }
         };
-        if let Some(lane) = lanes.get(&key) {
-            lane.pending.fetch_add(1, Ordering::SeqCst);
-            lane.queue().push_back(msg);
-            lane.arrived.notify_one();
-            return Ok(());
-        }
-        let lane = Arc::new(Lane {
-            waiting: Mutex::new(VecDeque::from([msg])),
-            arrived: Notify::new(),
-            pending: AtomicUsize::new(1),
-        });
-        lanes.insert(key.clone(), lane.clone());
-        start(LaneQueue {
-            key,
-            lane,
-            registry: self.registry.clone(),
-        });
-        Ok(())
+        start(queue);
     }
 
     /// Messages of `key`'s lane not reported done yet (waiting, or in a batch being run).
     pub fn pending(&self, key: &K) -> usize {
-        self.registry.lock().map_or(0, |lanes| {
-            lanes
-                .get(key)
-                .map_or(0, |l| l.pending.load(Ordering::SeqCst))
-        })
+        lanes_of(&self.registry)
+            .get(key)
+            .map_or(0, |l| l.pending.load(Ordering::SeqCst))
     }
 }
 
@@ -117,8 +125,8 @@ where
     /// Queues `ask` on `key`'s lane and waits for its answer. When the key has no lane, one
     /// is started on a task of its own, running batches of at most `max` through `work`, up to
     /// `in_flight` at once (`run`). The batch runs on the lane's task, so a caller who goes
-    /// away cancels nobody else's work. `None`: no answer came (the lanes are unusable, or
-    /// the batch ended without answering).
+    /// away cancels nobody else's work. `None`: no answer came (the batch ended without
+    /// answering, or the lane's runner died).
     pub async fn ask<Fut>(
         &self,
         key: K,
@@ -135,8 +143,7 @@ where
         let (answer, answered) = oneshot::channel();
         self.send(key, (ask, answer), |queue| {
             tokio::spawn(run(queue, max, in_flight, work));
-        })
-        .ok()?;
+        });
         answered.await.ok()
     }
 }
@@ -162,9 +169,7 @@ impl<K: Hash + Eq, M> LaneQueue<K, M> {
             if !batch.is_empty() {
                 return Some(batch);
             }
-            let Ok(mut lanes) = self.registry.lock() else {
-                return None;
-            };
+            let lanes = &mut lanes_of(&self.registry);
             // Checked again under the lock senders hold: empty now is empty for good.
             if self.lane.queue().is_empty() {
                 lanes.remove(&self.key);
@@ -201,10 +206,10 @@ impl<K: Hash + Eq, M> LaneQueue<K, M> {
 
 impl<K: Hash + Eq, M> Drop for LaneQueue<K, M> {
     fn drop(&mut self) {
-        if let Ok(mut lanes) = self.registry.lock()
-            && lanes
-                .get(&self.key)
-                .is_some_and(|l| Arc::ptr_eq(l, &self.lane))
+        let mut lanes = lanes_of(&self.registry);
+        if lanes
+            .get(&self.key)
+            .is_some_and(|l| Arc::ptr_eq(l, &self.lane))
         {
             lanes.remove(&self.key);
         }
@@ -224,6 +229,21 @@ impl<M> Gather<M> {
         let more = self.lane.drain(max);
         self.taken.fetch_add(more.len(), Ordering::SeqCst);
         more
+    }
+
+    /// Gives back messages taken that this batch cannot run after all: they go to the front
+    /// of the queue, in their order, for the next batch.
+    pub fn put_back(&self, back: Vec<M>) {
+        if back.is_empty() {
+            return;
+        }
+        self.taken.fetch_sub(back.len(), Ordering::SeqCst);
+        let mut queue = self.lane.queue();
+        for m in back.into_iter().rev() {
+            queue.push_front(m);
+        }
+        drop(queue);
+        self.lane.arrived.notify_one();
     }
 }
 
@@ -277,14 +297,14 @@ mod tests {
     fn a_lane_starts_on_its_first_message_batches_the_rest_and_ends_when_empty() {
         let lanes: Lanes<u8, u32> = Lanes::default();
         let mut started = Vec::new();
-        lanes.send(1, 10, |q| started.push(q)).unwrap();
-        lanes.send(1, 11, |_| panic!("the lane exists")).unwrap();
-        lanes.send(2, 20, |q| started.push(q)).unwrap();
+        lanes.send(1, 10, |q| started.push(q));
+        lanes.send(1, 11, |_| panic!("the lane exists"));
+        lanes.send(2, 20, |q| started.push(q));
         assert_eq!((started.len(), lanes.pending(&1)), (2, 2));
 
         let mut one = started.remove(0);
         assert_eq!(one.next_batch(8), Some(vec![10, 11]));
-        lanes.send(1, 12, |_| panic!("still running")).unwrap();
+        lanes.send(1, 12, |_| panic!("still running"));
         one.done(2);
         assert_eq!(lanes.pending(&1), 1);
         assert_eq!(one.next_batch(1), Some(vec![12]));
@@ -294,7 +314,7 @@ mod tests {
 
         // Gone: the next message starts a new lane.
         let mut restarted = None;
-        lanes.send(1, 13, |q| restarted = Some(q)).unwrap();
+        lanes.send(1, 13, |q| restarted = Some(q));
         assert_eq!(restarted.unwrap().next_batch(8), Some(vec![13]));
     }
 
@@ -302,18 +322,20 @@ mod tests {
     fn a_batch_gathers_what_queued_after_it_left_and_counts_it_done() {
         let lanes: Lanes<u8, u32> = Lanes::default();
         let mut started = None;
-        lanes.send(1, 10, |q| started = Some(q)).unwrap();
+        lanes.send(1, 10, |q| started = Some(q));
         let mut queue = started.unwrap();
         let batch = queue.next_batch(8).unwrap();
         let gather = queue.gather();
-        lanes.send(1, 11, |_| panic!("the lane exists")).unwrap();
-        lanes.send(1, 12, |_| panic!("the lane exists")).unwrap();
-        lanes.send(1, 13, |_| panic!("the lane exists")).unwrap();
+        lanes.send(1, 11, |_| panic!("the lane exists"));
+        lanes.send(1, 12, |_| panic!("the lane exists"));
+        lanes.send(1, 13, |_| panic!("the lane exists"));
         assert_eq!((batch, gather.take(2)), (vec![10], vec![11, 12]));
-        assert_eq!(gather.taken.load(Ordering::SeqCst), 2);
-        queue.done(3);
-        assert_eq!(lanes.pending(&1), 1);
-        assert_eq!(queue.next_batch(8), Some(vec![13]));
+        // One of them cannot go in this batch: back to the front, before 13.
+        gather.put_back(vec![12]);
+        assert_eq!(gather.taken.load(Ordering::SeqCst), 1);
+        queue.done(2);
+        assert_eq!(lanes.pending(&1), 2);
+        assert_eq!(queue.next_batch(8), Some(vec![12, 13]));
         assert_eq!(gather.take(8), Vec::<u32>::new());
     }
 

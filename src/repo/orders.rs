@@ -84,9 +84,17 @@ pub struct TierForHolds {
     pub discount_quantity: Option<i32>,
     pub discount_taken: i32,
     pub discount_expires_at: Option<OffsetDateTime>,
-    /// Scheduled and not over at `now`.
-    pub open: bool,
+    /// The event is scheduled (not cancelled).
+    pub scheduled: bool,
+    pub ends_at: OffsetDateTime,
     pub max_per_order: i32,
+}
+
+impl TierForHolds {
+    /// Whether holds may be taken at `now`: scheduled and not over.
+    pub fn open_at(&self, now: OffsetDateTime) -> bool {
+        self.scheduled && self.ends_at > now
+    }
 }
 
 /// Locks the tier row for the rest of the transaction and reads what deciding a batch of
@@ -97,19 +105,17 @@ pub async fn lock_tier_for_holds(
     db: impl PgExecutor<'_>,
     tier_id: Uuid,
     event_id: Uuid,
-    now: OffsetDateTime,
 ) -> sqlx::Result<Option<TierForHolds>> {
     sqlx::query_as!(
         TierForHolds,
         r#"SELECT t.taken, t.quantity, t.price, t.currency, t.discount_price, t.discount_quantity,
                   t.discount_taken, t.discount_expires_at,
-                  (e.status = 'scheduled' AND e.ends_at > $3) AS "open!", e.max_per_order
+                  e.status = 'scheduled' AS "scheduled!", e.ends_at, e.max_per_order
            FROM ticket_tiers t JOIN events e ON e.id = t.event_id
            WHERE t.id = $1 AND t.event_id = $2
            FOR UPDATE OF t"#,
         tier_id,
-        event_id,
-        now
+        event_id
     )
     .fetch_optional(db)
     .await
@@ -305,6 +311,25 @@ pub async fn lock_buyers(
     Ok(())
 }
 
+/// The same locks without waiting: those of `user_ids` this transaction now holds (taken
+/// now, or held already); the others are held by another transaction. For buyers met while
+/// holding a tier row, where waiting could tie the row to another tier's commit.
+pub async fn try_lock_buyers(
+    db: impl PgExecutor<'_>,
+    user_ids: &[Uuid],
+    event_id: Uuid,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"SELECT u AS "u!"
+           FROM (SELECT DISTINCT u FROM unnest($1::uuid[]) AS u) AS buyers
+           WHERE pg_try_advisory_xact_lock(hashtextextended(u::text || $2::text, 0))"#,
+        user_ids,
+        event_id.to_string()
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// What one buyer has of one event right now.
 #[derive(Debug, Clone, Default)]
 pub struct BuyerUsage {
@@ -492,11 +517,16 @@ pub async fn set_checkout(
 
 /// Hands a hold's checkout link to the paced initializer (`service::checkout`).
 pub async fn defer_checkout(db: &sqlx::PgPool, id: Uuid) -> sqlx::Result<()> {
+    defer_checkouts(db, &[id]).await
+}
+
+/// `defer_checkout` of many holds in one statement.
+pub async fn defer_checkouts(db: &sqlx::PgPool, ids: &[Uuid]) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE orders SET checkout_deferred_at = now(), updated_at = now()
-         WHERE id = $1 AND status = 'pending' AND authorization_url IS NULL
+         WHERE id = ANY($1) AND status = 'pending' AND authorization_url IS NULL
            AND checkout_deferred_at IS NULL AND total_amount > 0",
-        id
+        ids
     )
     .execute(db)
     .await?;

@@ -14,7 +14,7 @@
 //! instance's buyers spend joining the next batch, not forming batches of their own that then
 //! queue at the row one by one. With two instances each lane sees half the buyers; gathering
 //! at the row keeps their batches as large as one instance's, and the row's commits as few
-//! (measured: README, Performance).
+//! (measured: `docs/inventory.md`, "Why gather at the row").
 //!
 //! What stays true:
 //! - PostgreSQL is the only truth. The tier row is locked (`FOR UPDATE`) before the seats are
@@ -24,12 +24,14 @@
 //! - Orders are decided in arrival order, each all or nothing (first fit: a buyer asking for 5
 //!   when 3 are left is refused, the next asking for 1 still gets one), the discount per
 //!   order as before.
-//! - The per-buyer caps are counted under the same advisory locks as before, taken for the
-//!   whole batch in one sorted order, so one buyer's racing requests still serialise (across
-//!   instances too) and nobody else waits. Lock order: the tier row, then the buyers' locks
-//!   (sorted). Every batch takes them so and nothing else takes these advisory locks, so no
-//!   two batches wait on each other in a cycle (a batch holds at most one tier row, and only
-//!   the holder of a row ever waits for a buyer's lock).
+//! - The per-buyer caps are counted under advisory locks, one per buyer and event, so one
+//!   buyer's racing requests still serialise (across tiers and instances too) and nobody else
+//!   waits. A batch waits for its own buyers' locks (sorted) *before* the tier row; the
+//!   buyers it gathers at the row it only tries (`pg_try_advisory_xact_lock`), and those whose
+//!   lock another batch holds go back to the front of the queue to lead the next batch. So no
+//!   one holding a tier row ever waits for a buyer's lock: no cycle, and one tier's row never
+//!   waits for another tier's commit. Each buyer's holds are counted after their lock is
+//!   taken, in a statement of its own (one statement's snapshot would predate its wait).
 //! - A repeated Idempotency-Key never takes seats twice: inside a batch the first copy decides
 //!   (granted, the others are answered its order; refused, they are refused alike), and a key
 //!   already stored elsewhere is skipped by the insert and its order taken back before the
@@ -137,21 +139,40 @@ async fn run_batch(
                 .collect()
         }
     };
+    let mut unanswered = Vec::new();
     for (answer, outcome) in answers.into_iter().zip(outcomes) {
         if let Err(HoldOutcome::Held(order)) = answer.send(outcome) {
-            // The buyer went away during the commit: the hold stands, and its link is the
-            // paced initializer's to make (a retry with the same key is answered the order,
-            // link to follow), never a hold nobody can pay.
-            if let Err(e) = repo::orders::defer_checkout(&state.db, order.id).await {
-                tracing::warn!(error = %e, order_id = %order.id, "an unanswered hold has no link; it expires");
-            }
+            unanswered.push(order.id);
         }
+    }
+    if !unanswered.is_empty() {
+        // Buyers who went away during the commit: their holds stand, and their links are the
+        // paced initializer's to make (a retry with the same key is answered the order, link
+        // to follow), never a hold nobody can pay. One statement, off the lane: the next
+        // batch does not wait for it.
+        let db = state.db.clone();
+        tokio::spawn(async move {
+            if let Err(e) = repo::orders::defer_checkouts(&db, &unanswered).await {
+                tracing::warn!(error = %e, holds = unanswered.len(), "unanswered holds have no link; they expire");
+            }
+        });
     }
 }
 
-/// The batch's transaction: the tier row's lock and counts, then what queued meanwhile
-/// (appended to `asks` and `answers`), the buyers' locks and counts, the decision in arrival
-/// order, one insert, one commit. Outcomes are in `asks`' order.
+/// The distinct buyers of `asks`, leaving out `known`.
+fn buyers_of<'a>(asks: impl IntoIterator<Item = &'a HoldAsk>, known: &HashSet<Uuid>) -> Vec<Uuid> {
+    asks.into_iter()
+        .map(|a| a.user_id)
+        .filter(|u| !known.contains(u))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// The batch's transaction: its buyers' locks and counts, the tier row's lock and counts,
+/// then what queued meanwhile (appended to `asks` and `answers`) with its buyers' locks and
+/// counts, the decision in arrival order, one insert, one commit. Outcomes are in `asks'`
+/// order.
 async fn decide_and_commit(
     state: &AppState,
     (event_id, tier_id): LaneKey,
@@ -159,30 +180,54 @@ async fn decide_and_commit(
     gather: &Gather<Queued>,
 ) -> anyhow::Result<Vec<HoldOutcome>> {
     let limits = &state.config.limits;
-    let now = state.clock.now();
+    let capped = limits.max_active_holds_per_user > 0 || limits.max_free_tickets_per_user > 0;
     let mut tx = state.db.begin().await?;
-    let Some(tier) = repo::orders::lock_tier_for_holds(&mut *tx, tier_id, event_id, now).await?
-    else {
+    // The batch's own buyers are locked and counted before the row, while another batch may
+    // still hold it.
+    let mut locked = HashSet::new();
+    let mut usage = HashMap::new();
+    if capped {
+        let buyers = buyers_of(asks.iter(), &locked);
+        repo::orders::lock_buyers(&mut *tx, &buyers, event_id).await?;
+        usage = repo::orders::buyers_usage(&mut *tx, &buyers, event_id).await?;
+        locked.extend(buyers);
+    }
+    let Some(tier) = repo::orders::lock_tier_for_holds(&mut *tx, tier_id, event_id).await? else {
         return Ok(asks.iter().map(|_| HoldOutcome::Nothing).collect());
     };
-    // The row is ours: everyone who queued while we waited for it joins this batch.
-    let (more, more_answers) = still_waiting(gather.take(MAX_BATCH.saturating_sub(asks.len())));
+    // The row is ours: everyone who queued while we waited for it joins this batch...
+    let first = asks.len();
+    let (more, more_answers) = still_waiting(gather.take(MAX_BATCH.saturating_sub(first)));
     asks.extend(more);
     answers.extend(more_answers);
-    let asks: &[HoldAsk] = asks;
-    let capped = limits.max_active_holds_per_user > 0 || limits.max_free_tickets_per_user > 0;
-    let usage = if capped {
-        let buyers: Vec<Uuid> = asks
-            .iter()
-            .map(|a| a.user_id)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        repo::orders::lock_buyers(&mut *tx, &buyers, event_id).await?;
-        repo::orders::buyers_usage(&mut *tx, &buyers, event_id).await?
+    let newcomers = if capped {
+        buyers_of(&asks[first..], &locked)
     } else {
-        HashMap::new()
+        Vec::new()
     };
+    if !newcomers.is_empty() {
+        // ...if their buyer's lock is ours or free. Waiting for one while holding the row
+        // would hold every hold of this tier until another tier's batch of the same buyer
+        // (the locks are per buyer and event) commits; those go back to the front of the
+        // queue and lead the next batch, which waits for their locks before the row.
+        let got = repo::orders::try_lock_buyers(&mut *tx, &newcomers, event_id).await?;
+        if !got.is_empty() {
+            usage.extend(repo::orders::buyers_usage(&mut *tx, &got, event_id).await?);
+        }
+        locked.extend(got);
+        let (join, back): (Vec<Queued>, Vec<Queued>) = asks
+            .drain(first..)
+            .zip(answers.drain(first..))
+            .partition(|(a, _)| locked.contains(&a.user_id));
+        gather.put_back(back);
+        let (join, join_answers): (Vec<_>, Vec<_>) = join.into_iter().unzip();
+        asks.extend(join);
+        answers.extend(join_answers);
+    }
+    let asks: &[HoldAsk] = asks;
+    // Read after the gathering: every hold is decided as of a moment after it arrived (the
+    // event's end, the discount's expiry).
+    let now = state.clock.now();
     let caps = Caps {
         active_holds: i64::from(limits.max_active_holds_per_user),
         free_tickets: i64::from(limits.max_free_tickets_per_user),
@@ -305,7 +350,7 @@ fn decide(
                     retry_after: wait.max(Duration::from_secs(1)),
                 });
             }
-            if !tier.open
+            if !tier.open_at(now)
                 || ask.quantity > tier.max_per_order
                 || taken + quantity > i64::from(tier.quantity)
             {
@@ -359,7 +404,8 @@ mod tests {
             discount_quantity: None,
             discount_taken: 0,
             discount_expires_at: None,
-            open: true,
+            scheduled: true,
+            ends_at: OffsetDateTime::now_utc() + time::Duration::days(1),
             max_per_order: 10,
         }
     }
@@ -548,7 +594,7 @@ mod tests {
         assert_eq!(granted(&d)[2], Some((5_000, false)));
 
         let mut closed = tier(10, 0);
-        closed.open = false;
+        closed.scheduled = false;
         let d = decide(
             &closed,
             &asks[..1],

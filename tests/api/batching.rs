@@ -200,6 +200,66 @@ async fn a_batch_whose_transaction_fails_answers_its_own_buyers_503_and_takes_no
 }
 
 #[tokio::test]
+async fn a_buyer_whose_lock_another_batch_holds_is_given_back_and_leads_the_next_batch() {
+    let app = TestApp::spawn().await;
+    let (_, event_id, tier) = event_with_tier(&app, PRICE, 10).await;
+    let (event, tier_id) = ids(&event_id, &tier);
+    let buyers = attendees(&app, 2).await;
+    let busy = app.get_json_auth("/users/profile", &buyers[1]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Buyer 0's batch waits at the tier row; buyer 1 queues behind it.
+    let row = lock_tier(&app, tier_id).await;
+    let first = spawn_purchase(&app, &buyers[0], &event_id);
+    eventually(Duration::from_secs(10), || async {
+        (lock_waiters(&app).await == 1).then_some(())
+    })
+    .await;
+    // Buyer 1's lock (one per buyer and event) is held elsewhere, as by a batch of another
+    // tier of this event until it commits.
+    let buyer_lock = RowLock::take(
+        &app,
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &format!("{busy}{event}"),
+    )
+    .await;
+    let second = spawn_purchase(&app, &buyers[1], &event_id);
+    eventually(Duration::from_secs(10), || async {
+        (app.state.batcher.pending(&(event, tier_id)) == 2).then_some(())
+    })
+    .await;
+    row.release().await;
+
+    // The batch gathers buyer 1 at the row, cannot take their lock at once and gives them
+    // back: buyer 0 is answered while that lock is still held (a deadline, not a pause:
+    // waiting for the lock under the row would never answer).
+    let res = tokio::time::timeout(Duration::from_secs(20), first)
+        .await
+        .expect("buyer 0 answered while buyer 1's lock is held elsewhere")
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert!(!second.is_finished());
+    // Buyer 1 now leads the next batch, which waits for their lock before the row: the row
+    // is free meanwhile.
+    eventually(Duration::from_secs(10), || async {
+        (lock_waiters(&app).await == 1).then_some(())
+    })
+    .await;
+    let row = RowLock::take(
+        &app,
+        "SELECT 1 FROM ticket_tiers WHERE id = $1::uuid FOR UPDATE NOWAIT",
+        &tier_id.to_string(),
+    )
+    .await;
+    row.release().await;
+    buyer_lock.release().await;
+    assert_eq!(second.await.unwrap().status(), StatusCode::CREATED);
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
 async fn a_retry_the_shedding_cache_does_not_know_still_takes_its_seats_once() {
     // No hold cap, so the retry reaches the batch itself (at the cap it would be answered
     // before): its key, already stored, is skipped and its new order taken back.
