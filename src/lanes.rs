@@ -195,6 +195,7 @@ impl<K: Hash + Eq, M> LaneQueue<K, M> {
         Gather {
             lane: self.lane.clone(),
             taken: Arc::default(),
+            given_back: Arc::default(),
         }
     }
 
@@ -217,10 +218,13 @@ impl<K: Hash + Eq, M> Drop for LaneQueue<K, M> {
 }
 
 /// One batch's hold on its lane's queue, to take the messages that arrived after the batch
-/// left (they are then the batch's to answer; the runner counts them done with it).
+/// left (they are then the batch's to answer; the runner counts them done with it) and to
+/// give back those it cannot run.
 pub struct Gather<M> {
     lane: Arc<Lane<M>>,
+    /// Messages taken, and messages given back (of the batch's own or taken).
     taken: Arc<AtomicUsize>,
+    given_back: Arc<AtomicUsize>,
 }
 
 impl<M> Gather<M> {
@@ -231,13 +235,13 @@ impl<M> Gather<M> {
         more
     }
 
-    /// Gives back messages taken that this batch cannot run after all: they go to the front
-    /// of the queue, in their order, for the next batch.
+    /// Gives back messages this batch cannot run after all (its own or taken): they go to
+    /// the front of the queue, in their order, for the next batch.
     pub fn put_back(&self, back: Vec<M>) {
         if back.is_empty() {
             return;
         }
-        self.taken.fetch_sub(back.len(), Ordering::SeqCst);
+        self.given_back.fetch_add(back.len(), Ordering::SeqCst);
         let mut queue = self.lane.queue();
         for m in back.into_iter().rev() {
             queue.push_front(m);
@@ -264,11 +268,11 @@ pub async fn run<K, M, Fut>(
     let mut running = FuturesUnordered::new();
     let start = |batch: Vec<M>, gather: Gather<M>| {
         let size = batch.len();
-        let taken = gather.taken.clone();
+        let (taken, given_back) = (gather.taken.clone(), gather.given_back.clone());
         let done = work(key.clone(), batch, gather);
         async move {
             done.await;
-            size + taken.load(Ordering::SeqCst)
+            size + taken.load(Ordering::SeqCst) - given_back.load(Ordering::SeqCst)
         }
     };
     loop {
@@ -332,7 +336,7 @@ mod tests {
         assert_eq!((batch, gather.take(2)), (vec![10], vec![11, 12]));
         // One of them cannot go in this batch: back to the front, before 13.
         gather.put_back(vec![12]);
-        assert_eq!(gather.taken.load(Ordering::SeqCst), 1);
+        assert_eq!(gather.given_back.load(Ordering::SeqCst), 1);
         queue.done(2);
         assert_eq!(lanes.pending(&1), 2);
         assert_eq!(queue.next_batch(8), Some(vec![12, 13]));

@@ -47,6 +47,10 @@ pub struct HoldAsk {
     /// setting it afterwards would be a non-HOT update of every deferred order, which cost
     /// PostgreSQL more than the hold itself).
     pub deferred: bool,
+    /// A batch gave this hold back because another transaction held its buyer's lock: the
+    /// next batch waits for that lock before the tier row (`service::batcher`), so a hold is
+    /// given back at most once.
+    pub given_back: bool,
 }
 
 /// How a hold lane answered one buyer.

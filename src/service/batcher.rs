@@ -182,47 +182,53 @@ async fn decide_and_commit(
     let limits = &state.config.limits;
     let capped = limits.max_active_holds_per_user > 0 || limits.max_free_tickets_per_user > 0;
     let mut tx = state.db.begin().await?;
-    // The batch's own buyers are locked and counted before the row, while another batch may
-    // still hold it.
+    // Holds given back once by an earlier batch wait for their buyers' locks now, before the
+    // row (rare: a buyer of two tiers at once), so no hold is given back twice.
     let mut locked = HashSet::new();
-    let mut usage = HashMap::new();
-    if capped {
-        let buyers = buyers_of(asks.iter(), &locked);
-        repo::orders::lock_buyers(&mut *tx, &buyers, event_id).await?;
-        usage = repo::orders::buyers_usage(&mut *tx, &buyers, event_id).await?;
-        locked.extend(buyers);
+    let given_back = buyers_of(asks.iter().filter(|a| a.given_back), &locked);
+    if capped && !given_back.is_empty() {
+        repo::orders::lock_buyers(&mut *tx, &given_back, event_id).await?;
+        locked.extend(given_back);
     }
     let Some(tier) = repo::orders::lock_tier_for_holds(&mut *tx, tier_id, event_id).await? else {
         return Ok(asks.iter().map(|_| HoldOutcome::Nothing).collect());
     };
-    // The row is ours: everyone who queued while we waited for it joins this batch...
-    let first = asks.len();
-    let (more, more_answers) = still_waiting(gather.take(MAX_BATCH.saturating_sub(first)));
+    // The row is ours: everyone who queued while we waited for it joins this batch.
+    let (more, more_answers) = still_waiting(gather.take(MAX_BATCH.saturating_sub(asks.len())));
     asks.extend(more);
     answers.extend(more_answers);
-    let newcomers = if capped {
-        buyers_of(&asks[first..], &locked)
-    } else {
-        Vec::new()
-    };
-    if !newcomers.is_empty() {
-        // ...if their buyer's lock is ours or free. Waiting for one while holding the row
-        // would hold every hold of this tier until another tier's batch of the same buyer
-        // (the locks are per buyer and event) commits; those go back to the front of the
-        // queue and lead the next batch, which waits for their locks before the row.
-        let got = repo::orders::try_lock_buyers(&mut *tx, &newcomers, event_id).await?;
-        if !got.is_empty() {
-            usage.extend(repo::orders::buyers_usage(&mut *tx, &got, event_id).await?);
+    let mut usage = HashMap::new();
+    if capped {
+        // Buyers' locks are only tried here: waiting for one while holding the row would hold
+        // every hold of this tier until another tier's batch of the same buyer (the locks are
+        // per buyer and event) commits. A hold whose buyer's lock is held elsewhere goes back
+        // to the front of the queue, marked, and leads the next batch.
+        let untried = buyers_of(asks.iter(), &locked);
+        if !untried.is_empty() {
+            locked.extend(repo::orders::try_lock_buyers(&mut *tx, &untried, event_id).await?);
         }
-        locked.extend(got);
-        let (join, back): (Vec<Queued>, Vec<Queued>) = asks
-            .drain(first..)
-            .zip(answers.drain(first..))
+        let (keep, back): (Vec<Queued>, Vec<Queued>) = asks
+            .drain(..)
+            .zip(answers.drain(..))
             .partition(|(a, _)| locked.contains(&a.user_id));
-        gather.put_back(back);
-        let (join, join_answers): (Vec<_>, Vec<_>) = join.into_iter().unzip();
-        asks.extend(join);
-        answers.extend(join_answers);
+        gather.put_back(
+            back.into_iter()
+                .map(|(ask, answer)| {
+                    (
+                        HoldAsk {
+                            given_back: true,
+                            ..ask
+                        },
+                        answer,
+                    )
+                })
+                .collect(),
+        );
+        (*asks, *answers) = keep.into_iter().unzip();
+        let buyers: Vec<Uuid> = locked.iter().copied().collect();
+        if !buyers.is_empty() {
+            usage = repo::orders::buyers_usage(&mut *tx, &buyers, event_id).await?;
+        }
     }
     let asks: &[HoldAsk] = asks;
     // Read after the gathering: every hold is decided as of a moment after it arrived (the
@@ -418,6 +424,7 @@ mod tests {
             quantity,
             idempotency: key.map(|k| (k.to_owned(), "hash".to_owned())),
             deferred: false,
+            given_back: false,
         }
     }
 

@@ -465,6 +465,7 @@ async fn take_seats(
         quantity: req.quantity,
         idempotency: idempotency_key.map(|k| (k.to_owned(), hash.to_owned())),
         deferred,
+        given_back: false,
     };
     // Answered before the request's own deadline; if the lane answers later, the hold (if
     // any) is handed to the paced initializer and a retry with the key finds it.
