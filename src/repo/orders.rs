@@ -295,9 +295,10 @@ pub async fn undo_holds(
 /// Serialises each buyer's purchases on one event until the transaction ends, so that the
 /// counts of `buyers_usage` read after it cannot be raced by the same buyer's next request
 /// (on this instance or another: its batch waits here and then counts this one).
-/// Transaction-scoped advisory locks, taken in one order (sorted keys) by every batch so two
-/// batches never wait on each other in a circle; unrelated buyers never wait (a hash
-/// collision only serialises two buyers for a moment).
+/// Transaction-scoped advisory locks, waited for in one order (sorted keys), and only before
+/// the tier row by a batch led by given-back holds (`try_lock_buyers` under the row), so no
+/// two batches wait on each other in a circle; unrelated buyers never wait (a hash collision
+/// only serialises two buyers for a moment).
 pub async fn lock_buyers(
     db: impl PgExecutor<'_>,
     user_ids: &[Uuid],

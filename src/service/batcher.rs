@@ -23,15 +23,19 @@
 //! - Each buyer is answered only after the commit that made their hold durable.
 //! - Orders are decided in arrival order, each all or nothing (first fit: a buyer asking for 5
 //!   when 3 are left is refused, the next asking for 1 still gets one), the discount per
-//!   order as before.
+//!   order as before. One exception: a hold given back (below) is decided first in the next
+//!   batch, after holds that arrived later but went in the batch that gave it back.
 //! - The per-buyer caps are counted under advisory locks, one per buyer and event, so one
 //!   buyer's racing requests still serialise (across tiers and instances too) and nobody else
-//!   waits. A batch waits for its own buyers' locks (sorted) *before* the tier row; the
-//!   buyers it gathers at the row it only tries (`pg_try_advisory_xact_lock`), and those whose
-//!   lock another batch holds go back to the front of the queue to lead the next batch. So no
-//!   one holding a tier row ever waits for a buyer's lock: no cycle, and one tier's row never
-//!   waits for another tier's commit. Each buyer's holds are counted after their lock is
-//!   taken, in a statement of its own (one statement's snapshot would predate its wait).
+//!   waits. Under the tier row a batch only *tries* its buyers' locks
+//!   (`pg_try_advisory_xact_lock`); a hold whose buyer's lock another transaction holds (the
+//!   same buyer in a batch of another tier, or of this tier on another instance) is given back
+//!   to the front of the queue, marked, and its next batch waits for that lock *before* the
+//!   row, so a hold is given back at most once. No one holding a tier row ever waits for a
+//!   buyer's lock: no cycle, and one tier's row never waits for another tier's commit (this
+//!   instance's lane for the tier does, while a given-back hold leads it). Holds are counted
+//!   after every lock is held, in a statement of its own (one statement's snapshot would
+//!   predate its wait).
 //! - A repeated Idempotency-Key never takes seats twice: inside a batch the first copy decides
 //!   (granted, the others are answered its order; refused, they are refused alike), and a key
 //!   already stored elsewhere is skipped by the insert and its order taken back before the
@@ -95,10 +99,15 @@ pub async fn hold(state: &AppState, event_id: Uuid, tier_id: Uuid, ask: HoldAsk)
 /// only split that queue in two and queue at the row itself. The row is idle between one
 /// batch's commit and the next one's lock (a round trip or two) on one instance; with two,
 /// the other instance's batch is waiting and takes it. Measured on the bench's flash sale
-/// (holds-only runs, 2026-12-03): one in flight 6,539–6,572 holds/s on one instance and
-/// 5,206–5,680 on two; two in flight 5,575–5,881 and 4,107–4,425; three 5,528–5,604 and
-/// 3,642–3,857 (`docs/bench-2026-12-03.txt`).
+/// (holds-only runs, 2026-12-03, with the buyers' locks then waited for after the row): one in
+/// flight 6,539–6,572 holds/s on one instance and 5,206–5,680 on two; two in flight
+/// 5,575–5,881 and 4,107–4,425; three 5,528–5,604 and 3,642–3,857. As built (locks tried):
+/// 5,773–5,938 and 4,554–5,475 (`docs/inventory.md`).
 const IN_FLIGHT: usize = 1;
+
+// "Given back at most once" needs it: with a second batch in flight, a running batch could
+// gather a hold another just gave back and, only trying its lock, give it back again.
+const _: () = assert!(IN_FLIGHT == 1, "a given-back hold must lead the next batch");
 
 /// The holds of `batch` whose buyers still wait (one who went away while queued — timeout,
 /// disconnect — takes nothing), as asks and the answers they wait on.
@@ -169,10 +178,11 @@ fn buyers_of<'a>(asks: impl IntoIterator<Item = &'a HoldAsk>, known: &HashSet<Uu
         .collect()
 }
 
-/// The batch's transaction: its buyers' locks and counts, the tier row's lock and counts,
-/// then what queued meanwhile (appended to `asks` and `answers`) with its buyers' locks and
-/// counts, the decision in arrival order, one insert, one commit. Outcomes are in `asks'`
-/// order.
+/// The batch's transaction: the locks of given-back holds' buyers (waited for), the tier
+/// row's lock and counts, what queued meanwhile (appended to `asks` and `answers`), every
+/// other buyer's lock tried (holds of busy ones given back, taken out of `asks` and
+/// `answers`), one count of the buyers' holds, the decision in arrival order, one insert, one
+/// commit. Outcomes are in `asks`' order.
 async fn decide_and_commit(
     state: &AppState,
     (event_id, tier_id): LaneKey,
@@ -183,7 +193,8 @@ async fn decide_and_commit(
     let capped = limits.max_active_holds_per_user > 0 || limits.max_free_tickets_per_user > 0;
     let mut tx = state.db.begin().await?;
     // Holds given back once by an earlier batch wait for their buyers' locks now, before the
-    // row (rare: a buyer of two tiers at once), so no hold is given back twice.
+    // row (rare: one buyer in two batches at once, of two tiers or two instances), so no hold
+    // is given back twice.
     let mut locked = HashSet::new();
     let given_back = buyers_of(asks.iter().filter(|a| a.given_back), &locked);
     if capped && !given_back.is_empty() {

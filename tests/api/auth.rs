@@ -526,6 +526,9 @@ async fn auth_rate_limit_answers_429_and_recovers_after_the_window() {
     let app = TestApp::builder()
         .env("AUTH_RATE_LIMIT_PER_MINUTE", "3")
         .env("AUTH_RATE_LIMIT_WINDOW_SECONDS", "2")
+        // Three password checks at once, however few cores the runner has.
+        .env("PASSWORD_HASH_CONCURRENCY", "4")
+        .env("PASSWORD_HASH_WAIT_MILLIS", "5000")
         .spawn()
         .await;
     // Start at the beginning of a window so three requests fit in it.

@@ -10,8 +10,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::helpers::{
-    RowLock, TestApp, assert_invariants, attendees, event_with_tier, eventually, lock_waiters,
-    problem, purchase, refuse_writes,
+    RowLock, TestApp, add_tier, assert_invariants, attendees, event_with_tier, eventually,
+    lock_waiters, problem, purchase, refuse_writes,
 };
 
 const PRICE: i64 = 500_000;
@@ -56,7 +56,12 @@ fn spawn_purchase(
 
 #[tokio::test]
 async fn two_hundred_buyers_batched_on_two_instances_take_exactly_the_seats_that_exist() {
-    let app = TestApp::spawn().await;
+    // The first buyers wait in their lanes while the queues fill (up to 40 s on a loaded
+    // machine): their requests must not time out first.
+    let app = TestApp::builder()
+        .env("REQUEST_TIMEOUT_SECONDS", "90")
+        .spawn()
+        .await;
     let sibling = app.spawn_sibling().await;
     let (_, event_id, tier) = event_with_tier(&app, PRICE, 50).await;
     let (event, tier_id) = ids(&event_id, &tier);
@@ -256,6 +261,65 @@ async fn a_buyer_whose_lock_another_batch_holds_is_given_back_and_leads_the_next
     row.release().await;
     buyer_lock.release().await;
     assert_eq!(second.await.unwrap().status(), StatusCode::CREATED);
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_buyer_at_the_hold_cap_in_another_tier_is_refused_after_that_batch_commits() {
+    let app = TestApp::builder()
+        .env("MAX_ACTIVE_HOLDS_PER_USER", "1")
+        .spawn()
+        .await;
+    let (owner, event_id, tier) = event_with_tier(&app, PRICE, 10).await;
+    let (event, tier_id) = ids(&event_id, &tier);
+    let balcony = add_tier(
+        &app,
+        &owner,
+        &event_id,
+        &serde_json::json!({ "name": "Balcony", "price": PRICE, "quantity": 10 }),
+    )
+    .await;
+    let buyer = &attendees(&app, 1).await[0];
+    let user = app.get_json_auth("/users/profile", buyer).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A batch of the other tier, mid-commit: it holds the buyer's lock (per buyer and event)
+    // and has written the buyer's one allowed hold there, not yet committed.
+    let mut other = RowLock::take(
+        &app,
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &format!("{user}{event}"),
+    )
+    .await;
+    other
+        .also(
+            "WITH p AS (SELECT split_part($1, ' ', 1)::uuid AS u, split_part($1, ' ', 2)::uuid AS e,
+                               split_part($1, ' ', 3)::uuid AS t),
+                  seat AS (UPDATE ticket_tiers SET taken = taken + 1 FROM p WHERE id = p.t)
+             INSERT INTO orders (id, reference, user_id, event_id, tier_id, quantity, unit_price,
+                                 total_amount, status, expires_at)
+             SELECT gen_random_uuid(), 'ord-other-tier', u, e, t, 1, 500000, 500000, 'pending',
+                    now() + interval '15 minutes'
+             FROM p",
+            &format!("{user} {event} {}", balcony["id"].as_str().unwrap()),
+        )
+        .await;
+
+    // The buyer asks for a seat of the first tier: its batch finds the lock busy under the
+    // row, gives the hold back, and the next batch waits for the lock before the row.
+    let res = spawn_purchase(&app, buyer, &event_id);
+    eventually(Duration::from_secs(10), || async {
+        (lock_waiters(&app).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(app.state.batcher.pending(&(event, tier_id)), 1);
+    other.commit().await;
+
+    // Counted after the lock: the other tier's hold is seen, and the cap refuses this one.
+    let res = res.await.unwrap();
+    problem(res, StatusCode::TOO_MANY_REQUESTS, "too_many_holds").await;
     assert_invariants(&app).await;
 }
 

@@ -396,6 +396,11 @@ impl RowLock {
     pub async fn release(mut self) {
         sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
     }
+
+    /// Commits what the transaction wrote, and lets go.
+    pub async fn commit(mut self) {
+        sqlx::query("COMMIT").execute(&mut self.0).await.unwrap();
+    }
 }
 
 /// Makes every `event` (`INSERT`, `UPDATE`) on `table` fail for the rows whose `column` is
